@@ -1,0 +1,256 @@
+/*
+ * cw_common.c — error names, the JSON-lines logger, time parsing and
+ * formatting, and small string helpers shared by every module.
+ *
+ * The logger writes one JSON object per line to stderr with a single
+ * fputs-sized write so lines from the main loop and librdkafka's threads do
+ * not interleave. Time parsing accepts RFC 3339 (with 'Z' or an offset,
+ * optional fraction) and is strict: anything else is rejected.
+ */
+#include "cw_common.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+int cw_log_level = CW_LOG_INFO;
+
+const char *cw_err2str(cw_err_t err) {
+    switch (err) {
+    case CW_OK:
+        return "ok";
+    case CW_RETRY:
+        return "retry";
+    case CW_ERROR:
+        return "error";
+    case CW_NOENT:
+        return "not found";
+    }
+    return "unknown error";
+}
+
+static const char *level_names[] = {"error", "warn", "info", "debug"};
+
+int cw_log_level_parse(const char *s) {
+    for (int i = 0; i < 4; i++) {
+        if (strcmp(s, level_names[i]) == 0) {
+            return i;
+        }
+    }
+    return -1;
+}
+
+void cw_log_write(cw_log_level_t level, const char *comp, const char *fmt, ...) {
+    char msg[1024];
+    char esc[2048];
+    char ts[32];
+    char line[2304];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    cw_json_escape(esc, sizeof(esc), msg, strlen(msg));
+    cw_time_format(cw_time_now_ms(), ts, sizeof(ts));
+    snprintf(line, sizeof(line), "{\"ts\":\"%s\",\"level\":\"%s\",\"comp\":\"%s\",\"msg\":\"%s\"}\n",
+             ts, level_names[level < 0 || level > 3 ? 0 : level], comp, esc);
+    fputs(line, stderr);
+}
+
+int64_t cw_time_now_ms(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_REALTIME, &t);
+    return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
+int64_t cw_time_mono_ms(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
+/* Days from 1970-01-01 to y-m-d (proleptic Gregorian), Howard Hinnant's algorithm. */
+static int64_t days_from_civil(int64_t y, unsigned m, unsigned d) {
+    y -= m <= 2;
+    const int64_t era = (y >= 0 ? y : y - 399) / 400;
+    const unsigned yoe = (unsigned)(y - era * 400);
+    const unsigned doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+    const unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + (int64_t)doe - 719468;
+}
+
+static void civil_from_days(int64_t z, int64_t *y, unsigned *m, unsigned *d) {
+    z += 719468;
+    const int64_t era = (z >= 0 ? z : z - 146096) / 146097;
+    const unsigned doe = (unsigned)(z - era * 146097);
+    const unsigned yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    const unsigned doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    const unsigned mp = (5 * doy + 2) / 153;
+    *d = doy - (153 * mp + 2) / 5 + 1;
+    *m = mp < 10 ? mp + 3 : mp - 9;
+    *y = (int64_t)yoe + era * 400 + (*m <= 2);
+}
+
+static int digits(const char *s, size_t n, int *out) {
+    int v = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9') {
+            return -1;
+        }
+        v = v * 10 + (s[i] - '0');
+    }
+    *out = v;
+    return 0;
+}
+
+int cw_time_parse_rfc3339(const char *s, size_t len, int64_t *ms_out) {
+    int Y, M, D, h, mi, sec, ms = 0;
+    size_t i;
+    static const unsigned mdays[] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+
+    if (len < 20 || s[4] != '-' || s[7] != '-' || (s[10] != 'T' && s[10] != 't' && s[10] != ' ') ||
+        s[13] != ':' || s[16] != ':') {
+        return -1;
+    }
+    if (digits(s, 4, &Y) || digits(s + 5, 2, &M) || digits(s + 8, 2, &D) ||
+        digits(s + 11, 2, &h) || digits(s + 14, 2, &mi) || digits(s + 17, 2, &sec)) {
+        return -1;
+    }
+    if (M < 1 || M > 12 || D < 1 || (unsigned)D > mdays[M - 1] || h > 23 || mi > 59 || sec > 60) {
+        return -1;
+    }
+    if (M == 2 && D == 29 && !((Y % 4 == 0 && Y % 100 != 0) || Y % 400 == 0)) {
+        return -1;
+    }
+    i = 19;
+    if (i < len && s[i] == '.') {
+        size_t nd = 0;
+        int scale = 100;
+        i++;
+        while (i < len && s[i] >= '0' && s[i] <= '9') {
+            if (nd < 3) {
+                ms += (s[i] - '0') * scale;
+                scale /= 10;
+            }
+            nd++;
+            i++;
+        }
+        if (nd == 0) {
+            return -1;
+        }
+    }
+    int64_t off_min = 0;
+    if (i < len && (s[i] == 'Z' || s[i] == 'z')) {
+        i++;
+    } else if (i + 6 == len && (s[i] == '+' || s[i] == '-') && s[i + 3] == ':') {
+        int oh, om;
+        if (digits(s + i + 1, 2, &oh) || digits(s + i + 4, 2, &om) || oh > 23 || om > 59) {
+            return -1;
+        }
+        off_min = (s[i] == '+' ? 1 : -1) * (oh * 60 + om);
+        i += 6;
+    } else {
+        return -1;
+    }
+    if (i != len) {
+        return -1;
+    }
+    if (sec == 60) {
+        sec = 59; /* leap second: clamp */
+    }
+    int64_t days = days_from_civil(Y, (unsigned)M, (unsigned)D);
+    *ms_out = ((days * 86400 + h * 3600 + mi * 60 + sec) - off_min * 60) * 1000 + ms;
+    return 0;
+}
+
+void cw_time_format(int64_t ms, char *buf, size_t size) {
+    int64_t day = cw_time_day(ms);
+    int64_t rem = ms - day * CW_MS_PER_DAY;
+    int64_t y;
+    unsigned m, d;
+    civil_from_days(day, &y, &m, &d);
+    snprintf(buf, size, "%04lld-%02u-%02uT%02d:%02d:%02d.%03dZ", (long long)y, m, d,
+             (int)(rem / 3600000), (int)(rem / 60000 % 60), (int)(rem / 1000 % 60),
+             (int)(rem % 1000));
+}
+
+uint64_t cw_fnv1a(uint64_t h, const void *data, size_t len) {
+    const unsigned char *p = data;
+    for (size_t i = 0; i < len; i++) {
+        h ^= p[i];
+        h *= UINT64_C(0x100000001b3);
+    }
+    return h;
+}
+
+char *cw_strlcpy(char *dst, const char *src, size_t size) {
+    if (size == 0) {
+        return dst;
+    }
+    size_t n = strlen(src);
+    if (n >= size) {
+        n = size - 1;
+    }
+    memcpy(dst, src, n);
+    dst[n] = '\0';
+    return dst;
+}
+
+size_t cw_json_escape(char *out, size_t out_size, const char *s, size_t len) {
+    static const char hex[] = "0123456789abcdef";
+    size_t o = 0;
+    char tmp[8];
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        const char *rep = NULL;
+        size_t rl = 0;
+        switch (c) {
+        case '"':
+            rep = "\\\"";
+            break;
+        case '\\':
+            rep = "\\\\";
+            break;
+        case '\n':
+            rep = "\\n";
+            break;
+        case '\r':
+            rep = "\\r";
+            break;
+        case '\t':
+            rep = "\\t";
+            break;
+        default:
+            if (c < 0x20 || c == 0x7f) {
+                tmp[0] = '\\';
+                tmp[1] = 'u';
+                tmp[2] = '0';
+                tmp[3] = '0';
+                tmp[4] = hex[c >> 4];
+                tmp[5] = hex[c & 15];
+                rep = tmp;
+                rl = 6;
+            }
+        }
+        if (rep != NULL) {
+            if (rl == 0) {
+                rl = strlen(rep);
+            }
+            for (size_t k = 0; k < rl; k++, o++) {
+                if (o + 1 < out_size) {
+                    out[o] = rep[k];
+                }
+            }
+        } else {
+            if (o + 1 < out_size) {
+                out[o] = (char)c;
+            }
+            o++;
+        }
+    }
+    if (out_size > 0) {
+        out[o < out_size ? o : out_size - 1] = '\0';
+    }
+    return o;
+}

@@ -1,0 +1,191 @@
+/*
+ * cw_consumer.c — the Kafka group consumer behind cw_consumer.h.
+ *
+ * Batches come from the consumer queue (rd_kafka_consume_batch_queue), which
+ * also serves rebalance callbacks. Offsets are stored explicitly and
+ * committed by auto-commit (every 1 s), synchronously on revoke and at close.
+ */
+#include "cw_consumer.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "cw_sink.h" /* cw_sink_apply_props, cw_sink_rdkafka_log_cb */
+
+struct cw_consumer {
+    rd_kafka_t *rk;            /* owned */
+    rd_kafka_queue_t *queue;   /* owned reference to the consumer queue */
+    const cw_conf_t *conf;     /* borrowed */
+    cw_consumer_rebalance_cb *cb;
+    void *opaque;
+    int paused;
+};
+
+static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                         rd_kafka_topic_partition_list_t *parts, void *opaque) {
+    cw_consumer_t *c = opaque;
+    if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+        rd_kafka_assign(rk, parts);
+        CW_LOG(CW_LOG_INFO, "consumer", "assigned %d partitions", parts->cnt);
+        if (c->paused) {
+            rd_kafka_pause_partitions(rk, parts);
+        }
+        if (c->cb != NULL) {
+            c->cb(c->opaque, 1, parts);
+        }
+    } else {
+        if (c->cb != NULL) {
+            c->cb(c->opaque, 0, parts);
+        }
+        rd_kafka_resp_err_t cerr = rd_kafka_commit(rk, NULL, 0);
+        if (cerr != RD_KAFKA_RESP_ERR_NO_ERROR && cerr != RD_KAFKA_RESP_ERR__NO_OFFSET) {
+            CW_LOG(CW_LOG_WARN, "consumer", "commit on revoke failed: %s", rd_kafka_err2str(cerr));
+        }
+        CW_LOG(CW_LOG_INFO, "consumer", "revoked %d partitions", parts->cnt);
+        rd_kafka_assign(rk, NULL);
+    }
+}
+
+static int set(rd_kafka_conf_t *kc, const char *k, const char *v, char *errstr, size_t n) {
+    return rd_kafka_conf_set(kc, k, v, errstr, n) == RD_KAFKA_CONF_OK ? 0 : -1;
+}
+
+cw_consumer_t *cw_consumer_new(const cw_conf_t *conf, cw_consumer_rebalance_cb *cb, void *opaque,
+                               char *errstr, size_t errstr_size) {
+    cw_consumer_t *c = calloc(1, sizeof(*c));
+    rd_kafka_conf_t *kc;
+    rd_kafka_topic_partition_list_t *topics;
+    rd_kafka_resp_err_t err;
+
+    if (c == NULL) {
+        snprintf(errstr, errstr_size, "out of memory");
+        return NULL;
+    }
+    c->conf = conf;
+    c->cb = cb;
+    c->opaque = opaque;
+    kc = rd_kafka_conf_new();
+    if (set(kc, "bootstrap.servers", conf->kafka_brokers, errstr, errstr_size) ||
+        set(kc, "group.id", conf->kafka_group_id, errstr, errstr_size) ||
+        set(kc, "enable.auto.commit", "true", errstr, errstr_size) ||
+        set(kc, "auto.commit.interval.ms", "1000", errstr, errstr_size) ||
+        set(kc, "enable.auto.offset.store", "false", errstr, errstr_size) ||
+        set(kc, "auto.offset.reset", "earliest", errstr, errstr_size) ||
+        set(kc, "enable.partition.eof", "true", errstr, errstr_size) ||
+        set(kc, "client.id", "churnwatch-consumer", errstr, errstr_size) ||
+        set(kc, "fetch.wait.max.ms", "50", errstr, errstr_size) ||
+        cw_sink_apply_props(kc, conf, errstr, errstr_size) != 0) {
+        rd_kafka_conf_destroy(kc);
+        free(c);
+        return NULL;
+    }
+    rd_kafka_conf_set_log_cb(kc, cw_sink_rdkafka_log_cb);
+    rd_kafka_conf_set_rebalance_cb(kc, rebalance_cb);
+    rd_kafka_conf_set_opaque(kc, c);
+    c->rk = rd_kafka_new(RD_KAFKA_CONSUMER, kc, errstr, errstr_size);
+    if (c->rk == NULL) {
+        rd_kafka_conf_destroy(kc);
+        free(c);
+        return NULL;
+    }
+    kc = NULL; /* owned by c->rk */
+    rd_kafka_poll_set_consumer(c->rk);
+    c->queue = rd_kafka_queue_get_consumer(c->rk);
+
+    topics = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(topics, conf->kafka_input_topic, RD_KAFKA_PARTITION_UA);
+    err = rd_kafka_subscribe(c->rk, topics);
+    rd_kafka_topic_partition_list_destroy(topics);
+    if (err) {
+        snprintf(errstr, errstr_size, "subscribe to %s: %s", conf->kafka_input_topic,
+                 rd_kafka_err2str(err));
+        cw_consumer_destroy(c);
+        return NULL;
+    }
+    return c;
+}
+
+void cw_consumer_destroy(cw_consumer_t *c) {
+    if (c == NULL) {
+        return;
+    }
+    if (c->queue != NULL) {
+        rd_kafka_queue_destroy(c->queue);
+    }
+    rd_kafka_resp_err_t err = rd_kafka_consumer_close(c->rk); /* commits stored offsets */
+    if (err) {
+        CW_LOG(CW_LOG_WARN, "consumer", "close: %s", rd_kafka_err2str(err));
+    }
+    rd_kafka_destroy(c->rk);
+    free(c);
+}
+
+size_t cw_consumer_batch(cw_consumer_t *c, rd_kafka_message_t **msgs, size_t max,
+                         int timeout_ms) {
+    ssize_t n = rd_kafka_consume_batch_queue(c->queue, timeout_ms, msgs, max);
+    return n < 0 ? 0 : (size_t)n;
+}
+
+void cw_consumer_store(cw_consumer_t *c, const int64_t *next_offset, int n_partitions) {
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(8);
+    for (int p = 0; p < n_partitions; p++) {
+        if (next_offset[p] > 0) {
+            rd_kafka_topic_partition_list_add(l, c->conf->kafka_input_topic, p)->offset =
+                next_offset[p];
+        }
+    }
+    if (l->cnt > 0) {
+        rd_kafka_resp_err_t err = rd_kafka_offsets_store(c->rk, l);
+        if (err) {
+            /* A partition revoked meanwhile cannot be stored: its new owner
+             * re-applies those events, and the Redis offsets skip them. */
+            CW_LOG(CW_LOG_DEBUG, "consumer", "offsets_store: %s", rd_kafka_err2str(err));
+        }
+    }
+    rd_kafka_topic_partition_list_destroy(l);
+}
+
+cw_err_t cw_consumer_commit(cw_consumer_t *c) {
+    rd_kafka_resp_err_t err = rd_kafka_commit(c->rk, NULL, 0);
+    if (err == RD_KAFKA_RESP_ERR_NO_ERROR || err == RD_KAFKA_RESP_ERR__NO_OFFSET) {
+        return CW_OK;
+    }
+    CW_LOG(CW_LOG_WARN, "consumer", "commit: %s", rd_kafka_err2str(err));
+    return CW_RETRY;
+}
+
+void cw_consumer_pause(cw_consumer_t *c, int pause) {
+    rd_kafka_topic_partition_list_t *a = NULL;
+    if (pause == c->paused) {
+        return;
+    }
+    c->paused = pause;
+    if (rd_kafka_assignment(c->rk, &a) == RD_KAFKA_RESP_ERR_NO_ERROR && a != NULL) {
+        if (pause) {
+            rd_kafka_pause_partitions(c->rk, a);
+        } else {
+            rd_kafka_resume_partitions(c->rk, a);
+        }
+        rd_kafka_topic_partition_list_destroy(a);
+    }
+    CW_LOG(CW_LOG_INFO, "consumer", "%s fetching", pause ? "paused" : "resumed");
+}
+
+int64_t cw_consumer_lag(cw_consumer_t *c, int partition) {
+    int64_t lo = -1, hi = -1;
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(l, c->conf->kafka_input_topic, partition);
+    int64_t lag = -1;
+    if (rd_kafka_position(c->rk, l) == RD_KAFKA_RESP_ERR_NO_ERROR &&
+        rd_kafka_get_watermark_offsets(c->rk, c->conf->kafka_input_topic, partition, &lo, &hi) ==
+            RD_KAFKA_RESP_ERR_NO_ERROR &&
+        l->elems[0].offset >= 0 && hi >= 0) {
+        lag = hi - l->elems[0].offset;
+    }
+    rd_kafka_topic_partition_list_destroy(l);
+    return lag;
+}
+
+rd_kafka_t *cw_consumer_handle(cw_consumer_t *c) {
+    return c->rk;
+}

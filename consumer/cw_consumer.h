@@ -1,0 +1,64 @@
+/*
+ * cw_consumer.h — the Kafka input: a high-level consumer in a group, read in
+ * batches, with offsets *stored* only when the caller says the work they
+ * carry is durable (enable.auto.offset.store = false) and committed by
+ * librdkafka's auto-commit, on revoke and at close. That is the standard
+ * at-least-once pattern; exactness comes from the idempotent Redis apply.
+ *
+ * Rebalances (eager protocol) are served inside cw_consumer_batch: on
+ * revoke, the caller's revoke callback runs first (the caller has no
+ * in-flight batch at that point, because batches are processed between
+ * polls), stored offsets are committed synchronously, then the assignment
+ * is dropped; on assign, the new partitions are assigned (resuming from
+ * committed offsets) and the assign callback runs.
+ *
+ * Ownership: cw_consumer_t owns its rd_kafka_t and queue. Messages returned
+ * by cw_consumer_batch are owned by the caller, who destroys each with
+ * rd_kafka_message_destroy.
+ */
+#ifndef CW_CONSUMER_H
+#define CW_CONSUMER_H
+
+#include <librdkafka/rdkafka.h>
+
+#include "cw_common.h"
+#include "cw_conf.h"
+
+#define CW_MAX_PARTITIONS 256
+
+typedef struct cw_consumer cw_consumer_t;
+
+/** @brief Rebalance notification: assigned (1) or revoked (0) partitions. */
+typedef void(cw_consumer_rebalance_cb)(void *opaque, int assigned,
+                                       const rd_kafka_topic_partition_list_t *parts);
+
+/** @brief Create, subscribe to kafka.input_topic. NULL + errstr on failure. */
+cw_consumer_t *cw_consumer_new(const cw_conf_t *conf, cw_consumer_rebalance_cb *cb, void *opaque,
+                               char *errstr, size_t errstr_size);
+
+/** @brief Commit stored offsets, leave the group, destroy; NULL ok. */
+void cw_consumer_destroy(cw_consumer_t *c);
+
+/**
+ * @brief Poll up to max messages, waiting at most timeout_ms.
+ * @returns number of messages written to msgs (caller destroys each).
+ */
+size_t cw_consumer_batch(cw_consumer_t *c, rd_kafka_message_t **msgs, size_t max,
+                         int timeout_ms);
+
+/** @brief Mark offsets done: next_offset[p] (> 0) is stored for partition p. */
+void cw_consumer_store(cw_consumer_t *c, const int64_t *next_offset, int n_partitions);
+
+/** @brief Commit stored offsets now (synchronously). */
+cw_err_t cw_consumer_commit(cw_consumer_t *c);
+
+/** @brief Pause (1) or resume (0) fetching on the current assignment (back-pressure). */
+void cw_consumer_pause(cw_consumer_t *c, int pause);
+
+/** @brief Consumer lag per assigned partition: high watermark - position (-1 unknown). */
+int64_t cw_consumer_lag(cw_consumer_t *c, int partition);
+
+/** @brief The underlying handle (for metrics); owned by c. */
+rd_kafka_t *cw_consumer_handle(cw_consumer_t *c);
+
+#endif

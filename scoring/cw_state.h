@@ -1,0 +1,140 @@
+/*
+ * cw_state.h — the per-account state in Redis: rolling day-bucketed
+ * counters and distinct sets, attributes, the last decision, the
+ * partition-scoped rescoring timers, the alert outbox and the at-risk
+ * ranking. All writes go through Lua scripts (EVALSHA, loaded on connect)
+ * so each account's update is atomic, and through one pipelined round trip
+ * per batch.
+ *
+ * Keys (P = redis.key_prefix, {id} = account id as a cluster hash tag):
+ *   P:a:{id}         hash: attributes, facts, last decision, per-day counters
+ *                    ("<day>:<counter>"), and "o:<partition>" = last Kafka
+ *                    offset applied (idempotency: a redelivered event whose
+ *                    offset <= it is skipped, atomically with the update)
+ *   P:s:{id}:<set>   hash member -> "<lastday>,<mask>": 52-bit day mask of
+ *                    activity, so distinct counts over any window <= 52 days
+ *                    are exact
+ *   P:h:{id}         list of "<asof_ms>,<score>" (score history, newest first)
+ *   P:due:<p>        zset account -> time it must be rescored (timers, and
+ *                    "dirty" marks written atomically with each apply)
+ *   P:wm             hash partition -> event-time watermark (max event ts)
+ *   P:outbox:<p>     hash alert_id -> alert JSON not yet acked by Kafka
+ *   P:atrisk         zset account -> score (lowest first = most at risk)
+ *   P:accounts       set of known account ids (for dashboards / explain)
+ * Old day buckets are deleted by the apply script once they fall out of the
+ * retention (longest window), and every key carries a TTL of retention +
+ * 2 days so silent accounts do not leak memory.
+ *
+ * Failure model: any connection or protocol error returns CW_RETRY and
+ * drops the connection; the next call reconnects (with the caller's
+ * backoff). A batch that failed can be re-executed as a whole: the offsets
+ * make it idempotent. REDIS_REPLY_ERROR from a script is CW_ERROR.
+ *
+ * Ownership: cw_state_t owns its hiredis context and buffers. It keeps the
+ * conf and layout pointers it was given (they must outlive it). Account
+ * arrays returned by exec/due calls are owned by the cw_state_t and valid
+ * until its next call.
+ */
+#ifndef CW_STATE_H
+#define CW_STATE_H
+
+#include "cw_account.h"
+#include "cw_buf.h"
+#include "cw_common.h"
+#include "cw_conf.h"
+#include "cw_event.h"
+#include "cw_model.h"
+
+typedef struct cw_state cw_state_t;
+
+/** @brief Create (does not connect yet). NULL + errstr on a bad redis.url. */
+cw_state_t *cw_state_new(const cw_conf_t *conf, const cw_layout_t *layout, char *errstr,
+                         size_t errstr_size);
+/** @brief Close and free; accepts NULL. */
+void cw_state_destroy(cw_state_t *st);
+
+/** @brief Connect if not connected (AUTH, SELECT, SCRIPT LOAD). CW_RETRY if down. */
+cw_err_t cw_state_connect(cw_state_t *st);
+/** @brief 1 when a live connection exists. */
+int cw_state_connected(const cw_state_t *st);
+/** @brief Number of reconnects since creation (metrics). */
+uint64_t cw_state_reconnects(const cw_state_t *st);
+
+/* ---- batched apply ---- */
+/** @brief Start a new batch (forgets the previous one). */
+void cw_state_batch_begin(cw_state_t *st);
+/**
+ * @brief Add one decoded event at (partition, offset) to the batch; events of
+ * one account are coalesced into one script call. The event is copied.
+ * @returns CW_OK, or CW_ERROR when the batch is full (caller execs first).
+ */
+cw_err_t cw_state_batch_add(cw_state_t *st, int partition, int64_t offset, const cw_event_t *ev);
+/** @brief Number of events in the current batch. */
+size_t cw_state_batch_len(const cw_state_t *st);
+/**
+ * @brief Apply the batch (one pipelined EVALSHA per account) and read back
+ * each touched account as of its as-of time (event mode: the account's
+ * latest event time; wall mode: now). Also advances the partitions'
+ * watermarks. Safe to call again after CW_RETRY (idempotent).
+ * @param out,n_out the touched accounts (owned by st, valid until next call)
+ */
+cw_err_t cw_state_batch_exec(cw_state_t *st, cw_account_state_t **out, size_t *n_out);
+/** @brief Events skipped as already applied (redeliveries) since creation. */
+uint64_t cw_state_duplicates(const cw_state_t *st);
+
+/* ---- reads ---- */
+/** @brief Event-time watermark of a partition (-1 when none yet). */
+cw_err_t cw_state_watermark(cw_state_t *st, int partition, int64_t *wm_out);
+/**
+ * @brief Read one account as of asof_ms (< 0: the account's current time —
+ * its partition's watermark in event mode, the wall clock in wall mode).
+ * @returns CW_NOENT for an unknown account.
+ */
+cw_err_t cw_state_read(cw_state_t *st, const char *account_id, int64_t asof_ms,
+                       cw_account_state_t *out);
+/**
+ * @brief Accounts of a partition whose timer is due at or before upto_ms,
+ * at most max, each read as of its due time (event mode) or now (wall).
+ */
+cw_err_t cw_state_due(cw_state_t *st, int partition, int64_t upto_ms, size_t max,
+                      cw_account_state_t **out, size_t *n_out);
+
+/* ---- decisions ---- */
+typedef struct cw_commit {
+    const cw_account_state_t *acct; /* the state the decision was made on */
+    double score;
+    int band, tier, phase;
+    unsigned active_mask;
+    const int64_t *last_alert_ms;   /* CW_REASON__COUNT entries */
+    const char *last_alert_id;      /* "" when no alert in this decision */
+    int64_t next_due_ms;            /* -1: remove the timer */
+    const char *snapshot_json;      /* NULL when the score did not change */
+    int n_alerts;
+    const char *alert_ids[CW_REASON__COUNT];
+    const char *alert_json[CW_REASON__COUNT];
+} cw_commit_t;
+
+/**
+ * @brief Persist decisions atomically per account (one pipelined EVALSHA
+ * each): score, band, masks, alert times, history, at-risk rank, next
+ * timer, and the alerts into the partition's outbox. An account whose due
+ * mark changed since it was read keeps the newer mark.
+ */
+cw_err_t cw_state_commit(cw_state_t *st, const cw_commit_t *commits, size_t n);
+
+/* ---- outbox ---- */
+typedef void(cw_outbox_cb)(void *opaque, const char *alert_id, const char *json, size_t len);
+/** @brief Call cb for every alert in the partition's outbox (re-delivery at assign). */
+cw_err_t cw_state_outbox_scan(cw_state_t *st, int partition, cw_outbox_cb *cb, void *opaque);
+/** @brief Remove delivered alerts (pipelined HDEL). */
+cw_err_t cw_state_outbox_ack(cw_state_t *st, const int *partitions, const char *const *alert_ids,
+                             size_t n);
+
+/* ---- dashboards ---- */
+/** @brief Up to limit account ids with the lowest scores, and their scores. */
+cw_err_t cw_state_at_risk(cw_state_t *st, size_t limit, char (*ids)[CW_FIELD_MAX],
+                          double *scores, size_t *n_out);
+/** @brief Stored score snapshot JSON of an account into buf (CW_NOENT if none). */
+cw_err_t cw_state_snapshot(cw_state_t *st, const char *account_id, cw_buf_t *buf);
+
+#endif

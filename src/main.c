@@ -1,0 +1,163 @@
+/*
+ * main.c — the churnwatch entry point: dispatches subcommands. Only this
+ * file exits; every module returns errors.
+ *
+ *   churnwatch run --config FILE [--exit-on-idle MS]   the processor
+ *   churnwatch broker --partitions N --topics a,b,c    embedded dev broker
+ *   churnwatch explain ACCOUNT --config FILE --json    one account's score
+ *   churnwatch check-config FILE                       validate a config
+ *   churnwatch config-docs                             print docs/configuration.md
+ *   churnwatch gen [...]                               traffic generator
+ */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cw_broker.h"
+#include "cw_common.h"
+#include "cw_conf.h"
+#include "cw_explain.h"
+#include "cw_gen.h"
+#include "cw_model.h"
+#include "cw_pipeline.h"
+
+#define CW_VERSION "0.1.0"
+
+static cw_pipeline_t *g_pipeline; /* for the signal handler */
+
+static void on_signal(int sig) {
+    (void)sig;
+    if (g_pipeline != NULL) {
+        cw_pipeline_stop(g_pipeline);
+    }
+}
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "churnwatch " CW_VERSION " — streaming churn-risk processor\n\n"
+            "usage: churnwatch COMMAND [options]   (COMMAND --help for details)\n\n"
+            "  run --config FILE         consume events, keep Redis state, emit scores and alerts\n"
+            "  broker --partitions N --topics a,b,c | --config FILE\n"
+            "                            embedded Kafka-protocol development broker\n"
+            "  explain ACCOUNT --config FILE [--json]\n"
+            "                            an account's health score, signals and windows\n"
+            "  check-config FILE         validate a config file (names the bad key)\n"
+            "  config-docs               print the configuration reference (Markdown)\n"
+            "  gen [options]             deterministic traffic generator\n"
+            "  version                   print the version\n");
+}
+
+static int run_main(int argc, char **argv) {
+    const char *config = NULL;
+    cw_pipeline_opts_t opts = {0};
+    char errstr[512];
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--config") == 0 && i + 1 < argc) {
+            config = argv[++i];
+        } else if (strcmp(argv[i], "--exit-on-idle") == 0 && i + 1 < argc) {
+            opts.exit_on_idle_ms = atoi(argv[++i]);
+        } else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            printf("usage: churnwatch run --config FILE [--exit-on-idle MS]\n"
+                   "  Runs the processor until SIGTERM/SIGINT (drains, commits, exits 0).\n"
+                   "  --exit-on-idle MS: also stop once every partition has been at its end\n"
+                   "  for MS milliseconds (replays, tests).\n\nConfiguration keys:\n");
+            cw_conf_write_help(stdout);
+            return 0;
+        } else {
+            fprintf(stderr, "run: unexpected argument '%s'\n", argv[i]);
+            return 2;
+        }
+    }
+    if (config == NULL) {
+        fprintf(stderr, "run: --config FILE is required\n");
+        return 2;
+    }
+    cw_conf_t *conf = cw_conf_load(config, errstr, sizeof(errstr));
+    if (conf == NULL) {
+        fprintf(stderr, "run: %s\n", errstr);
+        return 2;
+    }
+    int lv = cw_log_level_parse(conf->log_level);
+    if (lv >= 0) {
+        cw_log_level = lv;
+    }
+    cw_pipeline_t *pl = cw_pipeline_new(conf, &opts, errstr, sizeof(errstr));
+    if (pl == NULL) {
+        CW_LOG(CW_LOG_ERROR, "main", "%s", errstr);
+        cw_conf_destroy(conf);
+        return 2;
+    }
+    g_pipeline = pl;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_signal;
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    int rc = cw_pipeline_run(pl);
+    g_pipeline = NULL;
+    cw_pipeline_destroy(pl);
+    cw_conf_destroy(conf);
+    return rc;
+}
+
+static int check_config_main(int argc, char **argv) {
+    char errstr[512];
+    if (argc == 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
+        printf("usage: churnwatch check-config FILE\n"
+               "  Exit 0 when FILE is a valid configuration; otherwise print the\n"
+               "  offending key and exit 1.\n");
+        return 0;
+    }
+    if (argc != 2) {
+        fprintf(stderr, "usage: churnwatch check-config FILE\n");
+        return 2;
+    }
+    cw_conf_t *conf = cw_conf_load(argv[1], errstr, sizeof(errstr));
+    if (conf == NULL) {
+        fprintf(stderr, "%s: %s\n", argv[1], errstr);
+        return 1;
+    }
+    cw_layout_t layout;
+    if (cw_layout_build(&conf->model, &layout, errstr, sizeof(errstr)) != 0) {
+        fprintf(stderr, "%s: %s\n", argv[1], errstr);
+        cw_conf_destroy(conf);
+        return 1;
+    }
+    printf("%s: ok (%d signals, state kept %d days)\n", argv[1], conf->model.n_signals,
+           layout.retention_days);
+    cw_conf_destroy(conf);
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    const char *cmd = argv[1];
+    if (strcmp(cmd, "run") == 0) {
+        return run_main(argc - 1, argv + 1);
+    } else if (strcmp(cmd, "broker") == 0) {
+        return cw_broker_main(argc - 1, argv + 1);
+    } else if (strcmp(cmd, "explain") == 0) {
+        return cw_explain_main(argc - 1, argv + 1);
+    } else if (strcmp(cmd, "check-config") == 0) {
+        return check_config_main(argc - 1, argv + 1);
+    } else if (strcmp(cmd, "config-docs") == 0) {
+        cw_conf_write_docs(stdout);
+        return 0;
+    } else if (strcmp(cmd, "gen") == 0) {
+        return cw_gen_main(argc - 1, argv + 1);
+    } else if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
+        printf("churnwatch %s\n", CW_VERSION);
+        return 0;
+    } else if (strcmp(cmd, "help") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0) {
+        usage(stdout);
+        return 0;
+    }
+    fprintf(stderr, "churnwatch: unknown command '%s'\n\n", cmd);
+    usage(stderr);
+    return 2;
+}

@@ -1,0 +1,156 @@
+/*
+ * test_pipeline.c — end to end, with real parts: the embedded broker
+ * (`churnwatch broker`), a real redis-server, `churnwatch gen` traffic for
+ * 1,000 accounts over 60 days, `churnwatch run` replaying it, then
+ *  - every window count `churnwatch explain --json` reports for every
+ *    account equals the count computed here, independently, from the same
+ *    generated events;
+ *  - every malformed message is on the dead-letter topic with a reason;
+ *  - accounts planted as silent or declining are alerted with the right
+ *    reason, steady accounts are not.
+ */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <yajl/yajl_tree.h>
+
+#include "cw_common.h"
+#include "cw_harness.h"
+#include "cw_ref.h"
+
+#define TOPICS "events,churn-alerts,account-scores,events-dlq"
+#define N_ACCOUNTS 1000
+
+static const char *str_at(yajl_val obj, const char *key) {
+    const char *path[] = {key, NULL};
+    yajl_val v = yajl_tree_get(obj, path, yajl_t_string);
+    return v != NULL ? YAJL_GET_STRING(v) : NULL;
+}
+
+Test(pipeline, replay_exact_windows_dlq_and_alerts, .timeout = 900) {
+    cw_h_redis_t *redis = cw_h_redis_start();
+    cw_h_broker_t *broker = cw_h_broker_start(12, TOPICS);
+    const char *brokers = cw_h_broker_bootstraps(broker);
+    char *dir = cw_h_tmpdir();
+    char events[512], truth[512], cfg[512], conf_text[2048];
+    snprintf(events, sizeof(events), "%s/events.jsonl", dir);
+    snprintf(truth, sizeof(truth), "%s/truth.jsonl", dir);
+    snprintf(cfg, sizeof(cfg), "%s/churnwatch.json", dir);
+    snprintf(
+        conf_text, sizeof(conf_text),
+        "{ /* integration test */\n"
+        "  \"kafka\": {\"brokers\": \"%s\", \"group_id\": \"it\", \"input_topic\": \"events\",\n"
+        "            \"alert_topic\": \"churn-alerts\", \"score_topic\": \"account-scores\",\n"
+        "            \"dlq_topic\": \"events-dlq\"},\n"
+        "  \"redis\": {\"url\": \"%s\", \"key_prefix\": \"it\"}\n}\n",
+        brokers, cw_h_redis_url(redis));
+    cr_assert_eq(cw_h_write_file(cfg, conf_text), 0);
+
+    const char *gen[] = {CW_H_BINARY,
+                         "gen",
+                         "--seed",
+                         "42",
+                         "--accounts",
+                         "1000",
+                         "--days",
+                         "60",
+                         "--end",
+                         "2026-06-01T00:00:00Z",
+                         "--events-per-day",
+                         "1.5",
+                         "--malformed-share",
+                         "0.01",
+                         "--out",
+                         events,
+                         "--truth",
+                         truth,
+                         NULL};
+    cr_assert_eq(cw_h_run(gen, 120000, NULL, NULL), 0, "gen failed");
+    /* the reference: valid events per account, counted independently */
+    cw_ref_t *ref = cw_ref_load(events);
+    cw_ref_load_truth(ref, truth);
+    size_t malformed = cw_ref_malformed(ref);
+    size_t valid = cw_ref_valid(ref);
+    size_t n_accts = cw_ref_accounts(ref);
+    cr_assert_geq(n_accts, N_ACCOUNTS);
+    cr_assert_gt(malformed, 100, "expected ~1%% malformed, got %zu", malformed);
+    size_t produced = cw_h_produce_file(brokers, "events", events);
+    cr_assert_eq(produced, valid + malformed);
+
+    char out_log[512], err_log[512];
+    snprintf(out_log, sizeof(out_log), "%s/run.out", dir);
+    snprintf(err_log, sizeof(err_log), "%s/run.err", dir);
+    const char *run[] = {CW_H_BINARY, "run", "--config", cfg, "--exit-on-idle", "3000", NULL};
+    pid_t pid = cw_h_spawn(run, out_log, err_log);
+    int rc = cw_h_wait(pid, 600000);
+    cr_assert_eq(rc, 0, "run exited %d; see %s", rc, err_log);
+
+    /* 1. exact windows for every account (explain vs the reference; an
+     * account without valid events must be unknown to explain) */
+    size_t checked = 0;
+    cw_ref_check_all(ref, cfg, &checked);
+    cr_log_info("checked %zu window counts over %zu accounts", checked, n_accts);
+
+    /* 2. every malformed message dead-lettered with a reason */
+    size_t n_dlq = 0;
+    cw_h_msg_t *dlq = cw_h_consume_all(brokers, "events-dlq", malformed, 2000, 60000, &n_dlq);
+    cr_expect_eq(n_dlq, malformed, "dead-lettered %zu of %zu malformed", n_dlq, malformed);
+    for (size_t i = 0; i < n_dlq; i++) {
+        char err[256];
+        yajl_val v = yajl_tree_parse(dlq[i].value, err, sizeof(err));
+        cr_expect(v != NULL && str_at(v, "reason") != NULL && str_at(v, "reason")[0] != '\0',
+                  "dead letter without a reason: %.200s", dlq[i].value);
+        yajl_tree_free(v);
+    }
+    cw_h_msgs_free(dlq, n_dlq);
+
+    /* 3. alerts: planted silent/declining accounts alerted, steady ones not */
+    size_t n_alerts = 0;
+    cw_h_msg_t *alerts = cw_h_consume_all(brokers, "churn-alerts", 1, 2000, 60000, &n_alerts);
+    size_t silent = 0, silent_hit = 0, decline = 0, decline_hit = 0, steady = 0, steady_hit = 0;
+    for (size_t i = 0; i < n_accts; i++) {
+        int inactive = 0, drop = 0, any = 0;
+        for (size_t k = 0; k < n_alerts; k++) {
+            char err[256];
+            yajl_val v = yajl_tree_parse(alerts[k].value, err, sizeof(err));
+            cr_assert(v != NULL, "alert is not JSON");
+            const char *id = str_at(v, "account_id");
+            const char *reason = str_at(v, "reason");
+            if (id != NULL && strcmp(id, cw_ref_account_id(ref, i)) == 0) {
+                any = 1;
+                inactive |=
+                    strcmp(reason, "inactive") == 0 || strcmp(reason, "entered_danger") == 0;
+                drop |= strcmp(reason, "usage_drop") == 0 || strcmp(reason, "entered_danger") == 0;
+                cr_expect(yajl_tree_get(v, (const char *[]){"signals", NULL}, yajl_t_array) != NULL,
+                          "alert without its driving signals");
+            }
+            yajl_tree_free(v);
+        }
+        const char *profile = cw_ref_profile(ref, i);
+        if (strcmp(profile, "silent") == 0) {
+            silent++;
+            silent_hit += inactive;
+        } else if (strcmp(profile, "decline") == 0) {
+            decline++;
+            decline_hit += drop;
+        } else if (strcmp(profile, "steady") == 0) {
+            steady++;
+            steady_hit += any;
+        }
+    }
+    cw_h_msgs_free(alerts, n_alerts);
+    cr_log_info("alerts=%zu silent %zu/%zu decline %zu/%zu steady-with-alert %zu/%zu", n_alerts,
+                silent_hit, silent, decline_hit, decline, steady_hit, steady);
+    cr_expect_gt(silent, 0);
+    cr_expect_eq(silent_hit, silent, "silent accounts alerted: %zu of %zu", silent_hit, silent);
+    cr_expect_eq(decline_hit, decline, "declining accounts alerted: %zu of %zu", decline_hit,
+                 decline);
+    cr_expect_eq(steady_hit, 0, "steady accounts with an alert: %zu of %zu", steady_hit, steady);
+
+    cw_ref_free(ref);
+    cw_h_rmrf(dir);
+    free(dir);
+    cw_h_broker_stop(broker);
+    cw_h_redis_stop(redis);
+}

@@ -1,0 +1,905 @@
+/*
+ * test_state.c — cw_state against a real redis-server (tests/harness):
+ * the day-bucketed counters and 52-day distinct sets must give exact window
+ * values under late and out-of-order events, redeliveries and pruning;
+ * attributes follow event time; watermarks are per partition; due marks,
+ * commits, history, outbox and the at-risk ranking round-trip; and the
+ * failure model holds (a killed server is CW_RETRY and the batch re-runs
+ * after a restart; a flushed script cache is reloaded transparently).
+ *
+ * Window values are checked two ways: hand-computed numbers for the
+ * explain windows of a small table of events, and an independent oracle
+ * that recomputes every layout query from the raw events.
+ */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <hiredis/hiredis.h>
+
+#include "cw_alert.h"
+#include "cw_common.h"
+#include "cw_conf.h"
+#include "cw_event.h"
+#include "cw_harness.h"
+#include "cw_model.h"
+#include "cw_state.h"
+
+#define DAY CW_MS_PER_DAY
+#define HOUR INT64_C(3600000)
+#define D0 INT64_C(20000) /* base day (2024-10-04) */
+#define T(day, hour) ((D0 + (day)) * DAY + (hour)*HOUR)
+
+static cw_h_redis_t *redis;
+static cw_conf_t *conf;
+static cw_layout_t layout;
+static cw_state_t *st;
+
+static cw_conf_t *make_conf(const char *mode) {
+    char json[1024];
+    char err[256];
+    cw_conf_t *c;
+    snprintf(json, sizeof(json),
+             "{\"kafka\": {\"brokers\": \"127.0.0.1:9\", \"input_topic\": \"events\"},"
+             " \"redis\": {\"url\": \"%s\", \"key_prefix\": \"t\", \"timeout_ms\": 2000},"
+             " \"time\": {\"mode\": \"%s\"}}",
+             cw_h_redis_url(redis), mode);
+    c = cw_conf_parse(json, err, sizeof(err));
+    cr_assert_not_null(c, "conf: %s", err);
+    return c;
+}
+
+static void setup_mode(const char *mode) {
+    char err[256];
+    redis = cw_h_redis_start();
+    conf = make_conf(mode);
+    cr_assert_eq(cw_layout_build(&conf->model, &layout, err, sizeof(err)), 0, "layout: %s", err);
+    st = cw_state_new(conf, &layout, err, sizeof(err));
+    cr_assert_not_null(st, "state: %s", err);
+    cr_assert_eq(cw_state_connect(st), CW_OK);
+}
+
+static void setup(void) {
+    setup_mode("event");
+}
+
+static void teardown(void) {
+    cw_state_destroy(st);
+    st = NULL;
+    cw_conf_destroy(conf);
+    conf = NULL;
+    cw_h_redis_stop(redis);
+    redis = NULL;
+}
+
+TestSuite(state, .init = setup, .fini = teardown, .timeout = 120);
+
+/* ---- helpers ---- */
+
+static cw_event_t ev_make(cw_ev_type_t type, const char *acct, const char *user,
+                          const char *feature, int64_t ts, int64_t count) {
+    cw_event_t ev;
+    memset(&ev, 0, sizeof(ev));
+    ev.type = type;
+    cw_strlcpy(ev.account_id, acct, sizeof(ev.account_id));
+    cw_strlcpy(ev.user_id, user ? user : "", sizeof(ev.user_id));
+    cw_strlcpy(ev.feature, feature ? feature : "", sizeof(ev.feature));
+    snprintf(ev.event_id, sizeof(ev.event_id), "%s-%lld", acct, (long long)ts);
+    ev.ts_ms = ts;
+    ev.count = count > 0 ? count : 1;
+    ev.arr = -1;
+    ev.seats = -1;
+    ev.renewal_ms = -1;
+    ev.score = -1;
+    return ev;
+}
+
+static cw_event_t login(const char *acct, const char *user, int64_t ts) {
+    return ev_make(CW_EV_LOGIN, acct, user, NULL, ts, 1);
+}
+
+static cw_event_t usage(const char *acct, const char *user, const char *feature, int64_t ts,
+                        int64_t count) {
+    return ev_make(CW_EV_USAGE, acct, user, feature, ts, count);
+}
+
+/* Apply events[0..n) at offsets first.. on one partition; CW status. */
+static cw_err_t apply(cw_state_t *s, const cw_event_t *evs, size_t n, int partition,
+                      int64_t first_offset, cw_account_state_t **out, size_t *n_out) {
+    cw_account_state_t *dummy;
+    size_t dn;
+    cw_state_batch_begin(s);
+    for (size_t i = 0; i < n; i++) {
+        cr_assert_eq(cw_state_batch_add(s, partition, first_offset + (int64_t)i, &evs[i]), CW_OK);
+    }
+    cr_assert_eq(cw_state_batch_len(s), n);
+    return cw_state_batch_exec(s, out ? out : &dummy, n_out ? n_out : &dn);
+}
+
+static const cw_account_state_t *find_out(cw_account_state_t *out, size_t n, const char *id) {
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(out[i].account_id, id) == 0) {
+            return &out[i];
+        }
+    }
+    cr_assert_fail("account %s not in the exec output", id);
+    return NULL;
+}
+
+/* Independent oracle: layout query j of account acct as of asof, from raw events. */
+static double oracle(const cw_event_t *evs, size_t n, const char *acct, int64_t asof, int j) {
+    const cw_query_def_t *q = &layout.queries[j];
+    int64_t hi = cw_time_day(asof) - q->offset_days;
+    int64_t lo = hi - q->len_days + 1;
+    double sum = 0;
+    const char *seen[512];
+    size_t n_seen = 0;
+    for (size_t i = 0; i < n; i++) {
+        const cw_event_t *e = &evs[i];
+        int64_t d = cw_time_day(e->ts_ms);
+        if (strcmp(e->account_id, acct) != 0 || d < lo || d > hi) {
+            continue;
+        }
+        if (!q->is_set) {
+            const cw_counter_def_t *c = &layout.counters[q->index];
+            if (c->type == e->type &&
+                (c->feature[0] == '\0' || strcmp(c->feature, e->feature) == 0)) {
+                sum += c->sum ? (double)cw_event_value(e) : 1.0;
+            }
+        } else {
+            const cw_set_def_t *s = &layout.sets[q->index];
+            const char *m = s->of_users ? e->user_id : e->feature;
+            int dup = 0;
+            if (!(s->types & CW_EV_BIT(e->type)) || m[0] == '\0' ||
+                (s->feature[0] != '\0' && strcmp(s->feature, e->feature) != 0)) {
+                continue;
+            }
+            for (size_t k = 0; k < n_seen && !dup; k++) {
+                dup = strcmp(seen[k], m) == 0;
+            }
+            if (!dup) {
+                cr_assert(n_seen < 512);
+                seen[n_seen++] = m;
+            }
+        }
+    }
+    return q->is_set ? (double)n_seen : sum;
+}
+
+static void check_all_queries(const cw_account_state_t *a, const cw_event_t *evs, size_t n) {
+    for (int j = 0; j < layout.n_queries; j++) {
+        double want = oracle(evs, n, a->account_id, a->asof_ms, j);
+        cr_expect_eq(a->q[j], want, "%s query %d (%s %d, off %d, len %d): got %g want %g",
+                     a->account_id, j, layout.queries[j].is_set ? "set" : "counter",
+                     layout.queries[j].index, layout.queries[j].offset_days,
+                     layout.queries[j].len_days, a->q[j], want);
+    }
+}
+
+static double win(const cw_account_state_t *a, cw_win_t w) {
+    return a->q[layout.win_q[w]];
+}
+
+/* A direct connection for raw checks (freed by the caller). */
+static redisContext *raw(void) {
+    struct timeval tv = {2, 0};
+    redisContext *c = redisConnectUnixWithTimeout(cw_h_redis_socket(redis), tv);
+    cr_assert(c != NULL && c->err == 0, "raw connect");
+    return c;
+}
+
+/* Number of "<day>:<counter>" fields of an account hash. */
+static long day_fields(const char *acct, const char *counter) {
+    redisContext *c = raw();
+    char key[256];
+    long n = 0;
+    snprintf(key, sizeof(key), "t:a:{%s}", acct);
+    redisReply *r = redisCommand(c, "HKEYS %s", key);
+    cr_assert(r != NULL && r->type == REDIS_REPLY_ARRAY);
+    for (size_t i = 0; i < r->elements; i++) {
+        const char *colon = strchr(r->element[i]->str, ':');
+        if (r->element[i]->str[0] >= '0' && r->element[i]->str[0] <= '9' && colon != NULL &&
+            strcmp(colon + 1, counter) == 0) {
+            n++;
+        }
+    }
+    freeReplyObject(r);
+    redisFree(c);
+    return n;
+}
+
+/* Empty the server's script cache under cw_state's live connection. */
+static void flush_scripts(void) {
+    redisContext *c = raw();
+    redisReply *r = redisCommand(c, "SCRIPT FLUSH");
+    cr_assert(r != NULL && r->type == REDIS_REPLY_STATUS, "SCRIPT FLUSH");
+    freeReplyObject(r);
+    r = redisCommand(c, "INFO memory");
+    cr_assert(r != NULL && strstr(r->str, "number_of_cached_scripts:0") != NULL,
+              "scripts still cached");
+    freeReplyObject(r);
+    redisFree(c);
+}
+
+/* ---- tests ---- */
+
+Test(state, new_rejects_bad_urls) {
+    static const struct {
+        const char *url;
+        int ok;
+    } cases[] = {
+        {"tcp://127.0.0.1:6379", 1}, {"tcp://[::1]:6379", 1},
+        {"unix:///tmp/r.sock", 1},   {"tcp://host", 0},
+        {"tcp://host:0", 0},         {"tcp://host:70000", 0},
+        {"tcp://:6379", 0},          {"unix://rel.sock", 0},
+        {"redis://h:1", 0},          {"", 0},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        cw_conf_t c = *conf;
+        char err[256] = "";
+        cw_strlcpy(c.redis_url, cases[i].url, sizeof(c.redis_url));
+        cw_state_t *s = cw_state_new(&c, &layout, err, sizeof(err));
+        if (cases[i].ok) {
+            cr_expect_not_null(s, "%s: %s", cases[i].url, err);
+        } else {
+            cr_expect_null(s, "%s accepted", cases[i].url);
+            cr_expect(strstr(err, "redis.url") != NULL, "%s: errstr \"%s\"", cases[i].url, err);
+        }
+        cw_state_destroy(s);
+    }
+}
+
+/* Counts over 7/30-day windows, with late and out-of-order events across
+ * batches; hand-computed expectations plus the oracle on every query. */
+Test(state, windows_exact_with_late_events) {
+    /* as of day 40 (the latest event): 7d = days 34..40, 30d = days 11..40 */
+    static const struct {
+        int day, hour;
+        int type; /* 0 login, 1 usage */
+        const char *user, *feature;
+        int count;
+    } table[] = {
+        /* batch 1 */
+        {0, 9, 0, "u1", NULL, 0},       /* out of every window by the end */
+        {10, 9, 0, "u1", NULL, 0},      /* day 10: just outside 30d */
+        {11, 9, 0, "u2", NULL, 0},      /* first day of 30d */
+        {20, 9, 1, "u2", "reports", 5}, /* usage 30d */
+        {33, 23, 0, "u3", NULL, 0},     /* last day before 7d */
+        /* batch 2: the newest first, then late ones */
+        {40, 8, 0, "u1", NULL, 0},       /* 7d */
+        {40, 9, 1, "u1", "export", 3},   /* 7d */
+        {34, 0, 0, "u4", NULL, 0},       /* late: first day of 7d */
+        {25, 12, 1, "u3", "reports", 2}, /* late: 30d */
+        {39, 1, 0, "u1", NULL, 0},       /* late: 7d */
+        /* batch 3: only late events */
+        {5, 1, 1, "u9", "admin", 100}, /* too old for any window */
+        {36, 1, 1, "u2", "export", 4}, /* 7d */
+        {11, 0, 0, "u5", NULL, 0},     /* first ms of day 11: 30d */
+    };
+    const size_t n = sizeof(table) / sizeof(table[0]);
+    const size_t cuts[] = {5, 10, n};
+    cw_event_t evs[16];
+    cw_account_state_t *out = NULL;
+    size_t n_out = 0, from = 0;
+    for (size_t i = 0; i < n; i++) {
+        int64_t ts = T(table[i].day, table[i].hour);
+        evs[i] = table[i].type == 0
+                     ? login("acme", table[i].user, ts)
+                     : usage("acme", table[i].user, table[i].feature, ts, table[i].count);
+    }
+    for (size_t b = 0; b < 3; b++) {
+        cr_assert_eq(apply(st, evs + from, cuts[b] - from, 0, (int64_t)from, &out, &n_out), CW_OK);
+        cr_assert_eq(n_out, 1);
+        /* as of the newest event so far, every query equals the oracle over
+         * everything applied so far */
+        check_all_queries(&out[0], evs, cuts[b]);
+        from = cuts[b];
+    }
+    cr_expect_eq(out[0].asof_ms, T(40, 9));
+    cr_expect_eq(win(&out[0], CW_WIN_LOGINS_7D), 3);        /* d40, d34, d39 */
+    cr_expect_eq(win(&out[0], CW_WIN_LOGINS_30D), 6);       /* + d11 u2, d33, d11 u5 */
+    cr_expect_eq(win(&out[0], CW_WIN_USAGE_7D), 7);         /* 3 + 4 */
+    cr_expect_eq(win(&out[0], CW_WIN_USAGE_30D), 14);       /* 5 + 3 + 2 + 4 */
+    cr_expect_eq(win(&out[0], CW_WIN_ACTIVE_USERS_7D), 3);  /* u1 u4 u2 */
+    cr_expect_eq(win(&out[0], CW_WIN_ACTIVE_USERS_30D), 5); /* u1 u2 u3 u4 u5 */
+    cr_expect_eq(win(&out[0], CW_WIN_FEATURES_30D), 2);     /* reports export */
+    cr_expect_eq(out[0].first_ms, T(0, 9));
+    cr_expect_eq(out[0].last_event_ms, T(40, 9));
+    cr_expect_eq(out[0].first_login_ms, T(0, 9));
+    cr_expect_eq(out[0].last_login_ms, T(40, 8));
+    cr_expect_eq(out[0].partition, 0);
+    cr_expect_eq(out[0].has_score, 0);
+
+    /* cw_state_read as of the account's current time gives the same */
+    cw_account_state_t a;
+    cr_assert_eq(cw_state_read(st, "acme", -1, &a), CW_OK);
+    cr_expect_eq(a.asof_ms, T(40, 9));
+    check_all_queries(&a, evs, n);
+    /* and as of an explicit later time the windows slide */
+    cr_assert_eq(cw_state_read(st, "acme", T(45, 0), &a), CW_OK);
+    cr_expect_eq(a.asof_ms, T(45, 0));
+    check_all_queries(&a, evs, n);
+    cr_expect_eq(win(&a, CW_WIN_LOGINS_7D), 2); /* days 39..45: d39, d40 */
+    cr_expect_eq(cw_state_read(st, "nobody", -1, &a), CW_NOENT);
+}
+
+/* Distinct users and features: users active on several days count once,
+ * a user seen only before the window does not count. */
+Test(state, distinct_sets_exact) {
+    cw_event_t evs[256];
+    size_t n = 0;
+    const char *users[] = {"alice", "bob", "carol", "dave", "erin"};
+    const char *features[] = {"reports", "export", "admin", "integrations"};
+    /* alice: every day 0..45; bob: days 0, 20, 44; carol: days 1..5 only;
+     * dave: day 45 usage only; erin: day 14 and day 38 */
+    for (int d = 0; d <= 45; d++) {
+        evs[n++] = login("multi", users[0], T(d, 10));
+        evs[n++] = usage("multi", users[0], features[d % 2], T(d, 11), 1);
+    }
+    evs[n++] = login("multi", users[1], T(0, 1));
+    evs[n++] = usage("multi", users[1], features[2], T(20, 1), 2);
+    evs[n++] = login("multi", users[1], T(44, 1));
+    for (int d = 1; d <= 5; d++) {
+        evs[n++] = usage("multi", users[2], features[3], T(d, 2), 1);
+    }
+    evs[n++] = usage("multi", users[3], features[0], T(45, 3), 1);
+    evs[n++] = login("multi", users[4], T(14, 4));
+    evs[n++] = login("multi", users[4], T(38, 4));
+    /* several batches, a few events each, in an order that is not by time */
+    for (size_t i = 0; i < n; i += 7) {
+        size_t m = n - i < 7 ? n - i : 7;
+        cw_account_state_t *out;
+        size_t n_out;
+        cr_assert_eq(apply(st, evs + i, m, 3, (int64_t)i, &out, &n_out), CW_OK);
+    }
+    cw_account_state_t a;
+    cr_assert_eq(cw_state_read(st, "multi", -1, &a), CW_OK);
+    cr_expect_eq(a.asof_ms, T(45, 11));
+    check_all_queries(&a, evs, n);
+    /* 7d = days 39..45: alice, bob (44), dave (45) */
+    cr_expect_eq(win(&a, CW_WIN_ACTIVE_USERS_7D), 3);
+    /* 30d = days 16..45: alice, bob, dave, erin (38) — carol (1..5) no */
+    cr_expect_eq(win(&a, CW_WIN_ACTIVE_USERS_30D), 4);
+    /* features 30d: reports, export (alice), admin (bob d20) — integrations only d1..5 */
+    cr_expect_eq(win(&a, CW_WIN_FEATURES_30D), 3);
+    /* key feature first use: "reports" (index 0) at day 0, "integrations" at day 1 */
+    cr_expect_eq(a.key_feature_first_ms[0], T(0, 11));
+    cr_expect_eq(a.key_feature_first_ms[1], T(1, 2));
+    cr_expect_eq(a.key_feature_first_ms[2], -1);
+    /* a read as of a day earlier (within the kept retention) is exact too:
+     * 7d = days 38..44: alice, bob (44), erin (38) */
+    cr_assert_eq(cw_state_read(st, "multi", T(44, 0), &a), CW_OK);
+    check_all_queries(&a, evs, n);
+    cr_expect_eq(win(&a, CW_WIN_ACTIVE_USERS_7D), 3);
+}
+
+/* A redelivered batch (same offsets) does not double-count and reports
+ * duplicates; an overlapping one applies only the new offsets. */
+Test(state, redelivery_is_idempotent) {
+    cw_event_t evs[20];
+    cw_account_state_t *out;
+    size_t n_out;
+    for (int i = 0; i < 20; i++) {
+        evs[i] = i % 2 ? login("dup", "u1", T(1, i)) : usage("dup", "u2", "reports", T(1, i), 2);
+    }
+    cr_assert_eq(apply(st, evs, 10, 2, 100, &out, &n_out), CW_OK);
+    cr_expect_eq(win(&out[0], CW_WIN_LOGINS_7D), 5);
+    cr_expect_eq(win(&out[0], CW_WIN_USAGE_7D), 10);
+    cr_expect_eq(cw_state_duplicates(st), 0);
+    /* the very same batch again */
+    cr_assert_eq(apply(st, evs, 10, 2, 100, &out, &n_out), CW_OK);
+    cr_expect_eq(win(&out[0], CW_WIN_LOGINS_7D), 5);
+    cr_expect_eq(win(&out[0], CW_WIN_USAGE_7D), 10);
+    cr_expect_eq(cw_state_duplicates(st), 10);
+    /* offsets 105..119: 105..109 are redeliveries, 110..119 new */
+    cr_assert_eq(apply(st, evs + 5, 15, 2, 105, &out, &n_out), CW_OK);
+    cr_expect_eq(cw_state_duplicates(st), 15);
+    check_all_queries(&out[0], evs, 20);
+    cr_expect_eq(win(&out[0], CW_WIN_LOGINS_7D), 10);
+    cr_expect_eq(win(&out[0], CW_WIN_USAGE_7D), 20);
+    /* the same offsets from another partition are different events */
+    cr_assert_eq(apply(st, evs, 1, 5, 100, &out, &n_out), CW_OK);
+    cr_expect_eq(win(&out[0], CW_WIN_USAGE_7D), 22);
+    cr_expect_eq(cw_state_duplicates(st), 15);
+}
+
+/* Old day fields and set members are pruned; windows stay exact. */
+Test(state, pruning_bounds_memory) {
+    cw_event_t evs[200];
+    size_t n = 0;
+    long fields_at_60 = 0;
+    redisContext *c;
+    redisReply *r;
+    /* "early" only on day 0; then "daily" logs in every day for 150 days */
+    evs[n++] = login("prune", "early", T(0, 0));
+    for (int d = 0; d < 150; d++) {
+        evs[n++] = login("prune", "daily", T(d, 12));
+        if (d == 60) {
+            cr_assert_eq(apply(st, evs, n, 0, 0, NULL, NULL), CW_OK);
+            fields_at_60 = day_fields("prune", "cl");
+        }
+    }
+    cr_assert_eq(apply(st, evs, n, 0, 0, NULL, NULL), CW_OK); /* offsets 0..61 are dups */
+    /* the login counter keeps its retention (a few dozen days), not 150 */
+    long fields = day_fields("prune", "cl");
+    int ret = 0;
+    for (int k = 0; k < layout.n_counters; k++) {
+        if (strcmp(layout.counters[k].name, "cl") == 0) {
+            ret = layout.counters[k].retention_days;
+        }
+    }
+    cr_assert_gt(ret, 0);
+    cr_expect_leq(fields, ret + 1, "cl day fields %ld, retention %d", fields, ret);
+    cr_expect_eq(fields, fields_at_60, "day fields grew from %ld to %ld", fields_at_60, fields);
+    cr_expect_lt(fields, 150);
+    /* the set member seen only on day 0 is gone, the daily one kept */
+    c = raw();
+    r = redisCommand(c, "HEXISTS t:s:{prune}:U:lu early");
+    cr_assert(r != NULL && r->type == REDIS_REPLY_INTEGER);
+    cr_expect_eq(r->integer, 0);
+    freeReplyObject(r);
+    r = redisCommand(c, "HEXISTS t:s:{prune}:U:lu daily");
+    cr_expect_eq(r->integer, 1);
+    freeReplyObject(r);
+    /* every key has a TTL of retention + 2 days */
+    r = redisCommand(c, "TTL t:a:{prune}");
+    cr_expect_gt(r->integer, (long long)(conf->retention_days + 1) * 86400);
+    freeReplyObject(r);
+    r = redisCommand(c, "TTL t:s:{prune}:U:lu");
+    cr_expect_gt(r->integer, 0);
+    freeReplyObject(r);
+    redisFree(c);
+    cw_account_state_t a;
+    cr_assert_eq(cw_state_read(st, "prune", -1, &a), CW_OK);
+    check_all_queries(&a, evs, n);
+    cr_expect_eq(win(&a, CW_WIN_LOGINS_30D), 30);
+    cr_expect_eq(win(&a, CW_WIN_ACTIVE_USERS_30D), 1);
+    /* a very late event older than the retention is ignored by counters */
+    cw_event_t old = login("prune", "ghost", T(1, 0));
+    cr_assert_eq(apply(st, &old, 1, 0, 1000, NULL, NULL), CW_OK);
+    cr_expect_eq(day_fields("prune", "cl"), fields);
+    /* after a gap of more than 400 days (a replay of a silent account) the
+     * old fields are found by a scan rather than day by day */
+    cw_event_t back = login("prune", "daily", T(700, 0));
+    cr_assert_eq(apply(st, &back, 1, 0, 1001, NULL, NULL), CW_OK);
+    cr_expect_eq(day_fields("prune", "cl"), 1);
+    cr_assert_eq(cw_state_read(st, "prune", -1, &a), CW_OK);
+    cr_expect_eq(win(&a, CW_WIN_LOGINS_30D), 1);
+    cr_expect_eq(win(&a, CW_WIN_ACTIVE_USERS_30D), 1);
+}
+
+/* Attributes are the latest by event time, not by arrival. */
+Test(state, attributes_latest_by_event_time) {
+    cw_event_t e[5];
+    cw_account_state_t *out;
+    size_t n_out;
+    e[0] = ev_make(CW_EV_ACCOUNT, "attr", NULL, NULL, T(10, 0), 1);
+    e[0].arr = 1000000;
+    e[0].seats = 10;
+    cw_strlcpy(e[0].plan, "pro", sizeof(e[0].plan));
+    e[0].renewal_ms = T(300, 0);
+    /* older, delivered later: must not win */
+    e[1] = ev_make(CW_EV_ACCOUNT, "attr", NULL, NULL, T(5, 0), 1);
+    e[1].arr = 2000000;
+    e[1].seats = 99;
+    cw_strlcpy(e[1].plan, "basic", sizeof(e[1].plan));
+    /* newer, seats only: the other attributes stay */
+    e[2] = ev_make(CW_EV_ACCOUNT, "attr", NULL, NULL, T(12, 0), 1);
+    e[2].seats = 20;
+    e[3] = ev_make(CW_EV_CANCELLATION, "attr", NULL, NULL, T(11, 0), 1);
+    e[4] = ev_make(CW_EV_CANCELLATION, "attr", NULL, NULL, T(9, 0), 1);
+    cr_assert_eq(apply(st, e, 1, 0, 0, &out, &n_out), CW_OK);
+    cr_expect_eq(out[0].arr, 1000000);
+    cr_assert_eq(apply(st, e + 1, 4, 0, 1, &out, &n_out), CW_OK);
+    cr_expect_eq(out[0].arr, 1000000);
+    cr_expect_eq(out[0].seats, 20);
+    cr_expect_str_eq(out[0].plan, "pro");
+    cr_expect_eq(out[0].renewal_ms, T(300, 0));
+    cr_expect_eq(out[0].cancel_ms, T(11, 0));
+    cr_expect_eq(out[0].first_ms, T(5, 0));
+    cr_expect_eq(out[0].last_event_ms, T(12, 0));
+    cr_expect_eq(out[0].first_login_ms, -1);
+    cr_expect_eq(out[0].last_login_ms, -1);
+    /* an equal timestamp later in the log wins (ties go to the later offset) */
+    cw_event_t tie = ev_make(CW_EV_ACCOUNT, "attr", NULL, NULL, T(12, 0), 1);
+    tie.seats = 21;
+    cr_assert_eq(apply(st, &tie, 1, 0, 10, &out, &n_out), CW_OK);
+    cr_expect_eq(out[0].seats, 21);
+    /* a plan with characters that need care round-trips */
+    cw_event_t odd = ev_make(CW_EV_ACCOUNT, "attr", NULL, NULL, T(13, 0), 1);
+    cw_strlcpy(odd.plan, "ent,erprise \"x\"", sizeof(odd.plan));
+    cr_assert_eq(apply(st, &odd, 1, 0, 11, &out, &n_out), CW_OK);
+    cr_expect_str_eq(out[0].plan, "ent,erprise \"x\"");
+}
+
+/* The watermark is per partition and never goes back. */
+Test(state, watermark_per_partition) {
+    int64_t wm;
+    cw_event_t a[3] = {login("w1", "u", T(3, 0)), login("w1", "u", T(5, 0)),
+                       login("w1", "u", T(4, 0))};
+    cw_event_t b[2] = {login("w2", "u", T(7, 0)), login("w3", "u", T(6, 0))};
+    cw_event_t late = login("w4", "u", T(1, 0));
+    cr_assert_eq(cw_state_watermark(st, 0, &wm), CW_OK);
+    cr_expect_eq(wm, -1);
+    cr_assert_eq(apply(st, a, 3, 0, 0, NULL, NULL), CW_OK);
+    cr_assert_eq(apply(st, b, 2, 1, 0, NULL, NULL), CW_OK);
+    cr_assert_eq(cw_state_watermark(st, 0, &wm), CW_OK);
+    cr_expect_eq(wm, T(5, 0));
+    cr_assert_eq(cw_state_watermark(st, 1, &wm), CW_OK);
+    cr_expect_eq(wm, T(7, 0));
+    cr_assert_eq(cw_state_watermark(st, 2, &wm), CW_OK);
+    cr_expect_eq(wm, -1);
+    cr_assert_eq(apply(st, &late, 1, 0, 3, NULL, NULL), CW_OK);
+    cr_assert_eq(cw_state_watermark(st, 0, &wm), CW_OK);
+    cr_expect_eq(wm, T(5, 0));
+    /* an account's current time in event mode is its partition's watermark */
+    cw_account_state_t s;
+    cr_assert_eq(cw_state_read(st, "w4", -1, &s), CW_OK);
+    cr_expect_eq(s.asof_ms, T(5, 0));
+    cr_expect_eq(s.last_event_ms, T(1, 0));
+}
+
+static cw_commit_t commit_of(const cw_account_state_t *a, double score, int band, int64_t next_due,
+                             const char *snap, const int64_t *alert_ms) {
+    cw_commit_t c;
+    memset(&c, 0, sizeof(c));
+    c.acct = a;
+    c.score = score;
+    c.band = band;
+    c.tier = CW_TIER_LOW;
+    c.phase = CW_PHASE_ADOPTION;
+    c.active_mask = 0;
+    c.last_alert_ms = alert_ms;
+    c.last_alert_id = "";
+    c.next_due_ms = next_due;
+    c.snapshot_json = snap;
+    c.n_alerts = 0;
+    return c;
+}
+
+static const int64_t no_alerts[CW_REASON__COUNT] = {-1, -1, -1, -1, -1, -1};
+
+/* Dirty marks, timers, cw_state_due and the stale-commit rule. The due
+ * score of an account is the earliest of its timer and its dirty marks: a
+ * mark never postpones an earlier timer (ZADD LT), and a commit made on a
+ * read whose due score has since changed keeps the newer, earlier mark. */
+Test(state, due_marks_and_timers) {
+    cw_account_state_t *out, *due;
+    size_t n_out, n_due;
+    cw_event_t e = login("tim", "u", T(2, 5));
+    cr_assert_eq(apply(st, &e, 1, 4, 0, &out, &n_out), CW_OK);
+    cr_expect_eq(out[0].due_ms, T(2, 5)); /* its own dirty mark */
+    cr_expect_eq(cw_h_redis_int(redis, "ZCARD t:due:4"), 1);
+    /* nothing due before the mark, the account at it */
+    cr_assert_eq(cw_state_due(st, 4, T(2, 4), 10, &due, &n_due), CW_OK);
+    cr_expect_eq(n_due, 0);
+    cr_assert_eq(cw_state_due(st, 4, T(2, 5), 10, &due, &n_due), CW_OK);
+    cr_assert_eq(n_due, 1);
+    cr_expect_str_eq(due[0].account_id, "tim");
+    cr_expect_eq(due[0].due_ms, T(2, 5));
+    cr_expect_eq(due[0].asof_ms, T(2, 5));
+    cr_expect_eq(due[0].partition, 4);
+    cr_expect_eq(win(&due[0], CW_WIN_LOGINS_7D), 1);
+    /* the commit of the apply's read replaces the mark with the next timer */
+    cw_commit_t c = commit_of(&out[0], 70, CW_BAND_HEALTHY, T(4, 0), NULL, no_alerts);
+    cr_assert_eq(cw_state_commit(st, &c, 1), CW_OK);
+    cr_assert_eq(cw_state_due(st, 4, T(3, 23), 10, &due, &n_due), CW_OK);
+    cr_expect_eq(n_due, 0);
+    cr_assert_eq(cw_state_due(st, 4, T(4, 0), 10, &due, &n_due), CW_OK);
+    cr_assert_eq(n_due, 1);
+    cr_expect_eq(due[0].due_ms, T(4, 0));
+    cr_expect_eq(due[0].asof_ms, T(4, 0)); /* read as of the timer (event mode) */
+    cr_expect_eq(due[0].has_score, 1);
+    /* an event marks the account dirty before the timer's decision is
+     * committed: the earlier mark wins, and the stale commit keeps it */
+    cw_account_state_t timer_read = due[0];
+    cw_event_t e2 = login("tim", "u", T(3, 2));
+    cr_assert_eq(apply(st, &e2, 1, 4, 1, &out, &n_out), CW_OK);
+    cr_expect_eq(out[0].due_ms, T(3, 2));
+    c = commit_of(&timer_read, 71, CW_BAND_HEALTHY, T(5, 0), NULL, no_alerts);
+    cr_assert_eq(cw_state_commit(st, &c, 1), CW_OK);
+    cr_assert_eq(cw_state_due(st, 4, T(3, 2), 10, &due, &n_due), CW_OK);
+    cr_assert_eq(n_due, 1);
+    cr_expect_eq(due[0].due_ms, T(3, 2));
+    cw_account_state_t mark_read = due[0];
+    /* a later event does not postpone the earlier mark */
+    cw_event_t e3 = login("tim", "u", T(3, 5));
+    cr_assert_eq(apply(st, &e3, 1, 4, 2, &out, &n_out), CW_OK);
+    cr_expect_eq(out[0].due_ms, -1); /* the due score is not this read's */
+    c = commit_of(&out[0], 72, CW_BAND_HEALTHY, T(6, 0), NULL, no_alerts);
+    cr_assert_eq(cw_state_commit(st, &c, 1), CW_OK);
+    cr_assert_eq(cw_state_due(st, 4, T(3, 2), 10, &due, &n_due), CW_OK);
+    cr_assert_eq(n_due, 1);
+    /* the commit of the mark's read owns the due score: -1 removes the timer */
+    c = commit_of(&mark_read, 73, CW_BAND_HEALTHY, -1, NULL, no_alerts);
+    cr_assert_eq(cw_state_commit(st, &c, 1), CW_OK);
+    cr_expect_eq(cw_h_redis_int(redis, "ZCARD t:due:4"), 0);
+    /* max limits the answer */
+    cw_event_t many[5];
+    for (int i = 0; i < 5; i++) {
+        char id[16];
+        snprintf(id, sizeof(id), "m%d", i);
+        many[i] = login(id, "u", T(5, i));
+    }
+    cr_assert_eq(apply(st, many, 5, 4, 10, NULL, NULL), CW_OK);
+    cr_assert_eq(cw_state_due(st, 4, T(6, 0), 3, &due, &n_due), CW_OK);
+    cr_expect_eq(n_due, 3);
+    cr_expect_str_eq(due[0].account_id, "m0"); /* earliest first */
+    /* a due account whose state expired is dropped from the timers */
+    cw_h_redis_int(redis, "DEL t:a:{m0}");
+    cr_assert_eq(cw_state_due(st, 4, T(6, 0), 10, &due, &n_due), CW_OK);
+    cr_expect_eq(n_due, 4);
+    cr_expect_eq(cw_h_redis_int(redis, "ZCARD t:due:4"), 4);
+}
+
+/* Commit, then read the decision back; history and score_7d; snapshot;
+ * at-risk ranking. */
+Test(state, commit_and_read_back) {
+    cw_account_state_t *out, a;
+    size_t n_out;
+    cw_event_t e = login("dec", "u", T(0, 1));
+    cr_assert_eq(apply(st, &e, 1, 0, 0, &out, &n_out), CW_OK);
+    cr_assert_eq(cw_state_read(st, "dec", T(0, 12), &a), CW_OK);
+    int64_t alert_ms[CW_REASON__COUNT] = {-1, T(0, 12), -1, -1, -1, -1};
+    cw_commit_t c = commit_of(&a, 80, CW_BAND_HEALTHY, -1, "{\"score\":80}", alert_ms);
+    c.tier = CW_TIER_HIGH;
+    c.phase = CW_PHASE_ONBOARDING;
+    c.active_mask = 0x2;
+    c.last_alert_id = "0123456789abcdef0123456789abcdef";
+    cr_assert_eq(cw_state_commit(st, &c, 1), CW_OK);
+    /* later scores: day 3 = 60, day 9 = 40 */
+    cr_assert_eq(cw_state_read(st, "dec", T(3, 12), &a), CW_OK);
+    c = commit_of(&a, 60, CW_BAND_CAUTION, -1, "{\"score\":60}", alert_ms);
+    cr_assert_eq(cw_state_commit(st, &c, 1), CW_OK);
+    cr_assert_eq(cw_state_commit(st, &c, 1), CW_OK); /* a retried commit: no second entry */
+    cr_expect_eq(cw_h_redis_int(redis, "LLEN t:h:{dec}"), 2);
+    cr_assert_eq(cw_state_read(st, "dec", T(9, 12), &a), CW_OK);
+    cr_expect_eq(a.has_score, 1);
+    cr_expect_eq(a.score, 60);
+    cr_expect_eq(a.band, CW_BAND_CAUTION);
+    cr_expect_eq(a.active_mask, 0);
+    cr_expect_eq(a.last_alert_ms[CW_REASON_USAGE_DROP], T(0, 12));
+    cr_expect_eq(a.last_alert_ms[CW_REASON_INACTIVE], -1);
+    cr_expect_str_eq(a.last_alert_id, "0123456789abcdef0123456789abcdef"); /* "" kept it */
+    /* newest history entry at least 7 days older than day 9 12:00: day 0 (80) */
+    cr_expect_eq(a.has_score_7d, 1);
+    cr_expect_eq(a.score_7d, 80);
+    cr_assert_eq(cw_state_read(st, "dec", T(5, 0), &a), CW_OK);
+    cr_expect_eq(a.has_score_7d, 0);
+    cr_assert_eq(cw_state_read(st, "dec", T(10, 13), &a), CW_OK);
+    cr_expect_eq(a.score_7d, 60);
+    /* history is trimmed to state.history_len */
+    for (int i = 0; i < conf->history_len + 5; i++) {
+        cr_assert_eq(cw_state_read(st, "dec", T(20 + i, 0), &a), CW_OK);
+        c = commit_of(&a, 50 + i % 10, CW_BAND_CAUTION, -1, "{}", alert_ms);
+        cr_assert_eq(cw_state_commit(st, &c, 1), CW_OK);
+    }
+    cr_expect_eq(cw_h_redis_int(redis, "LLEN t:h:{dec}"), conf->history_len);
+    /* snapshot */
+    cw_buf_t buf = CW_BUF_INIT;
+    cr_assert_eq(cw_state_snapshot(st, "dec", &buf), CW_OK);
+    cr_expect_str_eq(buf.data, "{}");
+    cr_expect_eq(cw_state_snapshot(st, "nobody", &buf), CW_NOENT);
+    cw_buf_free(&buf);
+    /* at-risk ranking: lowest first */
+    cw_event_t e2[2] = {login("risk-lo", "u", T(1, 0)), login("risk-hi", "u", T(1, 0))};
+    cr_assert_eq(apply(st, e2, 2, 0, 1, &out, &n_out), CW_OK);
+    cr_assert_eq(n_out, 2);
+    cw_commit_t cc[2] = {
+        commit_of(find_out(out, n_out, "risk-lo"), 12.5, CW_BAND_DANGER, -1, NULL, no_alerts),
+        commit_of(find_out(out, n_out, "risk-hi"), 99, CW_BAND_HEALTHY, -1, NULL, no_alerts)};
+    cr_assert_eq(cw_state_commit(st, cc, 2), CW_OK);
+    char ids[2][CW_FIELD_MAX];
+    double scores[2];
+    size_t n_risk = 0;
+    cr_assert_eq(cw_state_at_risk(st, 2, ids, scores, &n_risk), CW_OK);
+    cr_assert_eq(n_risk, 2);
+    cr_expect_str_eq(ids[0], "risk-lo");
+    cr_expect_eq(scores[0], 12.5);
+    cr_expect_str_eq(ids[1], "dec");
+}
+
+typedef struct seen_alerts {
+    char ids[8][CW_ALERT_ID_MAX];
+    char json[8][64];
+    int n;
+} seen_alerts_t;
+
+static void on_alert(void *opaque, const char *id, const char *json, size_t len) {
+    seen_alerts_t *s = opaque;
+    cr_assert_lt(s->n, 8);
+    cw_strlcpy(s->ids[s->n], id, sizeof(s->ids[s->n]));
+    cr_assert_lt(len, sizeof(s->json[s->n]));
+    memcpy(s->json[s->n], json, len);
+    s->json[s->n][len] = '\0';
+    s->n++;
+}
+
+static int seen_index(const seen_alerts_t *s, const char *id) {
+    for (int i = 0; i < s->n; i++) {
+        if (strcmp(s->ids[i], id) == 0) {
+            return i;
+        }
+    }
+    return -1;
+}
+
+/* Alerts committed into the outbox are scanned until acked. */
+Test(state, outbox_scan_and_ack) {
+    cw_account_state_t *out;
+    size_t n_out;
+    cw_event_t e = login("obx", "u", T(0, 1));
+    cr_assert_eq(apply(st, &e, 1, 1, 0, &out, &n_out), CW_OK);
+    cw_commit_t c = commit_of(&out[0], 30, CW_BAND_DANGER, -1, "{}", no_alerts);
+    c.n_alerts = 2;
+    c.alert_ids[0] = "aaaa";
+    c.alert_json[0] = "{\"reason\":\"entered_danger\"}";
+    c.alert_ids[1] = "bbbb";
+    c.alert_json[1] = "{\"reason\":\"inactive\"}";
+    c.last_alert_id = "bbbb";
+    cr_assert_eq(cw_state_commit(st, &c, 1), CW_OK);
+    seen_alerts_t s = {0};
+    cr_assert_eq(cw_state_outbox_scan(st, 1, on_alert, &s), CW_OK);
+    cr_assert_eq(s.n, 2);
+    cr_assert_geq(seen_index(&s, "aaaa"), 0);
+    cr_expect_str_eq(s.json[seen_index(&s, "aaaa")], "{\"reason\":\"entered_danger\"}");
+    /* other partitions' outboxes are separate */
+    seen_alerts_t s0 = {0};
+    cr_assert_eq(cw_state_outbox_scan(st, 0, on_alert, &s0), CW_OK);
+    cr_expect_eq(s0.n, 0);
+    int parts[1] = {1};
+    const char *ack[1] = {"aaaa"};
+    cr_assert_eq(cw_state_outbox_ack(st, parts, ack, 1), CW_OK);
+    seen_alerts_t s2 = {0};
+    cr_assert_eq(cw_state_outbox_scan(st, 1, on_alert, &s2), CW_OK);
+    cr_assert_eq(s2.n, 1);
+    cr_expect_str_eq(s2.ids[0], "bbbb");
+}
+
+/* A killed server: exec is CW_RETRY, the connection is dropped; after a
+ * restart the same batch re-executes. */
+Test(state, redis_killed_then_restarted) {
+    cw_event_t evs[4] = {login("kill", "u1", T(0, 1)), login("kill", "u2", T(0, 2)),
+                         login("kill", "u1", T(1, 1)), usage("kill", "u1", "reports", T(1, 2), 3)};
+    cw_account_state_t *out;
+    size_t n_out;
+    cr_assert_eq(apply(st, evs, 2, 0, 0, &out, &n_out), CW_OK);
+    cr_expect_eq(cw_state_reconnects(st), 0);
+    cw_h_redis_kill(redis);
+    cr_expect_eq(apply(st, evs + 2, 2, 0, 2, &out, &n_out), CW_RETRY);
+    cr_expect_eq(n_out, 0);
+    cr_expect_eq(cw_state_connected(st), 0);
+    cr_expect_eq(cw_state_batch_exec(st, &out, &n_out), CW_RETRY); /* still down */
+    cw_account_state_t a;
+    cr_expect_eq(cw_state_read(st, "kill", -1, &a), CW_RETRY);
+    cw_h_redis_restart(redis);
+    /* the batch is still there: re-exec it as a whole */
+    cr_assert_eq(cw_state_batch_len(st), 2);
+    cr_assert_eq(cw_state_batch_exec(st, &out, &n_out), CW_OK);
+    cr_expect_eq(cw_state_connected(st), 1);
+    cr_expect_eq(cw_state_reconnects(st), 1);
+    cr_assert_eq(n_out, 1);
+    /* the restarted server is empty: only the re-executed batch counts */
+    check_all_queries(&out[0], evs + 2, 2);
+    cr_expect_eq(win(&out[0], CW_WIN_USAGE_7D), 3);
+}
+
+/* The script cache flushed under a live connection: NOSCRIPT is handled by
+ * reloading, for every kind of call. */
+Test(state, noscript_reloads) {
+    cw_event_t evs[4] = {login("ns", "u1", T(0, 1)), login("ns", "u2", T(0, 2)),
+                         login("ns2", "u1", T(0, 3)), login("ns3", "u1", T(0, 4))};
+    cw_account_state_t *out, a;
+    size_t n_out;
+    cr_assert_eq(apply(st, evs, 1, 0, 0, &out, &n_out), CW_OK);
+    flush_scripts();
+    /* three accounts in one pipeline, all answered NOSCRIPT, all re-run */
+    cr_assert_eq(apply(st, evs + 1, 3, 0, 1, &out, &n_out), CW_OK);
+    cr_assert_eq(n_out, 3);
+    cr_expect_eq(win(find_out(out, n_out, "ns"), CW_WIN_LOGINS_7D), 2);
+    cr_expect_eq(win(find_out(out, n_out, "ns2"), CW_WIN_LOGINS_7D), 1);
+    cr_expect_eq(win(find_out(out, n_out, "ns3"), CW_WIN_LOGINS_7D), 1);
+    cr_expect_eq(cw_state_duplicates(st), 0); /* the re-run applied them once */
+    cr_expect_eq(cw_state_reconnects(st), 0); /* same connection */
+    flush_scripts();
+    cr_assert_eq(cw_state_read(st, "ns", -1, &a), CW_OK);
+    cr_expect_eq(win(&a, CW_WIN_ACTIVE_USERS_7D), 2);
+    flush_scripts();
+    cw_commit_t c = commit_of(&a, 55, CW_BAND_CAUTION, -1, NULL, no_alerts);
+    cr_assert_eq(cw_state_commit(st, &c, 1), CW_OK);
+    cr_assert_eq(cw_state_read(st, "ns", -1, &a), CW_OK);
+    cr_expect_eq(a.score, 55);
+}
+
+/* Wall mode: windows as of now, the dirty mark is now. */
+Test(state, wall_mode_reads_as_of_now) {
+    teardown(); /* replace the suite's event-mode setup */
+    setup_mode("wall");
+    int64_t now = cw_time_now_ms();
+    cw_event_t evs[3] = {login("wall", "u1", now - 2 * DAY), login("wall", "u1", now - 10 * DAY),
+                         login("wall", "u2", now - 40 * DAY)};
+    cw_account_state_t *out, a;
+    size_t n_out;
+    cr_assert_eq(apply(st, evs, 3, 0, 0, &out, &n_out), CW_OK);
+    cr_expect_geq(out[0].asof_ms, now);
+    cr_expect_lt(out[0].asof_ms, now + 60000);
+    cr_expect_eq(win(&out[0], CW_WIN_LOGINS_7D), 1);
+    cr_expect_eq(win(&out[0], CW_WIN_LOGINS_30D), 2);
+    cr_assert_eq(cw_state_read(st, "wall", -1, &a), CW_OK);
+    cr_expect_geq(a.asof_ms, now);
+    check_all_queries(&a, evs, 3);
+}
+
+/* Redis memory of a 30-day active account with 20 users (bench input). */
+Test(state, memory_per_account) {
+    enum { USERS = 20, DAYS = 30 };
+    static cw_event_t evs[USERS * DAYS * 2 + 8];
+    const char *features[] = {"reports", "export", "admin", "integrations", "search"};
+    size_t n = 0;
+    cw_account_state_t *out;
+    size_t n_out;
+    for (int d = 0; d < DAYS; d++) {
+        for (int u = 0; u < USERS; u++) {
+            char user[16];
+            snprintf(user, sizeof(user), "user-%02d", u);
+            if ((u + d) % 3 == 0) { /* each user active about every third day */
+                evs[n++] = login("mem-acct-000001", user, T(d, 8 + u % 8));
+                evs[n++] = usage("mem-acct-000001", user, features[(u + d) % 5], T(d, 9 + u % 8),
+                                 1 + u % 4);
+            }
+        }
+    }
+    evs[n] = ev_make(CW_EV_ACCOUNT, "mem-acct-000001", NULL, NULL, T(0, 0), 1);
+    evs[n].arr = 1200000;
+    evs[n].seats = 25;
+    cw_strlcpy(evs[n].plan, "business", sizeof(evs[n].plan));
+    evs[n].renewal_ms = T(200, 0);
+    n++;
+    evs[n++] = ev_make(CW_EV_SUPPORT_TICKET, "mem-acct-000001", "user-01", NULL, T(12, 0), 1);
+    evs[n++] = ev_make(CW_EV_NPS, "mem-acct-000001", "user-02", NULL, T(15, 0), 1);
+    evs[n - 1].score = 8;
+    /* one batch per day, like a live consumer */
+    size_t from = 0;
+    for (size_t i = 1; i <= n; i++) {
+        if (i == n || cw_time_day(evs[i].ts_ms) != cw_time_day(evs[i - 1].ts_ms)) {
+            cr_assert_eq(apply(st, evs + from, i - from, 0, (int64_t)from, &out, &n_out), CW_OK);
+            from = i;
+        }
+    }
+    cw_account_state_t a;
+    cr_assert_eq(cw_state_read(st, "mem-acct-000001", -1, &a), CW_OK);
+    check_all_queries(&a, evs, n);
+    /* a realistic decision: snapshot JSON and 30 history points */
+    char snap[700];
+    memset(snap, 'x', sizeof(snap) - 1);
+    snap[0] = '{';
+    snap[sizeof(snap) - 2] = '}';
+    snap[sizeof(snap) - 1] = '\0';
+    for (int i = 0; i < conf->history_len; i++) {
+        a.asof_ms = T(i, 0);
+        cw_commit_t c = commit_of(&a, 60 + i % 7, CW_BAND_CAUTION, T(31, 0), snap, no_alerts);
+        c.last_alert_id = "0123456789abcdef0123456789abcdef";
+        cr_assert_eq(cw_state_commit(st, &c, 1), CW_OK);
+    }
+    const char *keys[] = {"t:a:{mem-acct-000001}", "t:s:{mem-acct-000001}:U:lu",
+                          "t:s:{mem-acct-000001}:F:u", "t:h:{mem-acct-000001}",
+                          "t:snap:{mem-acct-000001}"};
+    long long total = 0;
+    for (size_t k = 0; k < sizeof(keys) / sizeof(keys[0]); k++) {
+        long long m = cw_h_redis_int(redis, "MEMORY USAGE %s SAMPLES 0", keys[k]);
+        cr_assert_gt(m, 0, "%s", keys[k]);
+        fprintf(stderr, "memory %s: %lld bytes\n", keys[k], m);
+        total += m;
+    }
+    fprintf(stderr, "memory per 30-day active account with %d users: %lld bytes (HLEN %lld)\n",
+            USERS, total, cw_h_redis_int(redis, "HLEN t:a:{mem-acct-000001}"));
+    /* small hashes stay listpack-encoded (the snapshot lives in its own key) */
+    redisContext *c = raw();
+    redisReply *r = redisCommand(c, "OBJECT ENCODING t:a:{mem-acct-000001}");
+    cr_assert(r != NULL && r->type == REDIS_REPLY_STRING);
+    cr_expect_str_eq(r->str, "listpack");
+    freeReplyObject(r);
+    redisFree(c);
+    cr_expect_lt(total, 8 * 1024);
+}

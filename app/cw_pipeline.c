@@ -23,9 +23,9 @@
 #include "cw_sink.h"
 #include "cw_state.h"
 
-#define CHUNK 256               /* accounts scored and committed per round trip */
-#define TIMER_BATCH 1000        /* due accounts fetched per partition per scan */
-#define OUTBOX_RESCAN_MS 10000  /* re-send alerts whose delivery failed */
+#define CHUNK 256              /* accounts scored and committed per round trip */
+#define TIMER_BATCH 1000       /* due accounts fetched per partition per scan */
+#define OUTBOX_RESCAN_MS 10000 /* re-send alerts whose delivery failed */
 #define MAX_ACKS 4096
 
 typedef struct alert_ref {
@@ -34,7 +34,7 @@ typedef struct alert_ref {
 } alert_ref_t;
 
 struct cw_pipeline {
-    const cw_conf_t *conf;   /* borrowed */
+    const cw_conf_t *conf; /* borrowed */
     cw_pipeline_opts_t opts;
     cw_layout_t layout;
     cw_consumer_t *consumer; /* owned */
@@ -47,9 +47,11 @@ struct cw_pipeline {
     int owned[CW_MAX_PARTITIONS];
     int eof[CW_MAX_PARTITIONS];
     int scan_outbox[CW_MAX_PARTITIONS];
-    int64_t wm[CW_MAX_PARTITIONS];        /* event-time watermark per partition (-1 none) */
-    int64_t timer_upto[CW_MAX_PARTITIONS];/* timers processed up to this time */
-    int64_t next_off[CW_MAX_PARTITIONS];  /* offsets to store after the batch (0 = none) */
+    int64_t wm[CW_MAX_PARTITIONS];         /* event-time watermark per partition (-1 none) */
+    int64_t timer_upto[CW_MAX_PARTITIONS]; /* timers processed up to this time */
+    int64_t next_off[CW_MAX_PARTITIONS];   /* offsets to store after the batch (0 = none) */
+    cw_metrics_t *m;                       /* borrowed, may be NULL */
+    int64_t last_gauges_ms;                /* gauges refreshed once a second */
     int64_t last_activity_ms;
     int64_t last_outbox_scan_ms;
     int64_t backoff_ms;
@@ -110,6 +112,9 @@ static void on_rebalance(void *opaque, int assigned, const rd_kafka_topic_partit
         }
         pl->owned[p] = assigned;
         pl->eof[p] = 0;
+        if (!assigned) {
+            cw_metrics_set_lag(pl->m, p, -1);
+        }
         pl->next_off[p] = 0;
         if (assigned) {
             pl->wm[p] = -2; /* load from Redis before use */
@@ -118,6 +123,37 @@ static void on_rebalance(void *opaque, int assigned, const rd_kafka_topic_partit
         }
     }
     pl->last_activity_ms = cw_time_mono_ms();
+    pl->last_gauges_ms = 0; /* refresh the assignment gauges now */
+}
+
+/* ---- metrics ---- */
+
+static void on_redis_rtt(void *opaque, double seconds) {
+    cw_metrics_observe(opaque, CW_HIST_REDIS, seconds);
+}
+
+/* Gauges copied from other modules, at most once a second (or when forced). */
+static void refresh_gauges(cw_pipeline_t *pl, int force) {
+    int64_t now = cw_time_mono_ms();
+    if (pl->m == NULL || (!force && now - pl->last_gauges_ms < 1000)) {
+        return;
+    }
+    pl->last_gauges_ms = now;
+    int assigned = 0;
+    for (int p = 0; p < CW_MAX_PARTITIONS; p++) {
+        if (pl->owned[p]) {
+            assigned++;
+            cw_metrics_set_lag(pl->m, p, cw_consumer_lag(pl->consumer, p));
+        }
+    }
+    cw_metrics_set_assigned(pl->m, assigned);
+    cw_metrics_set_redis_up(pl->m, cw_state_connected(pl->state));
+    cw_metrics_set_redis_reconnects(pl->m, cw_state_reconnects(pl->state));
+    for (int t = 0; t < CW_SINK__COUNT; t++) {
+        uint64_t delivered = 0, failed = 0;
+        cw_sink_counts(pl->sink, (cw_sink_topic_t)t, &delivered, &failed);
+        cw_metrics_set_producer(pl->m, (cw_metrics_topic_t)t, delivered, failed);
+    }
 }
 
 /* ---- backoff ---- */
@@ -159,11 +195,14 @@ static void backoff_wait(cw_pipeline_t *pl) {
                 _paused = 1;                                                                       \
             }                                                                                      \
             (pl)->stats.redis_retries++;                                                           \
+            cw_metrics_add((pl)->m, CW_CTR_REDIS_RETRIES, 1);                                      \
+            cw_metrics_set_redis_up((pl)->m, 0);                                                   \
             backoff_wait(pl);                                                                      \
         }                                                                                          \
         if (_paused) {                                                                             \
             CW_LOG(CW_LOG_INFO, "pipeline", "redis back; resuming input");                         \
             cw_consumer_pause((pl)->consumer, 0);                                                  \
+            cw_metrics_set_redis_up((pl)->m, 1);                                                   \
         }                                                                                          \
         if (_r != CW_RETRY) {                                                                      \
             (pl)->backoff_ms = 0;                                                                  \
@@ -264,18 +303,20 @@ static cw_err_t decide_chunk(cw_pipeline_t *pl, cw_account_state_t *accts, size_
     /* Decisions are durable (alerts in the outbox); now publish. */
     for (size_t i = 0; i < n; i++) {
         cw_decision_t *d = &pl->decisions[i];
+        cw_metrics_band_change(pl->m, accts[i].has_score ? accts[i].band : -1, (cw_band_t)d->band);
         if (pl->snap_len[i]) {
             produce(pl, CW_SINK_SCORE, accts[i].account_id, pl->json.data + pl->snap_off[i],
                     pl->snap_len[i], NULL);
             pl->stats.snapshots++;
+            cw_metrics_add(pl->m, CW_CTR_SNAPSHOTS, 1);
         }
         for (int a = 0; a < d->n_alerts; a++) {
             produce_alert(pl, accts[i].partition, accts[i].account_id, d->alerts[a].alert_id,
                           pl->json.data + pl->alert_off[i][a], pl->alert_len[i][a]);
             pl->stats.alerts[d->alerts[a].reason]++;
+            cw_metrics_alert(pl->m, d->alerts[a].reason);
             CW_LOG(CW_LOG_INFO, "alert", "%s %s score=%.1f id=%s", accts[i].account_id,
-                   cw_reason_name(d->alerts[a].reason), pl->scores[i].score,
-                   d->alerts[a].alert_id);
+                   cw_reason_name(d->alerts[a].reason), pl->scores[i].score, d->alerts[a].alert_id);
         }
     }
     return CW_OK;
@@ -321,6 +362,7 @@ static void dead_letter(cw_pipeline_t *pl, const rd_kafka_message_t *m, const ch
     pl->dlq_inflight++;
     produce(pl, CW_SINK_DLQ, key, b->data, b->len, NULL);
     pl->stats.dead_lettered++;
+    cw_metrics_dead_letter(pl->m, reason);
     CW_LOG(CW_LOG_DEBUG, "dlq", "p%d@%lld %s: %s", (int)m->partition, (long long)m->offset, reason,
            detail);
 }
@@ -337,6 +379,15 @@ static cw_err_t load_watermark(cw_pipeline_t *pl, int p) {
         pl->wm[p] = wm;
     }
     return r;
+}
+
+/* What an event-triggered evaluation may not decide. In event-time mode
+ * every alert is decided at day ends only (timers), so what a replay
+ * alerts, and the ids, do not depend on where batches happen to start or
+ * a crash happens to fall; the score and band still follow every event.
+ * In wall-clock mode events decide at once. */
+static unsigned event_suppress_mask(const cw_pipeline_t *pl) {
+    return pl->conf->time_mode == CW_TIME_EVENT ? (1u << CW_REASON__COUNT) - 1 : 0;
 }
 
 /* Rescore accounts whose windows rolled (timers due at or before "now" of
@@ -371,13 +422,20 @@ static cw_err_t fire_timers(cw_pipeline_t *pl) {
                 break;
             }
             for (size_t i = 0; i < n; i++) {
-                accts[i].suppress_mask = 0; /* day-end evaluations decide everything */
+                /* day-end evaluations decide everything; a dirty mark left
+                 * by an apply whose decision never committed (a crash in
+                 * between) is replayed as the event-triggered evaluation it
+                 * stands for, so it cannot decide at a batch-dependent time */
+                int day_end =
+                    accts[i].due_ms >= 0 && accts[i].due_ms % CW_MS_PER_DAY == CW_MS_PER_DAY - 1;
+                accts[i].suppress_mask = day_end ? 0 : event_suppress_mask(pl);
             }
             r = decide_all(pl, accts, n);
             if (r != CW_OK) {
                 return r;
             }
             pl->stats.rescored_timer += n;
+            cw_metrics_add(pl->m, CW_CTR_TIMER_RESCORED, n);
             /* each decision schedules the account's next day end, which may
              * itself be due already when the watermark jumped several days:
              * scan again until nothing is due */
@@ -475,6 +533,7 @@ static cw_err_t process_batch(cw_pipeline_t *pl, size_t n) {
             continue;
         }
         pl->stats.events_in[ev.type]++;
+        cw_metrics_event_in(pl->m, ev.type);
         if (ev.type == CW_EV_UNKNOWN) {
             continue;
         }
@@ -499,16 +558,21 @@ static cw_err_t process_batch(cw_pipeline_t *pl, size_t n) {
             return r;
         }
         pl->stats.duplicates += cw_state_duplicates(pl->state) - dup0;
+        cw_metrics_add(pl->m, CW_CTR_DUPLICATES, cw_state_duplicates(pl->state) - dup0);
         for (size_t i = 0; i < na; i++) {
             int p = accts[i].partition;
             if (p >= 0 && p < CW_MAX_PARTITIONS && accts[i].last_event_ms > pl->wm[p]) {
                 pl->wm[p] = accts[i].last_event_ms;
             }
         }
-        if (pl->conf->time_mode == CW_TIME_EVENT) {
-            for (size_t i = 0; i < na; i++) {
-                accts[i].suppress_mask = ~CW_EV_BIT(CW_REASON_CANCELLATION_NOTICE) &
-                                         ((1u << CW_REASON__COUNT) - 1);
+        for (size_t i = 0; i < na; i++) {
+            accts[i].suppress_mask = event_suppress_mask(pl);
+            /* A timer due before this as-of's day (a day end not evaluated
+             * yet, because this batch crossed it) must survive the commit:
+             * with due_ms = -1 the commit keeps the earlier of the two. */
+            if (pl->conf->time_mode == CW_TIME_EVENT && accts[i].due_ms >= 0 &&
+                cw_time_day(accts[i].due_ms) < cw_time_day(accts[i].asof_ms)) {
+                accts[i].due_ms = -1;
             }
         }
         r = decide_all(pl, accts, na);
@@ -533,13 +597,14 @@ static cw_err_t process_batch(cw_pipeline_t *pl, size_t n) {
     cw_consumer_store(pl->consumer, pl->next_off, CW_MAX_PARTITIONS);
     memset(pl->next_off, 0, sizeof(pl->next_off));
     pl->stats.batches++;
+    cw_metrics_add(pl->m, CW_CTR_BATCHES, 1);
     return CW_OK;
 }
 
 /* ---- lifecycle ---- */
 
-cw_pipeline_t *cw_pipeline_new(const cw_conf_t *conf, const cw_pipeline_opts_t *opts,
-                               char *errstr, size_t errstr_size) {
+cw_pipeline_t *cw_pipeline_new(const cw_conf_t *conf, const cw_pipeline_opts_t *opts, char *errstr,
+                               size_t errstr_size) {
     cw_pipeline_t *pl = calloc(1, sizeof(*pl));
     if (pl == NULL) {
         snprintf(errstr, errstr_size, "out of memory");
@@ -549,6 +614,7 @@ cw_pipeline_t *cw_pipeline_new(const cw_conf_t *conf, const cw_pipeline_opts_t *
     if (opts != NULL) {
         pl->opts = *opts;
     }
+    pl->m = pl->opts.metrics;
     for (int p = 0; p < CW_MAX_PARTITIONS; p++) {
         pl->wm[p] = -2;
         pl->timer_upto[p] = -1;
@@ -564,6 +630,9 @@ cw_pipeline_t *cw_pipeline_new(const cw_conf_t *conf, const cw_pipeline_opts_t *
     pl->state = cw_state_new(conf, &pl->layout, errstr, errstr_size);
     if (pl->state == NULL) {
         goto fail;
+    }
+    if (pl->m != NULL) {
+        cw_state_set_rtt_cb(pl->state, on_redis_rtt, pl->m);
     }
     pl->sink = cw_sink_kafka_new(conf, on_delivery, pl, errstr, errstr_size);
     if (pl->sink == NULL) {
@@ -611,12 +680,17 @@ int cw_pipeline_run(cw_pipeline_t *pl) {
         size_t n = cw_consumer_batch(pl->consumer, pl->msgs, (size_t)pl->conf->kafka_batch_size,
                                      pl->conf->kafka_batch_timeout_ms);
         cw_err_t r = CW_OK;
+        const char *stage = "batch"; /* named in the log when a stage fails for good */
         int real = 0;
         for (size_t i = 0; i < n; i++) {
             real += pl->msgs[i]->err == 0;
         }
         if (n > 0) {
+            int64_t t0 = cw_time_mono_us();
             r = process_batch(pl, n);
+            if (real > 0) {
+                cw_metrics_observe(pl->m, CW_HIST_BATCH, (double)(cw_time_mono_us() - t0) / 1e6);
+            }
             for (size_t i = 0; i < n; i++) {
                 rd_kafka_message_destroy(pl->msgs[i]);
                 pl->msgs[i] = NULL;
@@ -626,21 +700,26 @@ int cw_pipeline_run(cw_pipeline_t *pl) {
             pl->last_activity_ms = cw_time_mono_ms();
         }
         if (r == CW_OK) {
-            int rescan = pl->alert_failed &&
-                         cw_time_mono_ms() - pl->last_outbox_scan_ms > OUTBOX_RESCAN_MS;
+            int rescan =
+                pl->alert_failed && cw_time_mono_ms() - pl->last_outbox_scan_ms > OUTBOX_RESCAN_MS;
             pl->alert_failed = rescan ? 0 : pl->alert_failed;
+            stage = "outbox scan";
             r = scan_outboxes(pl, rescan);
         }
         if (r == CW_OK) {
+            stage = "timers";
             r = fire_timers(pl);
         }
         cw_sink_poll(pl->sink, 0);
         if (r == CW_OK) {
+            stage = "outbox ack";
             r = ack_alerts(pl);
         }
         if (r == CW_ERROR) {
+            CW_LOG(CW_LOG_ERROR, "pipeline", "%s failed; stopping without committing", stage);
             pl->fatal = 1;
         }
+        refresh_gauges(pl, 0);
         if (cw_time_mono_ms() - last_stats > 10000) {
             last_stats = cw_time_mono_ms();
             CW_LOG(CW_LOG_INFO, "stats",
@@ -654,8 +733,8 @@ int cw_pipeline_run(cw_pipeline_t *pl) {
                                         pl->stats.alerts[2] + pl->stats.alerts[3] +
                                         pl->stats.alerts[4] + pl->stats.alerts[5]));
         }
-        if (pl->opts.exit_on_idle_ms > 0 && pl->consumed_any && all_idle(pl) && cw_sink_outq(pl->sink) == 0 &&
-            pl->n_acks == 0 &&
+        if (pl->opts.exit_on_idle_ms > 0 && pl->consumed_any && all_idle(pl) &&
+            cw_sink_outq(pl->sink) == 0 && pl->n_acks == 0 &&
             cw_time_mono_ms() - pl->last_activity_ms >= pl->opts.exit_on_idle_ms) {
             CW_LOG(CW_LOG_INFO, "pipeline", "all partitions idle; draining");
             break;

@@ -16,8 +16,13 @@
  * so nothing is lost. SIGTERM/SIGINT → finish the batch, flush, commit,
  * return 0.
  *
+ * Metrics: with opts.metrics set, every event, dead letter, alert, band
+ * change, batch and Redis round trip is counted there, and once a second
+ * the gauges (consumer lag, assigned partitions, Redis up, reconnects,
+ * producer outcomes) are refreshed for /metrics and /readyz.
+ *
  * Ownership: cw_pipeline_t owns its consumer, sink and state; it borrows
- * conf (must outlive it).
+ * conf and opts.metrics (both must outlive it).
  */
 #ifndef CW_PIPELINE_H
 #define CW_PIPELINE_H
@@ -25,11 +30,14 @@
 #include <stdint.h>
 
 #include "cw_conf.h"
+#include "cw_metrics.h"
 
 typedef struct cw_pipeline cw_pipeline_t;
 
 typedef struct cw_pipeline_opts {
-    int exit_on_idle_ms; /* > 0: return once every partition is at EOF for this long */
+    int exit_on_idle_ms;   /* > 0: return once every partition is at EOF for this long */
+    cw_metrics_t *metrics; /* borrowed, may be NULL: updated as the pipeline works; must
+                              outlive the pipeline */
 } cw_pipeline_opts_t;
 
 /* Counters, read by metrics and the final summary. */
@@ -40,12 +48,12 @@ typedef struct cw_pipeline_stats {
     uint64_t alerts[8];                    /* by cw_reason_t */
     uint64_t snapshots;                    /* score snapshots produced */
     uint64_t batches;
-    uint64_t rescored_timer;               /* accounts rescored by timers */
-    uint64_t redis_retries;                /* batches retried after a Redis failure */
+    uint64_t rescored_timer; /* accounts rescored by timers */
+    uint64_t redis_retries;  /* batches retried after a Redis failure */
 } cw_pipeline_stats_t;
 
-cw_pipeline_t *cw_pipeline_new(const cw_conf_t *conf, const cw_pipeline_opts_t *opts,
-                               char *errstr, size_t errstr_size);
+cw_pipeline_t *cw_pipeline_new(const cw_conf_t *conf, const cw_pipeline_opts_t *opts, char *errstr,
+                               size_t errstr_size);
 /** @brief Run until stopped or idle; 0 on a clean drain, 1 on a fatal error. */
 int cw_pipeline_run(cw_pipeline_t *pl);
 /** @brief Ask the loop to drain and return (async-signal-safe). */

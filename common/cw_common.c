@@ -53,8 +53,9 @@ void cw_log_write(cw_log_level_t level, const char *comp, const char *fmt, ...) 
     va_end(ap);
     cw_json_escape(esc, sizeof(esc), msg, strlen(msg));
     cw_time_format(cw_time_now_ms(), ts, sizeof(ts));
-    snprintf(line, sizeof(line), "{\"ts\":\"%s\",\"level\":\"%s\",\"comp\":\"%s\",\"msg\":\"%s\"}\n",
-             ts, level_names[level < 0 || level > 3 ? 0 : level], comp, esc);
+    snprintf(line, sizeof(line),
+             "{\"ts\":\"%s\",\"level\":\"%s\",\"comp\":\"%s\",\"msg\":\"%s\"}\n", ts,
+             level_names[level < 0 || level > 3 ? 0 : level], comp, esc);
     fputs(line, stderr);
 }
 
@@ -62,6 +63,12 @@ int64_t cw_time_now_ms(void) {
     struct timespec t;
     clock_gettime(CLOCK_REALTIME, &t);
     return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
+int64_t cw_time_mono_us(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (int64_t)t.tv_sec * 1000000 + t.tv_nsec / 1000;
 }
 
 int64_t cw_time_mono_ms(void) {
@@ -113,8 +120,8 @@ int cw_time_parse_rfc3339(const char *s, size_t len, int64_t *ms_out) {
         s[13] != ':' || s[16] != ':') {
         return -1;
     }
-    if (digits(s, 4, &Y) || digits(s + 5, 2, &M) || digits(s + 8, 2, &D) ||
-        digits(s + 11, 2, &h) || digits(s + 14, 2, &mi) || digits(s + 17, 2, &sec)) {
+    if (digits(s, 4, &Y) || digits(s + 5, 2, &M) || digits(s + 8, 2, &D) || digits(s + 11, 2, &h) ||
+        digits(s + 14, 2, &mi) || digits(s + 17, 2, &sec)) {
         return -1;
     }
     if (M < 1 || M > 12 || D < 1 || (unsigned)D > mdays[M - 1] || h > 23 || mi > 59 || sec > 60) {

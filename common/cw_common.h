@@ -19,10 +19,10 @@
 #include <stdint.h>
 
 typedef enum {
-    CW_OK = 0,     /* success */
-    CW_RETRY = 1,  /* transient: retry later with backoff */
-    CW_ERROR = 2,  /* permanent: the input or request is bad */
-    CW_NOENT = 3,  /* the thing asked for does not exist */
+    CW_OK = 0,    /* success */
+    CW_RETRY = 1, /* transient: retry later with backoff */
+    CW_ERROR = 2, /* permanent: the input or request is bad */
+    CW_NOENT = 3, /* the thing asked for does not exist */
 } cw_err_t;
 
 /** @brief Human-readable name of an error code; never NULL. */
@@ -60,6 +60,8 @@ int64_t cw_time_now_ms(void);
 
 /** @brief Monotonic clock in milliseconds (for timeouts, latencies). */
 int64_t cw_time_mono_ms(void);
+/** @brief Monotonic clock in microseconds (durations). */
+int64_t cw_time_mono_us(void);
 
 /**
  * @brief Parse an RFC 3339 timestamp ("2026-11-25T05:21:00Z",

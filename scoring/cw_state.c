@@ -102,7 +102,9 @@ struct cw_state {
     int port;
     char path[CW_STR_MAX];
     /* connection */
-    redisContext *c; /* owned; NULL when disconnected */
+    redisContext *c;         /* owned; NULL when disconnected */
+    cw_state_rtt_cb *rtt_cb; /* optional observer of pipelined round trips */
+    void *rtt_opaque;
     int ever_connected;
     uint64_t reconnects;
     uint64_t duplicates;
@@ -372,7 +374,14 @@ static int gen_prelude(const cw_conf_t *conf, const cw_layout_t *l, cw_buf_t *b,
         cw_buf_printf(b, "%s{%d,%d,%d,%d}", j ? "," : "", q->is_set ? 1 : 0, q->index + 1,
                       q->offset_days, q->len_days);
     }
-    cw_buf_printf(b, "}\nlocal TTL = %d\nlocal HL = %d\n", (maxret + 2) * 86400,
+    {
+        /* LC: the logins counter (1-based, 0 none), for the as-of last login */
+        int wq = l->win_q[CW_WIN_LOGINS_7D];
+        int lc =
+            wq >= 0 && wq < l->n_queries && !l->queries[wq].is_set ? l->queries[wq].index + 1 : 0;
+        cw_buf_printf(b, "}\nlocal LC = %d\n", lc);
+    }
+    cw_buf_printf(b, "local TTL = %d\nlocal HL = %d\n", (maxret + 2) * 86400,
                   conf->history_len > 0 ? conf->history_len : 30);
     return b->oom ? -1 : 0;
 }
@@ -669,6 +678,7 @@ static cw_err_t pipe_run(cw_state_t *st, size_t n, pipe_build_t build, pipe_repl
     }
     for (int attempt = 0;; attempt++) {
         size_t nretry = 0;
+        int64_t t0 = st->rtt_cb != NULL ? cw_time_mono_us() : 0;
         for (size_t k = 0; k < np; k++) {
             cw_err_t err = build(st, st->pend[k], ctx);
             if (err != CW_OK) {
@@ -693,9 +703,18 @@ static cw_err_t pipe_run(cw_state_t *st, size_t n, pipe_build_t build, pipe_repl
                 worst = err > worst ? err : worst;
             } else {
                 cw_err_t err = on_reply(st, st->pend[k], r, ctx);
+                if (err == CW_ERROR) {
+                    CW_LOG(CW_LOG_ERROR, CW_STATE_COMP,
+                           "%s: unexpected reply (type %d, %zu elements) to command %zu", what,
+                           r->type, r->type == REDIS_REPLY_ARRAY ? r->elements : (size_t)0,
+                           st->pend[k]);
+                }
                 worst = err > worst ? err : worst;
             }
             freeReplyObject(r);
+        }
+        if (st->rtt_cb != NULL) {
+            st->rtt_cb(st->rtt_opaque, (double)(cw_time_mono_us() - t0) / 1e6);
         }
         if (nretry == 0) {
             return worst;
@@ -1217,6 +1236,10 @@ static cw_err_t reply_due_list(cw_state_t *st, size_t i, const redisReply *r, vo
         return CW_ERROR;
     }
     n = r->elements / 2;
+    st->n_due = 0;
+    if (n == 0) {
+        return CW_OK; /* nothing due (and realloc(p, 0) would free p) */
+    }
     if (grow((void **)&st->due_out, &st->due_cap, n, sizeof(*st->due_out)) != 0) {
         return CW_ERROR;
     }
@@ -1381,13 +1404,14 @@ static cw_err_t build_commit(cw_state_t *st, size_t i, void *vctx) {
     int p = a->partition >= 0 ? a->partition : 0;
     const char *id = a->account_id;
     args_reset(st);
-    arg_evalsha(st, CW_SCRIPT_COMMIT, 6);
+    arg_evalsha(st, CW_SCRIPT_COMMIT, 7);
     arg_key(st, "a", id, NULL);
     arg_key(st, "h", id, NULL);
     arg_pkey(st, "due", p);
     arg_key(st, "atrisk", NULL, NULL);
     arg_pkey(st, "outbox", p);
     arg_key(st, "snap", id, NULL);
+    arg_key(st, "bands", NULL, NULL);
     arg_str(st, id);
     arg_i64(st, a->due_ms);
     arg_i64(st, c->next_due_ms);
@@ -1533,6 +1557,26 @@ cw_err_t cw_state_outbox_ack(cw_state_t *st, const int *partitions, const char *
 
 /* ---- dashboards ---- */
 
+/* "<cmd> P:<kind>[:{id}] 0 <limit - 1> [WITHSCORES]" (limit > 0): the first
+ * limit entries of a list or sorted set, in one round trip. */
+static cw_err_t range_run(cw_state_t *st, const char *cmd, const char *kind, const char *id,
+                          size_t limit, int withscores, pipe_reply_t on_reply, void *ctx,
+                          const char *what) {
+    cw_err_t err = cw_state_connect(st);
+    if (err != CW_OK) {
+        return err;
+    }
+    args_reset(st);
+    arg_str(st, cmd);
+    arg_key(st, kind, id, NULL);
+    arg_str(st, "0");
+    arg_i64(st, limit > (size_t)INT64_MAX ? INT64_MAX : (int64_t)limit - 1);
+    if (withscores) {
+        arg_str(st, "WITHSCORES");
+    }
+    return pipe_run(st, 1, build_prepared, on_reply, ctx, what);
+}
+
 typedef struct risk_ctx {
     char (*ids)[CW_FIELD_MAX];
     double *scores;
@@ -1569,17 +1613,7 @@ cw_err_t cw_state_at_risk(cw_state_t *st, size_t limit, char (*ids)[CW_FIELD_MAX
     if (limit == 0) {
         return CW_OK;
     }
-    err = cw_state_connect(st);
-    if (err != CW_OK) {
-        return err;
-    }
-    args_reset(st);
-    arg_str(st, "ZRANGE");
-    arg_key(st, "atrisk", NULL, NULL);
-    arg_str(st, "0");
-    arg_i64(st, limit > (size_t)INT64_MAX ? INT64_MAX : (int64_t)limit - 1);
-    arg_str(st, "WITHSCORES");
-    err = pipe_run(st, 1, build_prepared, reply_risk, &ctx, "at risk");
+    err = range_run(st, "ZRANGE", "atrisk", NULL, limit, 1, reply_risk, &ctx, "at risk");
     *n_out = ctx.n;
     return err;
 }
@@ -1619,4 +1653,93 @@ cw_err_t cw_state_snapshot(cw_state_t *st, const char *account_id, cw_buf_t *buf
         return err;
     }
     return ctx.found ? CW_OK : CW_NOENT;
+}
+
+/* ---- observers and dashboard reads ---- */
+
+void cw_state_set_rtt_cb(cw_state_t *st, cw_state_rtt_cb *cb, void *opaque) {
+    st->rtt_cb = cb;
+    st->rtt_opaque = opaque;
+}
+
+static cw_err_t reply_bands(cw_state_t *st, size_t i, const redisReply *r, void *vctx) {
+    uint64_t *counts = vctx;
+    (void)st;
+    (void)i;
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != 3) {
+        return CW_ERROR;
+    }
+    for (size_t b = 0; b < 3; b++) {
+        int64_t v = 0;
+        if (r->element[b]->type != REDIS_REPLY_NIL && rep_i64(r->element[b], &v) != 0) {
+            return CW_ERROR;
+        }
+        counts[b] = v > 0 ? (uint64_t)v : 0;
+    }
+    return CW_OK;
+}
+
+cw_err_t cw_state_band_counts(cw_state_t *st, uint64_t counts[3]) {
+    cw_err_t err = cw_state_connect(st);
+    counts[0] = counts[1] = counts[2] = 0;
+    if (err != CW_OK) {
+        return err;
+    }
+    args_reset(st);
+    arg_str(st, "HMGET");
+    arg_key(st, "bands", NULL, NULL);
+    arg_str(st, "0");
+    arg_str(st, "1");
+    arg_str(st, "2");
+    return pipe_run(st, 1, build_prepared, reply_bands, counts, "band counts");
+}
+
+typedef struct hist_ctx {
+    int64_t *asof_ms;
+    double *scores;
+    size_t max;
+    size_t n;
+} hist_ctx_t;
+
+static cw_err_t reply_history(cw_state_t *st, size_t i, const redisReply *r, void *vctx) {
+    hist_ctx_t *ctx = vctx;
+    (void)st;
+    (void)i;
+    if (r->type != REDIS_REPLY_ARRAY) {
+        return CW_ERROR;
+    }
+    for (size_t k = 0; k < r->elements && ctx->n < ctx->max; k++) {
+        const redisReply *e = r->element[k];
+        char tmp[64];
+        long long asof = 0;
+        double score = 0;
+        if (e->type != REDIS_REPLY_STRING || e->len >= sizeof(tmp)) {
+            return CW_ERROR;
+        }
+        memcpy(tmp, e->str, e->len);
+        tmp[e->len] = '\0';
+        if (sscanf(tmp, "%lld,%lf", &asof, &score) != 2) {
+            return CW_ERROR;
+        }
+        ctx->asof_ms[ctx->n] = (int64_t)asof;
+        ctx->scores[ctx->n] = score;
+        ctx->n++;
+    }
+    return CW_OK;
+}
+
+cw_err_t cw_state_history(cw_state_t *st, const char *account_id, size_t max, int64_t *asof_ms,
+                          double *scores, size_t *n_out) {
+    hist_ctx_t ctx = {asof_ms, scores, max, 0};
+    cw_err_t err;
+    *n_out = 0;
+    if (max == 0) {
+        return CW_OK;
+    }
+    err = range_run(st, "LRANGE", "h", account_id, max, 0, reply_history, &ctx, "history");
+    if (err != CW_OK) {
+        return err;
+    }
+    *n_out = ctx.n;
+    return ctx.n > 0 ? CW_OK : CW_NOENT;
 }

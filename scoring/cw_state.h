@@ -21,6 +21,7 @@
  *   P:outbox:<p>     hash alert_id -> alert JSON not yet acked by Kafka
  *   P:atrisk         zset account -> score (lowest first = most at risk)
  *   P:accounts       set of known account ids (for dashboards / explain)
+ *   P:bands          hash band -> number of accounts in it (moved by commits)
  * Old day buckets are deleted by the apply script once they fall out of the
  * retention (longest window), and every key carries a TTL of retention +
  * 2 days so silent accounts do not leak memory.
@@ -105,10 +106,10 @@ typedef struct cw_commit {
     double score;
     int band, tier, phase;
     unsigned active_mask;
-    const int64_t *last_alert_ms;   /* CW_REASON__COUNT entries */
-    const char *last_alert_id;      /* "" when no alert in this decision */
-    int64_t next_due_ms;            /* -1: remove the timer */
-    const char *snapshot_json;      /* NULL when the score did not change */
+    const int64_t *last_alert_ms; /* CW_REASON__COUNT entries */
+    const char *last_alert_id;    /* "" when no alert in this decision */
+    int64_t next_due_ms;          /* -1: remove the timer */
+    const char *snapshot_json;    /* NULL when the score did not change */
     int n_alerts;
     const char *alert_ids[CW_REASON__COUNT];
     const char *alert_json[CW_REASON__COUNT];
@@ -132,9 +133,28 @@ cw_err_t cw_state_outbox_ack(cw_state_t *st, const int *partitions, const char *
 
 /* ---- dashboards ---- */
 /** @brief Up to limit account ids with the lowest scores, and their scores. */
-cw_err_t cw_state_at_risk(cw_state_t *st, size_t limit, char (*ids)[CW_FIELD_MAX],
-                          double *scores, size_t *n_out);
+cw_err_t cw_state_at_risk(cw_state_t *st, size_t limit, char (*ids)[CW_FIELD_MAX], double *scores,
+                          size_t *n_out);
 /** @brief Stored score snapshot JSON of an account into buf (CW_NOENT if none). */
 cw_err_t cw_state_snapshot(cw_state_t *st, const char *account_id, cw_buf_t *buf);
+
+/* ---- observers and dashboard reads ---- */
+/** @brief Called after every pipelined round trip with its duration in seconds. */
+typedef void(cw_state_rtt_cb)(void *opaque, double seconds);
+/** @brief Install (or with NULL remove) the round-trip observer (metrics). */
+void cw_state_set_rtt_cb(cw_state_t *st, cw_state_rtt_cb *cb, void *opaque);
+/**
+ * @brief Accounts per band (index cw_band_t) from P:bands, which the commit
+ * script moves on every band change. An account whose keys expired (silent
+ * past retention + 2 days) is not taken out of its band's count.
+ */
+cw_err_t cw_state_band_counts(cw_state_t *st, uint64_t counts[3]);
+/**
+ * @brief Up to max points of an account's score history, NEWEST first, into
+ * asof_ms[] / scores[] (caller's arrays of max entries).
+ * @returns CW_NOENT when the account has no history.
+ */
+cw_err_t cw_state_history(cw_state_t *st, const char *account_id, size_t max, int64_t *asof_ms,
+                          double *scores, size_t *n_out);
 
 #endif

@@ -140,6 +140,21 @@
     "    end\n"                                                                                    \
     "  end\n"                                                                                      \
     "  local hm = redis.call('HMGET', acct, unpack(RF))\n"                                         \
+    "  -- the last login as of asof: a later login (applied before this\n"                         \
+    "  -- read of an earlier time) is replaced by the last day <= asof with\n"                      \
+    "  -- logins (its end, or asof itself), exact for day-end decisions\n"                         \
+    "  local ll = tonumber(hm[8])\n"                                                               \
+    "  if LC > 0 and ll and ll > asof then\n"                                                      \
+    "    local n = CR[LC]\n"                                                                       \
+    "    local f = {}\n"                                                                           \
+    "    for k = 0, n - 1 do f[k + 1] = DS(day - k) .. ':' .. CN[LC] end\n"                        \
+    "    local v = redis.call('HMGET', acct, unpack(f))\n"                                         \
+    "    local found = day - n\n"                                                                  \
+    "    for k = 1, n do\n"                                                                        \
+    "      if (tonumber(v[k]) or 0) > 0 then found = day - (k - 1) break end\n"                   \
+    "    end\n"                                                                                    \
+    "    if found == day then hm[8] = F(asof) else hm[8] = F((found + 1) * DAY - 1) end\n"        \
+    "  end\n"                                                                                      \
     "  local s7 = false\n"                                                                         \
     "  local h = redis.call('LRANGE', hist, 0, -1)\n"                                              \
     "  local lim = asof - 7 * DAY\n"                                                               \
@@ -381,7 +396,8 @@
     "return rd(acct, hist, skeys, asof)\n"
 
 /*
- * COMMIT. KEYS: account hash, history, due:<p>, atrisk, outbox:<p>, snapshot.
+ * COMMIT. KEYS: account hash, history, due:<p>, atrisk, outbox:<p>, snapshot,
+ * bands (hash band -> number of accounts in it, moved on a band change).
  * ARGV: 1 account id, 2 due_ms read (-1 none), 3 next_due (-1 remove),
  * 4 score, 5 band, 6 tier, 7 phase, 8 active_mask, 9..14 last_alert_ms per
  * reason, 15 last_alert_id ("" keep), 16 asof_ms, 17 has snapshot (0/1),
@@ -414,6 +430,11 @@
     "    redis.call('LTRIM', hist, 0, HL - 1)\n"                                                   \
     "  end\n"                                                                                      \
     "  redis.call('EXPIRE', hist, TTL)\n"                                                          \
+    "end\n"                                                                                        \
+    "local pb = redis.call('HGET', acct, 'bd')\n"                                                  \
+    "if pb ~= ARGV[5] then\n"                                                                      \
+    "  if pb then redis.call('HINCRBY', KEYS[7], pb, -1) end\n"                                    \
+    "  redis.call('HINCRBY', KEYS[7], ARGV[5], 1)\n"                                               \
     "end\n"                                                                                        \
     "redis.call('HSET', acct, unpack(h))\n"                                                        \
     "if #del > 0 then redis.call('HDEL', acct, unpack(del)) end\n"                                 \

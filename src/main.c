@@ -19,8 +19,11 @@
 #include "cw_conf.h"
 #include "cw_explain.h"
 #include "cw_gen.h"
+#include "cw_http.h"
+#include "cw_metrics.h"
 #include "cw_model.h"
 #include "cw_pipeline.h"
+#include "cw_state.h"
 
 #define CW_VERSION "0.1.0"
 
@@ -82,11 +85,37 @@ static int run_main(int argc, char **argv) {
     if (lv >= 0) {
         cw_log_level = lv;
     }
-    cw_pipeline_t *pl = cw_pipeline_new(conf, &opts, errstr, sizeof(errstr));
-    if (pl == NULL) {
+    /* Metrics always (a few atomics); the listener only with http.listen. */
+    cw_metrics_t *metrics = cw_metrics_new(conf, errstr, sizeof(errstr));
+    if (metrics == NULL) {
         CW_LOG(CW_LOG_ERROR, "main", "%s", errstr);
         cw_conf_destroy(conf);
         return 2;
+    }
+    opts.metrics = metrics; /* borrowed by the pipeline and the listener */
+    cw_pipeline_t *pl = cw_pipeline_new(conf, &opts, errstr, sizeof(errstr));
+    if (pl == NULL) {
+        CW_LOG(CW_LOG_ERROR, "main", "%s", errstr);
+        cw_metrics_destroy(metrics);
+        cw_conf_destroy(conf);
+        return 2;
+    }
+    cw_http_t *http = NULL;
+    cw_layout_t layout;
+    if (conf->http_listen[0] != '\0') {
+        static const cw_http_sources_t sources = {cw_state_history, cw_state_band_counts};
+        if (cw_layout_build(&conf->model, &layout, errstr, sizeof(errstr)) == 0) {
+            http = cw_http_new_with(conf, &layout, metrics, &sources, errstr, sizeof(errstr));
+        }
+        if (http == NULL) {
+            CW_LOG(CW_LOG_ERROR, "main", "http.listen %s: %s", conf->http_listen, errstr);
+            cw_pipeline_destroy(pl);
+            cw_metrics_destroy(metrics);
+            cw_conf_destroy(conf);
+            return 2;
+        }
+        CW_LOG(CW_LOG_INFO, "main", "metrics, health and dashboard on http://%s/",
+               conf->http_listen);
     }
     g_pipeline = pl;
     struct sigaction sa;
@@ -97,7 +126,9 @@ static int run_main(int argc, char **argv) {
     signal(SIGPIPE, SIG_IGN);
     int rc = cw_pipeline_run(pl);
     g_pipeline = NULL;
+    cw_http_destroy(http); /* first: it reads the metrics */
     cw_pipeline_destroy(pl);
+    cw_metrics_destroy(metrics);
     cw_conf_destroy(conf);
     return rc;
 }

@@ -54,6 +54,8 @@ void cw_h_rmrf(const char *dir) {
     nftw(dir, cw_h_rm_one, 16, FTW_DEPTH | FTW_PHYS);
 }
 
+#define CW_H_SETPRIV "/usr/bin/setpriv"
+
 pid_t cw_h_spawn(const char *const argv[], const char *stdout_path, const char *stderr_path) {
     posix_spawn_file_actions_t fa;
     pid_t pid = -1;
@@ -73,8 +75,26 @@ pid_t cw_h_spawn(const char *const argv[], const char *stdout_path, const char *
                                                       O_WRONLY | O_CREAT | O_TRUNC, 0644),
                      0);
     }
+    /* Children must not outlive a test that crashes: a leftover
+     * redis-server would hold ctest's output pipe open and hang the suite.
+     * util-linux's setpriv sets PR_SET_PDEATHSIG and execs the command
+     * (same pid), so the child is SIGKILLed when the test process dies. */
+    const char *wrapped[64];
+    const char *const *spawn_argv = argv;
+    size_t n = 0;
+    while (argv[n] != NULL) {
+        n++;
+    }
+    if (n + 5 <= sizeof(wrapped) / sizeof(wrapped[0]) && access(CW_H_SETPRIV, X_OK) == 0) {
+        wrapped[0] = CW_H_SETPRIV;
+        wrapped[1] = "--pdeathsig";
+        wrapped[2] = "KILL";
+        wrapped[3] = "--";
+        memcpy(&wrapped[4], argv, (n + 1) * sizeof(argv[0]));
+        spawn_argv = wrapped;
+    }
     /* posix_spawnp takes char *const[]; it does not modify the strings. */
-    rc = posix_spawnp(&pid, argv[0], &fa, NULL, (char *const *)argv, environ);
+    rc = posix_spawnp(&pid, spawn_argv[0], &fa, NULL, (char *const *)spawn_argv, environ);
     posix_spawn_file_actions_destroy(&fa);
     cr_assert_eq(rc, 0, "cannot spawn %s: %s", argv[0], strerror(rc));
     return pid;

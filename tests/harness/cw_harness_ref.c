@@ -183,7 +183,8 @@ cw_ref_t *cw_ref_load(const char *events_path) {
         if (ev.type == CW_EV_UNKNOWN) {
             continue;
         }
-        ref_account_t *a = &ref->accts[ref_account(ref, ev.account_id)];
+        size_t k = ref_account(ref, ev.account_id); /* may grow ref->accts: index first */
+        ref_account_t *a = &ref->accts[k];
         if (a->n == a->cap) {
             a->cap = a->cap ? a->cap * 2 : 256;
             a->ev = realloc(a->ev, a->cap * sizeof(*a->ev));
@@ -239,8 +240,8 @@ void cw_ref_load_truth(cw_ref_t *ref, const char *truth_path) {
         const char *id = json_str(v, "account_id");
         const char *prof = json_str(v, "profile");
         if (id != NULL && prof != NULL) {
-            cw_strlcpy(ref->accts[ref_account(ref, id)].profile, prof,
-                       sizeof(ref->accts[0].profile));
+            size_t k = ref_account(ref, id); /* may grow ref->accts: index first */
+            cw_strlcpy(ref->accts[k].profile, prof, sizeof(ref->accts[0].profile));
         }
         yajl_tree_free(v);
     }
@@ -280,14 +281,20 @@ int64_t cw_ref_max_ts(const cw_ref_t *ref) {
     return ref->max_ts;
 }
 
-/* First time name id is seen in generation g (and marks it). The stamp
- * array is indexed by interned id and keyed by a generation counter, so a
- * distinct count needs no clearing. */
-static int first_seen(cw_ref_t *ref, int32_t id, uint32_t g) {
-    if (ref->stamp[id] == g) {
+/* Distinct sets counted at once by cw_ref_windows; each has its own row of
+ * stamps (one row shared by two sets would let them overwrite each other's
+ * marks and count a member twice). */
+#define REF_N_SETS 3
+
+/* First time name id is seen in set `set` during generation g (and marks
+ * it). Stamps are indexed by set and interned id and keyed by a generation
+ * counter, so a distinct count needs no clearing. */
+static int first_seen(cw_ref_t *ref, int set, int32_t id, uint32_t g) {
+    uint32_t *stamp = &ref->stamp[(size_t)set * ref->stamp_cap + (size_t)id];
+    if (*stamp == g) {
         return 0;
     }
-    ref->stamp[id] = g;
+    *stamp = g;
     return 1;
 }
 
@@ -297,13 +304,12 @@ void cw_ref_windows(const cw_ref_t *cref, size_t i, int64_t day, long out[CW_REF
     if (ref->stamp_cap < ref->names.n) {
         free(ref->stamp);
         ref->stamp_cap = ref->names.n + 1024;
-        ref->stamp = calloc(ref->stamp_cap, sizeof(*ref->stamp));
+        ref->stamp = calloc(REF_N_SETS * ref->stamp_cap, sizeof(*ref->stamp));
         cr_assert_not_null(ref->stamp);
         ref->gen = 0;
     }
-    /* four independent distinct sets: users 7d, users 30d, features 30d
-     * (users and features share the id space but never a generation) */
-    uint32_t g_u7 = ++ref->gen, g_u30 = ++ref->gen, g_f30 = ++ref->gen;
+    /* three independent distinct sets: users 7d, users 30d, features 30d */
+    uint32_t g = ++ref->gen;
     memset(out, 0, CW_REF_N_WINDOWS * sizeof(long));
     for (size_t k = 0; k < a->n; k++) {
         const ref_event_t *e = &a->ev[k];
@@ -317,17 +323,17 @@ void cw_ref_windows(const cw_ref_t *cref, size_t i, int64_t day, long out[CW_REF
             out[1] += 1;
         }
         if ((e->type == CW_EV_LOGIN || e->type == CW_EV_USAGE) && e->user >= 0) {
-            if (in7 && first_seen(ref, e->user, g_u7)) {
+            if (in7 && first_seen(ref, 0, e->user, g)) {
                 out[2]++;
             }
-            if (first_seen(ref, e->user, g_u30)) {
+            if (first_seen(ref, 1, e->user, g)) {
                 out[3]++;
             }
         }
         if (e->type == CW_EV_USAGE) {
             out[4] += in7 ? e->count : 0;
             out[5] += e->count;
-            if (e->feature >= 0 && first_seen(ref, e->feature, g_f30)) {
+            if (e->feature >= 0 && first_seen(ref, 2, e->feature, g)) {
                 out[6]++;
             }
         }
@@ -567,8 +573,11 @@ void cw_ref_sleep_ms(int ms) {
 }
 
 int cw_ref_alive(pid_t pid) {
-    int status;
-    return pid > 0 && waitpid(pid, &status, WNOHANG) == 0;
+    /* WNOWAIT: look without reaping, so cw_h_wait still gets the status */
+    siginfo_t info;
+    memset(&info, 0, sizeof(info));
+    return pid > 0 && waitid(P_PID, (id_t)pid, &info, WEXITED | WNOHANG | WNOWAIT) == 0 &&
+           info.si_pid == 0;
 }
 
 void cw_ref_dump(const char *what, const char *path) {

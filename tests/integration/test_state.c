@@ -903,3 +903,64 @@ Test(state, memory_per_account) {
     redisFree(c);
     cr_expect_lt(total, 8 * 1024);
 }
+
+/* Regression: scanning timers with nothing due, again and again (the
+ * processor does it every loop), must not fail; an empty answer once freed
+ * the scratch through realloc(p, 0) and the next scan returned CW_ERROR. */
+Test(state, nothing_due_repeatedly) {
+    cw_account_state_t *due;
+    size_t n_due = 99;
+    for (int i = 0; i < 3; i++) {
+        cr_assert_eq(cw_state_due(st, 7, T(1, 0), 10, &due, &n_due), CW_OK, "scan %d", i);
+        cr_expect_eq(n_due, 0);
+    }
+    cw_event_t e = login("later", "u", T(2, 5));
+    cr_assert_eq(apply(st, &e, 1, 7, 0, NULL, NULL), CW_OK);
+    cr_assert_eq(cw_state_due(st, 7, T(2, 5), 10, &due, &n_due), CW_OK);
+    cr_expect_eq(n_due, 1);
+    cr_assert_eq(cw_state_due(st, 7, T(1, 0), 10, &due, &n_due), CW_OK);
+    cr_expect_eq(n_due, 0);
+}
+
+/* The dashboard reads: accounts per band move with every band change (a
+ * re-run of the same commit moves nothing), and the score history comes
+ * back newest first, one point per snapshot. */
+Test(state, band_counts_and_history) {
+    cw_account_state_t *out;
+    size_t n_out;
+    uint64_t counts[3];
+    int64_t asof[8];
+    double scores[8];
+    size_t n = 0;
+    cr_assert_eq(cw_state_band_counts(st, counts), CW_OK);
+    cr_expect(counts[0] == 0 && counts[1] == 0 && counts[2] == 0);
+    cr_expect_eq(cw_state_history(st, "bh", 8, asof, scores, &n), CW_NOENT);
+
+    cw_event_t e = login("bh", "u", T(2, 5));
+    cr_assert_eq(apply(st, &e, 1, 3, 0, &out, &n_out), CW_OK);
+    cw_account_state_t a = out[0];
+    cw_commit_t c = commit_of(&a, 80, CW_BAND_HEALTHY, -1, "{\"s\":80}", no_alerts);
+    cr_assert_eq(cw_state_commit(st, &c, 1), CW_OK);
+    cr_assert_eq(cw_state_commit(st, &c, 1), CW_OK); /* idempotent re-run */
+    cr_assert_eq(cw_state_band_counts(st, counts), CW_OK);
+    cr_expect(counts[0] == 1 && counts[1] == 0 && counts[2] == 0, "%llu %llu %llu",
+              (unsigned long long)counts[0], (unsigned long long)counts[1],
+              (unsigned long long)counts[2]);
+
+    cw_event_t e2 = login("bh", "u", T(3, 5));
+    cr_assert_eq(apply(st, &e2, 1, 3, 1, &out, &n_out), CW_OK);
+    a = out[0];
+    c = commit_of(&a, 30, CW_BAND_DANGER, -1, "{\"s\":30}", no_alerts);
+    cr_assert_eq(cw_state_commit(st, &c, 1), CW_OK);
+    cr_assert_eq(cw_state_band_counts(st, counts), CW_OK);
+    cr_expect(counts[0] == 0 && counts[1] == 0 && counts[2] == 1);
+
+    cr_assert_eq(cw_state_history(st, "bh", 8, asof, scores, &n), CW_OK);
+    cr_assert_eq(n, 2);
+    cr_expect_eq(asof[0], T(3, 5));
+    cr_expect_eq(scores[0], 30);
+    cr_expect_eq(asof[1], T(2, 5));
+    cr_expect_eq(scores[1], 80);
+    cr_assert_eq(cw_state_history(st, "bh", 1, asof, scores, &n), CW_OK);
+    cr_expect_eq(n, 1);
+}

@@ -153,8 +153,14 @@
     "    for k = 1, n do\n"                                                                        \
     "      if (tonumber(v[k]) or 0) > 0 then found = day - (k - 1) break end\n"                   \
     "    end\n"                                                                                    \
-    "    if found == day then hm[8] = F(asof) else hm[8] = F((found + 1) * DAY - 1) end\n"        \
+    "    local fl = tonumber(hm[7])\n"                                                             \
+    "    if found == day then hm[8] = F(asof)\n"                                                   \
+    "    elseif found > day - n then hm[8] = F((found + 1) * DAY - 1)\n"                           \
+    "    elseif fl == nil or fl > asof then hm[8] = false\n"                                       \
+    "    else hm[8] = F((found + 1) * DAY - 1) end\n"                                              \
     "  end\n"                                                                                      \
+    "  local fl = tonumber(hm[7])\n"                                                               \
+    "  if fl and fl > asof then hm[7] = false end -- no login yet as of asof\n"                    \
     "  local s7 = false\n"                                                                         \
     "  local h = redis.call('LRANGE', hist, 0, -1)\n"                                              \
     "  local lim = asof - 7 * DAY\n"                                                               \

@@ -964,3 +964,36 @@ Test(state, band_counts_and_history) {
     cr_assert_eq(cw_state_history(st, "bh", 1, asof, scores, &n), CW_OK);
     cr_expect_eq(n, 1);
 }
+
+/* A read as of an earlier time than the latest login (a day-end timer read
+ * after the next day's events were applied) sees the last login as of that
+ * time, at day granularity: the end of the last day with logins, or the
+ * as-of itself when that day is the as-of's own. */
+Test(state, last_login_as_of) {
+    cw_account_state_t a;
+    cw_event_t evs[3] = {login("ll", "u", T(2, 5)), login("ll", "u", T(4, 7)),
+                         login("ll", "u", T(9, 1))};
+    cr_assert_eq(apply(st, evs, 3, 2, 0, NULL, NULL), CW_OK);
+    cr_assert_eq(cw_state_read(st, "ll", T(12, 0), &a), CW_OK);
+    cr_expect_eq(a.last_login_ms, T(9, 1)); /* stored value: nothing later */
+    cr_assert_eq(cw_state_read(st, "ll", T(8, 23), &a), CW_OK);
+    cr_expect_eq(a.last_login_ms, T(5, 0) - 1); /* end of day 4 */
+    cr_assert_eq(cw_state_read(st, "ll", T(4, 3), &a), CW_OK);
+    cr_expect_eq(a.last_login_ms, T(4, 3)); /* a login that day: as of itself */
+    cr_assert_eq(cw_state_read(st, "ll", T(3, 0), &a), CW_OK);
+    cr_expect_eq(a.last_login_ms, T(3, 0) - 1); /* end of day 2 */
+}
+
+/* Before an account's first login, a read as of that time sees no login at
+ * all (not a bound derived from the as-of). */
+Test(state, no_login_yet_as_of) {
+    cw_account_state_t a;
+    cw_event_t evs[2] = {usage("nl", "u", "reports", T(1, 5), 1), login("nl", "u", T(6, 2))};
+    cr_assert_eq(apply(st, evs, 2, 2, 0, NULL, NULL), CW_OK);
+    cr_assert_eq(cw_state_read(st, "nl", T(3, 23), &a), CW_OK);
+    cr_expect_eq(a.last_login_ms, -1);
+    cr_expect_eq(a.first_login_ms, -1);
+    cr_assert_eq(cw_state_read(st, "nl", T(7, 0), &a), CW_OK);
+    cr_expect_eq(a.last_login_ms, T(6, 2));
+    cr_expect_eq(a.first_login_ms, T(6, 2));
+}

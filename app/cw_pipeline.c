@@ -381,13 +381,32 @@ static cw_err_t load_watermark(cw_pipeline_t *pl, int p) {
     return r;
 }
 
-/* What an event-triggered evaluation may not decide. In event-time mode
- * every alert is decided at day ends only (timers), so what a replay
- * alerts, and the ids, do not depend on where batches happen to start or
- * a crash happens to fall; the score and band still follow every event.
- * In wall-clock mode events decide at once. */
-static unsigned event_suppress_mask(const cw_pipeline_t *pl) {
-    return pl->conf->time_mode == CW_TIME_EVENT ? (1u << CW_REASON__COUNT) - 1 : 0;
+/* In event-time mode every decision (score, band, alerts, snapshot,
+ * history) is made at day ends only, by the timers, on the state as of the
+ * day end: what a replay decides, and the alert ids, then do not depend on
+ * where batches happen to start or a crash happens to fall. Applying events
+ * only (re)schedules the account's timer to the end of its as-of day. In
+ * wall-clock mode events decide at once. */
+static cw_err_t reschedule_all(cw_pipeline_t *pl, cw_account_state_t *accts, size_t n) {
+    for (size_t off = 0; off < n; off += CHUNK) {
+        size_t k = n - off < CHUNK ? n - off : CHUNK;
+        for (size_t i = 0; i < k; i++) {
+            cw_commit_t *c = &pl->commits[i];
+            memset(c, 0, sizeof(*c));
+            c->acct = &accts[off + i];
+            c->reschedule_only = 1;
+            c->next_due_ms = (cw_time_day(c->acct->asof_ms) + 1) * CW_MS_PER_DAY - 1;
+        }
+        cw_err_t r = WITH_REDIS(pl, cw_state_commit(pl->state, pl->commits, k));
+        if (r != CW_OK) {
+            return r;
+        }
+    }
+    return CW_OK;
+}
+
+static int is_day_end(int64_t ms) {
+    return ms >= 0 && ms % CW_MS_PER_DAY == CW_MS_PER_DAY - 1;
 }
 
 /* Rescore accounts whose windows rolled (timers due at or before "now" of
@@ -421,16 +440,25 @@ static cw_err_t fire_timers(cw_pipeline_t *pl) {
             if (n == 0) {
                 break;
             }
-            for (size_t i = 0; i < n; i++) {
-                /* day-end evaluations decide everything; a dirty mark left
-                 * by an apply whose decision never committed (a crash in
-                 * between) is replayed as the event-triggered evaluation it
-                 * stands for, so it cannot decide at a batch-dependent time */
-                int day_end =
-                    accts[i].due_ms >= 0 && accts[i].due_ms % CW_MS_PER_DAY == CW_MS_PER_DAY - 1;
-                accts[i].suppress_mask = day_end ? 0 : event_suppress_mask(pl);
+            if (pl->conf->time_mode == CW_TIME_EVENT) {
+                /* day ends decide; a dirty mark left by an apply whose
+                 * reschedule never committed (a crash in between) is only
+                 * moved to its day end, like the apply would have done */
+                size_t nd = 0;
+                for (size_t i = 0; i < n; i++) {
+                    if (!is_day_end(accts[i].due_ms)) {
+                        cw_account_state_t tmp = accts[nd];
+                        accts[nd++] = accts[i];
+                        accts[i] = tmp;
+                    }
+                }
+                r = reschedule_all(pl, accts, nd);
+                if (r == CW_OK) {
+                    r = decide_all(pl, accts + nd, n - nd);
+                }
+            } else {
+                r = decide_all(pl, accts, n);
             }
-            r = decide_all(pl, accts, n);
             if (r != CW_OK) {
                 return r;
             }
@@ -565,17 +593,23 @@ static cw_err_t process_batch(cw_pipeline_t *pl, size_t n) {
                 pl->wm[p] = accts[i].last_event_ms;
             }
         }
-        for (size_t i = 0; i < na; i++) {
-            accts[i].suppress_mask = event_suppress_mask(pl);
-            /* A timer due before this as-of's day (a day end not evaluated
-             * yet, because this batch crossed it) must survive the commit:
-             * with due_ms = -1 the commit keeps the earlier of the two. */
-            if (pl->conf->time_mode == CW_TIME_EVENT && accts[i].due_ms >= 0 &&
-                cw_time_day(accts[i].due_ms) < cw_time_day(accts[i].asof_ms)) {
-                accts[i].due_ms = -1;
+        if (pl->conf->time_mode == CW_TIME_EVENT) {
+            for (size_t i = 0; i < na; i++) {
+                /* A timer due before this as-of's day (a day end not
+                 * evaluated yet, because this batch crossed it) must survive
+                 * the reschedule: with due_ms = -1 the earlier one is kept. */
+                if (accts[i].due_ms >= 0 &&
+                    cw_time_day(accts[i].due_ms) < cw_time_day(accts[i].asof_ms)) {
+                    accts[i].due_ms = -1;
+                }
             }
+            r = reschedule_all(pl, accts, na);
+        } else {
+            for (size_t i = 0; i < na; i++) {
+                accts[i].suppress_mask = 0; /* events decide at once */
+            }
+            r = decide_all(pl, accts, na);
         }
-        r = decide_all(pl, accts, na);
         if (r != CW_OK) {
             return r;
         }

@@ -1429,7 +1429,7 @@ static cw_err_t build_commit(cw_state_t *st, size_t i, void *vctx) {
     }
     arg_str(st, c->last_alert_id != NULL ? c->last_alert_id : "");
     arg_i64(st, a->asof_ms);
-    arg_str(st, c->snapshot_json != NULL ? "1" : "0");
+    arg_str(st, c->reschedule_only ? "T" : c->snapshot_json != NULL ? "1" : "0");
     arg_str(st, c->snapshot_json != NULL ? c->snapshot_json : "");
     {
         int n =

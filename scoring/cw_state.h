@@ -110,6 +110,9 @@ typedef struct cw_commit {
     const char *last_alert_id;    /* "" when no alert in this decision */
     int64_t next_due_ms;          /* -1: remove the timer */
     const char *snapshot_json;    /* NULL when the score did not change */
+    int reschedule_only;          /* 1: only move the timer to next_due_ms (same rules);
+                                     no decision is stored (event-time mode decides at
+                                     day ends only) */
     int n_alerts;
     const char *alert_ids[CW_REASON__COUNT];
     const char *alert_json[CW_REASON__COUNT];

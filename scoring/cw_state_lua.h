@@ -406,7 +406,8 @@
  * bands (hash band -> number of accounts in it, moved on a band change).
  * ARGV: 1 account id, 2 due_ms read (-1 none), 3 next_due (-1 remove),
  * 4 score, 5 band, 6 tier, 7 phase, 8 active_mask, 9..14 last_alert_ms per
- * reason, 15 last_alert_id ("" keep), 16 asof_ms, 17 has snapshot (0/1),
+ * reason, 15 last_alert_id ("" keep), 16 asof_ms, 17 has snapshot (0/1, or
+ * T: reschedule only — nothing but the timer changes, see cw_commit_t),
  * 18 snapshot json, 19 number of alerts, then (alert id, json) pairs.
  * The next timer replaces the due score only when that is still the one the
  * read saw (or there is none); otherwise it is added with ZADD LT, so a
@@ -417,6 +418,17 @@
     "local acct, hist, due, atrisk, ob = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]\n"            \
     "local snapk = KEYS[6]\n"                                                                      \
     "local id = ARGV[1]\n"                                                                         \
+    "local function resched()\n"                                                                   \
+    "  local cur = redis.call('ZSCORE', due, id)\n"                                                \
+    "  local dm = tonumber(ARGV[2])\n"                                                             \
+    "  if (not cur) or (dm >= 0 and tonumber(cur) == dm) then\n"                                   \
+    "    if tonumber(ARGV[3]) >= 0 then redis.call('ZADD', due, ARGV[3], id)\n"                    \
+    "    else redis.call('ZREM', due, id) end\n"                                                   \
+    "  elseif tonumber(ARGV[3]) >= 0 then\n"                                                       \
+    "    redis.call('ZADD', due, 'LT', ARGV[3], id)\n"                                             \
+    "  end\n"                                                                                      \
+    "end\n"                                                                                        \
+    "if ARGV[17] == 'T' then resched() return 0 end\n"                                             \
     "local h = {'sc', ARGV[4], 'bd', ARGV[5], 'ti', ARGV[6], 'ph', ARGV[7], 'am', ARGV[8]}\n"      \
     "local del = {}\n"                                                                             \
     "for r = 0, 5 do\n"                                                                            \
@@ -447,14 +459,7 @@
     "redis.call('EXPIRE', acct, TTL)\n"                                                            \
     "redis.call('EXPIRE', snapk, TTL)\n"                                                           \
     "redis.call('ZADD', atrisk, ARGV[4], id)\n"                                                    \
-    "local cur = redis.call('ZSCORE', due, id)\n"                                                  \
-    "local dm = tonumber(ARGV[2])\n"                                                               \
-    "if (not cur) or (dm >= 0 and tonumber(cur) == dm) then\n"                                     \
-    "  if tonumber(ARGV[3]) >= 0 then redis.call('ZADD', due, ARGV[3], id)\n"                      \
-    "  else redis.call('ZREM', due, id) end\n"                                                     \
-    "elseif tonumber(ARGV[3]) >= 0 then\n"                                                         \
-    "  redis.call('ZADD', due, 'LT', ARGV[3], id)\n"                                               \
-    "end\n"                                                                                        \
+    "resched()\n"                                                                                  \
     "local n = tonumber(ARGV[19])\n"                                                               \
     "for k = 0, n - 1 do redis.call('HSET', ob, ARGV[20 + 2 * k], ARGV[21 + 2 * k]) end\n"         \
     "return n\n"

@@ -2,13 +2,15 @@
 # The live demo: install what is missing, build, start a local redis-server
 # and the embedded Kafka broker, start the processor, stream 60 days of
 # generated traffic for 300 accounts through Kafka, show churn alerts as
-# they arrive, then an at-risk summary. Everything stops cleanly on exit
-# (Ctrl-C included). Tunables: DEMO_ACCOUNTS, DEMO_DAYS, DEMO_RATE (events/s).
+# they arrive, then an at-risk summary and the /metrics counters checked
+# against what was produced. The dashboard is on http://127.0.0.1:$DEMO_PORT/
+# while it runs. Everything stops cleanly on exit (Ctrl-C included).
+# Tunables: DEMO_ACCOUNTS, DEMO_DAYS, DEMO_PORT (default 8080), DEMO_HOLD=1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ACCOUNTS=${DEMO_ACCOUNTS:-300}
 DAYS=${DEMO_DAYS:-60}
-RATE=${DEMO_RATE:-20000}
+PORT=${DEMO_PORT:-8080}
 
 bash scripts/setup.sh
 bash scripts/build.sh build >/dev/null
@@ -45,7 +47,8 @@ cat >"$work/churnwatch.json" <<JSON
   "kafka": { "brokers": "$BROKERS", "group_id": "demo", "input_topic": "events",
              "alert_topic": "churn-alerts", "score_topic": "account-scores",
              "dlq_topic": "events-dlq" },
-  "redis": { "url": "unix://$work/redis.sock", "key_prefix": "demo" }
+  "redis": { "url": "unix://$work/redis.sock", "key_prefix": "demo" },
+  "http": { "listen": "127.0.0.1:$PORT" }
 }
 JSON
 "$CW" check-config "$work/churnwatch.json"
@@ -59,14 +62,25 @@ kcat -C -b "$BROKERS" -t churn-alerts -u -q -f '%s\n' 2>/dev/null |
   jq -r --unbuffered '"  [\(.event_time[0:10])] \(.account_id) \(.reason | ascii_upcase) score \(.score) (\(.previous_band) -> \(.band), \(.tier) touch, \(.phase)) — \(.explanation)"' &
 pids+=($!)
 
-echo "== streaming $DAYS days of traffic for $ACCOUNTS accounts at ~$RATE events/s"
-"$CW" gen --seed 7 --accounts "$ACCOUNTS" --days "$DAYS" --events-per-day 3 \
-  --malformed-share 0.005 --rate "$RATE" --brokers "$BROKERS" --topic events \
-  --truth "$work/truth.jsonl" 2>"$work/gen.log"
-echo "   generator done: $(tail -n1 "$work/gen.log")"
+for _ in $(seq 100); do curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null && break; sleep 0.1; done
+echo "== dashboard: http://127.0.0.1:$PORT/   metrics: http://127.0.0.1:$PORT/metrics"
 
-# wait until the processor has caught up (no lag growth for 3 s)
-sleep 5
+echo "== streaming $DAYS days of traffic for $ACCOUNTS accounts (event time, replayed as fast as Kafka takes it)"
+"$CW" gen --seed 7 --accounts "$ACCOUNTS" --days "$DAYS" --events-per-day 3 \
+  --malformed-share 0.005 --brokers "$BROKERS" --topic events \
+  --truth "$work/truth.jsonl" 2>"$work/gen.log"
+echo "   generator done: $(tail -n1 "$work/gen.log" | jq -c '{events: .summary.events, malformed: .summary.malformed.total}')"
+
+# wait until the processor has caught up: every produced line counted
+metric() { curl -sf "http://127.0.0.1:$PORT/metrics" | awk -v m="$1" 'index($0, m) == 1 {s += $NF} END {print s + 0}'; }
+want_in=$(tail -n1 "$work/gen.log" | jq '.summary.events')
+want_dlq=$(tail -n1 "$work/gen.log" | jq '.summary.malformed.total')
+for _ in $(seq 600); do
+  [ "$(metric churnwatch_events_in_total)" -ge "$want_in" ] &&
+    [ "$(metric churnwatch_dead_lettered_total)" -ge "$want_dlq" ] && break
+  sleep 0.2
+done
+sleep 2
 echo
 echo "== at-risk accounts (lowest health scores, from Redis):"
 redis-cli -s "$work/redis.sock" ZRANGE demo:atrisk 0 9 | while read -r acct; do
@@ -74,6 +88,14 @@ redis-cli -s "$work/redis.sock" ZRANGE demo:atrisk 0 9 | while read -r acct; do
       jq -r '"  \(.account_id)  score \(.score)  \(.band)  \(.tier) touch  \(.phase)  logins 7d/30d \(.windows.logins_7d)/\(.windows.logins_30d)  active users 30d \(.windows.active_users_30d)  last alert: \(.last_alert.reason // "-")"'
   done
 echo
+got_in=$(metric churnwatch_events_in_total)
+got_dlq=$(metric churnwatch_dead_lettered_total)
+echo "== /metrics: events in $got_in (produced $want_in valid)," \
+     "dead-lettered $got_dlq (produced $want_dlq malformed)," \
+     "alerts $(metric churnwatch_alerts_total), snapshots $(metric churnwatch_snapshots_total)," \
+     "lag $(metric churnwatch_consumer_lag)"
+[ "$got_in" = "$want_in" ] && [ "$got_dlq" = "$want_dlq" ] && echo "   counters match what was produced" ||
+  echo "   COUNTERS DO NOT MATCH what was produced" >&2
 echo "== counts: dead-lettered $(kcat -C -b "$BROKERS" -t events-dlq -e -q -f 'x\n' 2>/dev/null | wc -l)," \
      "alerts $(kcat -C -b "$BROKERS" -t churn-alerts -e -q -f 'x\n' 2>/dev/null | wc -l)," \
      "score snapshots $(kcat -C -b "$BROKERS" -t account-scores -e -q -f 'x\n' 2>/dev/null | wc -l)"

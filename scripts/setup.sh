@@ -5,7 +5,7 @@ set -euo pipefail
 
 PACKAGES=(build-essential cmake pkg-config clang clang-format
           librdkafka-dev libhiredis-dev libyajl-dev libcriterion-dev libmicrohttpd-dev
-          redis-server redis-tools kcat jq python3 python3-yaml
+          redis-server redis-tools kcat jq curl python3 python3-yaml
           chromium fonts-dejavu-core)
 
 missing=()

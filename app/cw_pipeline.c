@@ -49,6 +49,8 @@ struct cw_pipeline {
     int scan_outbox[CW_MAX_PARTITIONS];
     int64_t wm[CW_MAX_PARTITIONS];         /* event-time watermark per partition (-1 none) */
     int64_t timer_upto[CW_MAX_PARTITIONS]; /* timers processed up to this time */
+    int rescan[CW_MAX_PARTITIONS];         /* applied since the last scan: late events may have
+                                              left timers at or below the watermark */
     int64_t next_off[CW_MAX_PARTITIONS];   /* offsets to store after the batch (0 = none) */
     cw_metrics_t *m;                       /* borrowed, may be NULL */
     int64_t last_gauges_ms;                /* gauges refreshed once a second */
@@ -395,7 +397,10 @@ static cw_err_t reschedule_all(cw_pipeline_t *pl, cw_account_state_t *accts, siz
             memset(c, 0, sizeof(*c));
             c->acct = &accts[off + i];
             c->reschedule_only = 1;
-            c->next_due_ms = (cw_time_day(c->acct->asof_ms) + 1) * CW_MS_PER_DAY - 1;
+            /* the end of the dirty mark's day (the first day this apply
+             * changed), or of the as-of day when the timer is kept */
+            int64_t from = c->acct->due_ms >= 0 ? c->acct->due_ms : c->acct->asof_ms;
+            c->next_due_ms = (cw_time_day(from) + 1) * CW_MS_PER_DAY - 1;
         }
         cw_err_t r = WITH_REDIS(pl, cw_state_commit(pl->state, pl->commits, k));
         if (r != CW_OK) {
@@ -427,9 +432,10 @@ static cw_err_t fire_timers(cw_pipeline_t *pl) {
         /* event mode: timers are day-granular, so scan once per watermark day;
          * wall mode: at most once a second */
         int64_t key = pl->conf->time_mode == CW_TIME_WALL ? upto / 1000 : cw_time_day(upto);
-        if (key == pl->timer_upto[p]) {
+        if (key == pl->timer_upto[p] && !pl->rescan[p]) {
             continue;
         }
+        pl->rescan[p] = 0;
         for (;;) {
             cw_account_state_t *accts = NULL;
             size_t n = 0;
@@ -589,17 +595,20 @@ static cw_err_t process_batch(cw_pipeline_t *pl, size_t n) {
         cw_metrics_add(pl->m, CW_CTR_DUPLICATES, cw_state_duplicates(pl->state) - dup0);
         for (size_t i = 0; i < na; i++) {
             int p = accts[i].partition;
-            if (p >= 0 && p < CW_MAX_PARTITIONS && accts[i].last_event_ms > pl->wm[p]) {
-                pl->wm[p] = accts[i].last_event_ms;
+            if (p >= 0 && p < CW_MAX_PARTITIONS) {
+                pl->rescan[p] = 1;
+                if (accts[i].last_event_ms > pl->wm[p]) {
+                    pl->wm[p] = accts[i].last_event_ms;
+                }
             }
         }
         if (pl->conf->time_mode == CW_TIME_EVENT) {
             for (size_t i = 0; i < na; i++) {
-                /* A timer due before this as-of's day (a day end not
-                 * evaluated yet, because this batch crossed it) must survive
-                 * the reschedule: with due_ms = -1 the earlier one is kept. */
-                if (accts[i].due_ms >= 0 &&
-                    cw_time_day(accts[i].due_ms) < cw_time_day(accts[i].asof_ms)) {
+                /* A pending day-end timer (not evaluated yet, earlier than
+                 * this apply's first day) must survive the reschedule: with
+                 * due_ms = -1 the earlier one is kept. A dirty mark (the
+                 * apply's earliest event) becomes the end of its day. */
+                if (is_day_end(accts[i].due_ms)) {
                     accts[i].due_ms = -1;
                 }
             }

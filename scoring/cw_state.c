@@ -296,6 +296,12 @@ static void lua_str(cw_buf_t *b, const char *s) {
     cw_buf_puts(b, "\"");
 }
 
+/* Days kept beyond the longest window: a day-end timer may read an account
+ * as of a day up to this far behind its newest applied event (a batch or a
+ * restart crossed the day end first); pruning relative to the newest event
+ * must not have removed what that read needs. */
+#define CW_STATE_SLACK_DAYS 7
+
 /* The layout prelude every script starts with (see cw_state_lua.h). */
 static int gen_prelude(const cw_conf_t *conf, const cw_layout_t *l, cw_buf_t *b, char *errstr,
                        size_t errstr_size) {
@@ -340,6 +346,7 @@ static int gen_prelude(const cw_conf_t *conf, const cw_layout_t *l, cw_buf_t *b,
     cw_buf_puts(b, "}\nlocal CR = {");
     for (int c = 0; c < l->n_counters; c++) {
         int r = l->counters[c].retention_days > cq[c] ? l->counters[c].retention_days : cq[c];
+        r += CW_STATE_SLACK_DAYS;
         maxret = r > maxret ? r : maxret;
         cw_buf_printf(b, "%s%d", c ? "," : "", r);
     }
@@ -354,7 +361,7 @@ static int gen_prelude(const cw_conf_t *conf, const cw_layout_t *l, cw_buf_t *b,
     }
     cw_buf_puts(b, "}\nlocal SR = {");
     for (int s = 0; s < l->n_sets; s++) {
-        cw_buf_printf(b, "%s%d", s ? "," : "", sr[s] > 0 ? sr[s] : 1);
+        cw_buf_printf(b, "%s%d", s ? "," : "", (sr[s] > 0 ? sr[s] : 1) + CW_STATE_SLACK_DAYS);
     }
     cw_buf_puts(b, "}\nlocal SQ = {");
     for (int s = 0; s < l->n_sets; s++) {

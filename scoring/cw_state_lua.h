@@ -179,7 +179,8 @@
  *   key feature (0-based, -1 none), nc, nc x (counter index 0-based,
  *   amount), ns, ns x (set index 0-based, member), and for account events
  *   arr, seats, plan, renewal_ms ("" when absent).
- * The dirty mark is ZADD LT: it never postpones an earlier timer.
+ * The dirty mark is ZADD LT: it never postpones an earlier timer. In event
+ * mode it is the earliest applied event time (the first day that changed).
  * Returns {duplicates, read, the account's due score after the apply (-1 none)}.
  */
 #define CW_LUA_APPLY                                                                               \
@@ -234,9 +235,10 @@
     "      at[k] = tonumber(t) av[k] = x\n"                                                        \
     "    end\n"                                                                                    \
     "  end\n"                                                                                      \
-    "  local wmax\n"                                                                               \
+    "  local wmax, wmin\n"                                                                         \
     "  for _, ev in ipairs(evs) do\n"                                                              \
     "    if wmax == nil or ev.ts > wmax then wmax = ev.ts end\n"                                   \
+    "    if wmin == nil or ev.ts < wmin then wmin = ev.ts end\n"                                   \
     "    if hasbit(ev.fl, 1) then lo('fm', ev.ts) hi('lm', ev.ts) end\n"                           \
     "    if hasbit(ev.fl, 2) then lo('fl', ev.ts) hi('ll', ev.ts) end\n"                           \
     "    if hasbit(ev.fl, 8) then hi('kc', ev.ts) end\n"                                           \
@@ -364,7 +366,10 @@
     "  local w = tonumber(redis.call('HGET', wmk, part))\n"                                        \
     "  if w == nil or wmax > w then redis.call('HSET', wmk, part, F(wmax)) end\n"                  \
     "  if wall then asof = now else asof = M.lm or wmax end\n"                                     \
-    "  redis.call('ZADD', due, 'LT', F(asof), id)\n"                                               \
+    "  -- the dirty mark: the earliest applied event time (event mode), so\n"                      \
+    "  -- the day-end timers start at the first day this apply changed\n"                          \
+    "  if wall then redis.call('ZADD', due, 'LT', F(asof), id)\n"                                  \
+    "  else redis.call('ZADD', due, 'LT', F(wmin), id) end\n"                                      \
     "else\n"                                                                                       \
     "  if wall then\n"                                                                             \
     "    asof = now\n"                                                                             \

@@ -177,6 +177,16 @@ int main(int argc, char **argv) {
     } else if (strcmp(cmd, "check-config") == 0) {
         return check_config_main(argc - 1, argv + 1);
     } else if (strcmp(cmd, "config-docs") == 0) {
+        if (argc > 2 && (strcmp(argv[2], "--help") == 0 || strcmp(argv[2], "-h") == 0)) {
+            printf("usage: churnwatch config-docs\n"
+                   "  Print the configuration reference (Markdown), generated from the\n"
+                   "  config table; docs/configuration.md is this output.\n");
+            return 0;
+        }
+        if (argc > 2) {
+            fprintf(stderr, "config-docs: unexpected argument '%s'\n", argv[2]);
+            return 2;
+        }
         cw_conf_write_docs(stdout);
         return 0;
     } else if (strcmp(cmd, "gen") == 0) {

@@ -235,7 +235,7 @@ Test(dashboard, headless_chromium_shows_the_at_risk_accounts, .timeout = 600) {
     cr_assert_gt(lines, 0);
 
     /* wait until every line is consumed and the processor is idle */
-    double prev = -1;
+    double prev = -1, last_in = -1;
     int settled = 0;
     for (int i = 0; i < 600 && !settled; i++) {
         char *m = NULL;
@@ -251,13 +251,16 @@ Test(dashboard, headless_chromium_shows_the_at_risk_accounts, .timeout = 600) {
             double snaps = metric(m, "churnwatch_snapshots_total ");
             settled = in == (double)lines && snaps > 0 && snaps == prev;
             prev = snaps;
+            last_in = in;
         }
         free(m);
         if (!settled) {
             usleep(500 * 1000);
         }
     }
-    cr_assert(settled, "the processor did not consume all %zu lines (log: %s)", lines, log);
+    cr_assert(settled,
+              "the processor did not consume all %zu lines (counted %.0f, %.0f snapshots; log: %s)",
+              lines, last_in, prev, log);
 
     /* what the API says */
     char *body = NULL;

@@ -109,6 +109,9 @@ Test(pipeline, replay_exact_windows_dlq_and_alerts, .timeout = 900) {
     size_t n_alerts = 0;
     cw_h_msg_t *alerts = cw_h_consume_all(brokers, "churn-alerts", 1, 2000, 60000, &n_alerts);
     size_t silent = 0, silent_hit = 0, decline = 0, decline_hit = 0, steady = 0, steady_hit = 0;
+    size_t steady_by_reason[8] = {0};
+    static const char *const reasons[] = {"entered_danger",     "usage_drop",          "inactive",
+                                          "onboarding_stalled", "cancellation_notice", "recovered"};
     for (size_t i = 0; i < n_accts; i++) {
         int inactive = 0, drop = 0, any = 0;
         for (size_t k = 0; k < n_alerts; k++) {
@@ -124,6 +127,11 @@ Test(pipeline, replay_exact_windows_dlq_and_alerts, .timeout = 900) {
                 drop |= strcmp(reason, "usage_drop") == 0 || strcmp(reason, "entered_danger") == 0;
                 cr_expect(yajl_tree_get(v, (const char *[]){"signals", NULL}, yajl_t_array) != NULL,
                           "alert without its driving signals");
+                if (strcmp(cw_ref_profile(ref, i), "steady") == 0) {
+                    for (size_t r = 0; r < 6; r++) {
+                        steady_by_reason[r] += strcmp(reason, reasons[r]) == 0;
+                    }
+                }
             }
             yajl_tree_free(v);
         }
@@ -140,6 +148,9 @@ Test(pipeline, replay_exact_windows_dlq_and_alerts, .timeout = 900) {
         }
     }
     cw_h_msgs_free(alerts, n_alerts);
+    for (size_t r = 0; r < 6; r++) {
+        cr_log_info("steady accounts' alerts %s: %zu", reasons[r], steady_by_reason[r]);
+    }
     cr_log_info("alerts=%zu silent %zu/%zu decline %zu/%zu steady-with-alert %zu/%zu", n_alerts,
                 silent_hit, silent, decline_hit, decline, steady_hit, steady);
     cr_expect_gt(silent, 0);

@@ -204,6 +204,39 @@ char *cw_strlcpy(char *dst, const char *src, size_t size) {
     return dst;
 }
 
+/* Length of the well-formed UTF-8 sequence at s[0..len) (2..4 bytes; no
+ * overlong forms, surrogates or code points past U+10FFFF), or 0. */
+static size_t utf8_seq(const unsigned char *s, size_t len) {
+    size_t n;
+    unsigned cp;
+    if (s[0] >= 0xc2 && s[0] <= 0xdf) {
+        n = 2;
+        cp = s[0] & 0x1f;
+    } else if (s[0] >= 0xe0 && s[0] <= 0xef) {
+        n = 3;
+        cp = s[0] & 0x0f;
+    } else if (s[0] >= 0xf0 && s[0] <= 0xf4) {
+        n = 4;
+        cp = s[0] & 0x07;
+    } else {
+        return 0;
+    }
+    if (len < n) {
+        return 0;
+    }
+    for (size_t k = 1; k < n; k++) {
+        if ((s[k] & 0xc0) != 0x80) {
+            return 0;
+        }
+        cp = (cp << 6) | (s[k] & 0x3f);
+    }
+    if ((n == 3 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
+        (n == 4 && (cp < 0x10000 || cp > 0x10ffff))) {
+        return 0;
+    }
+    return n;
+}
+
 size_t cw_json_escape(char *out, size_t out_size, const char *s, size_t len) {
     static const char hex[] = "0123456789abcdef";
     size_t o = 0;
@@ -229,7 +262,19 @@ size_t cw_json_escape(char *out, size_t out_size, const char *s, size_t len) {
             rep = "\\t";
             break;
         default:
-            if (c < 0x20 || c == 0x7f) {
+            if (c >= 0x80) {
+                size_t n = utf8_seq((const unsigned char *)s + i, len - i);
+                if (n > 0) { /* well-formed: copied as it is */
+                    for (size_t k = 0; k < n; k++, o++) {
+                        if (o + 1 < out_size) {
+                            out[o] = s[i + k];
+                        }
+                    }
+                    i += n - 1;
+                    continue;
+                }
+            }
+            if (c < 0x20 || c >= 0x7f) { /* controls, and bytes that are not UTF-8 */
                 tmp[0] = '\\';
                 tmp[1] = 'u';
                 tmp[2] = '0';

@@ -87,7 +87,9 @@ uint64_t cw_fnv1a(uint64_t h, const void *data, size_t len);
 char *cw_strlcpy(char *dst, const char *src, size_t size);
 
 /** @brief Write a JSON-escaped copy of s[0..len) into out (no quotes); returns bytes
- * needed excluding NUL (like snprintf). */
+ * needed excluding NUL (like snprintf). Well-formed UTF-8 is copied as it is;
+ * control characters and every byte that is not part of well-formed UTF-8
+ * become \u00XX (the byte's value), so the result is always valid JSON. */
 size_t cw_json_escape(char *out, size_t out_size, const char *s, size_t len);
 
 #endif

@@ -96,9 +96,18 @@ static uint16_t free_port(void) {
     return ntohs(sa.sin_port);
 }
 
+/* The value of a series: the line that starts with it (not a # HELP line
+ * that mentions the name), or -1 when there is none. */
 static double metric(const char *text, const char *series) {
-    const char *p = strstr(text, series);
-    return p != NULL ? strtod(p + strlen(series), NULL) : -1;
+    size_t n = strlen(series);
+    for (const char *p = text; p != NULL && *p != '\0';) {
+        if (strncmp(p, series, n) == 0) {
+            return strtod(p + n, NULL);
+        }
+        p = strchr(p, '\n');
+        p = p != NULL ? p + 1 : NULL;
+    }
+    return -1;
 }
 
 /* ---- the browser ---- */

@@ -404,11 +404,16 @@ static void produce_all(const char *brokers, msg_t *msgs, size_t n) {
     conf = NULL; /* owned by rk */
     for (size_t i = 0; i < n; i++) {
         for (;;) {
-            rd_kafka_resp_err_t err = rd_kafka_producev(
-                rk, RD_KAFKA_V_TOPIC("events"), RD_KAFKA_V_KEY(msgs[i].key, msgs[i].key_len),
-                RD_KAFKA_V_VALUE(msgs[i].value, msgs[i].len),
-                RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_OPAQUE(&msgs[i]),
-                RD_KAFKA_V_END);
+            /* keyless messages are spread round robin: the sticky
+             * partitioner would pile them into one or two partitions, past
+             * what the mock broker keeps (~5 MB each) */
+            int32_t part = msgs[i].key != NULL ? RD_KAFKA_PARTITION_UA : (int32_t)(i % PARTITIONS);
+            rd_kafka_resp_err_t err =
+                rd_kafka_producev(rk, RD_KAFKA_V_TOPIC("events"), RD_KAFKA_V_PARTITION(part),
+                                  RD_KAFKA_V_KEY(msgs[i].key, msgs[i].key_len),
+                                  RD_KAFKA_V_VALUE(msgs[i].value, msgs[i].len),
+                                  RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                                  RD_KAFKA_V_OPAQUE(&msgs[i]), RD_KAFKA_V_END);
             if (err == RD_KAFKA_RESP_ERR__QUEUE_FULL) {
                 rd_kafka_poll(rk, 50);
                 continue;

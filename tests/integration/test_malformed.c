@@ -404,10 +404,11 @@ static void produce_all(const char *brokers, msg_t *msgs, size_t n) {
     conf = NULL; /* owned by rk */
     for (size_t i = 0; i < n; i++) {
         for (;;) {
-            /* keyless messages are spread round robin: the sticky
-             * partitioner would pile them into one or two partitions, past
-             * what the mock broker keeps (~5 MB each) */
-            int32_t part = msgs[i].key != NULL ? RD_KAFKA_PARTITION_UA : (int32_t)(i % PARTITIONS);
+            /* malformed messages are spread round robin: most are keyless
+             * (the sticky partitioner) or keyed "acct-00001", which would
+             * pile them into one or two partitions, past what the mock
+             * broker keeps (~5 MB each); valid events go by their key */
+            int32_t part = msgs[i].kind < 0 ? RD_KAFKA_PARTITION_UA : (int32_t)(i % PARTITIONS);
             rd_kafka_resp_err_t err =
                 rd_kafka_producev(rk, RD_KAFKA_V_TOPIC("events"), RD_KAFKA_V_PARTITION(part),
                                   RD_KAFKA_V_KEY(msgs[i].key, msgs[i].key_len),

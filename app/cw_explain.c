@@ -24,10 +24,9 @@ cw_err_t cw_explain_json(const cw_conf_t *conf, const cw_layout_t *layout, cw_st
         return r;
     }
     cw_model_score(&conf->model, layout, &acct, &score);
-    cw_band_t band = score.forced_danger
-                         ? CW_BAND_DANGER
-                         : cw_alert_band(&conf->model, score.tier, score.score, acct.has_score,
-                                         (cw_band_t)acct.band);
+    cw_band_t band = score.forced_danger ? CW_BAND_DANGER
+                                         : cw_alert_band(&conf->model, score.tier, score.score,
+                                                         acct.has_score, (cw_band_t)acct.band);
     cw_alert_explain_json(&conf->model, layout, &acct, &score, band, out);
     return out->oom ? CW_ERROR : CW_OK;
 }
@@ -96,8 +95,8 @@ int cw_explain_main(int argc, char **argv) {
         fprintf(stderr, "explain: unknown account '%s'\n", account);
         rc = 1;
     } else if (r != CW_OK) {
-        fprintf(stderr, "explain: cannot read account '%s' from %s: %s\n", account,
-                conf->redis_url, cw_err2str(r));
+        fprintf(stderr, "explain: cannot read account '%s' from %s: %s\n", account, conf->redis_url,
+                cw_err2str(r));
         rc = 2;
     } else if (json) {
         printf("%s\n", out.data);

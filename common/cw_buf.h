@@ -21,7 +21,8 @@ typedef struct cw_buf {
     int oom;    /* set when an allocation failed */
 } cw_buf_t;
 
-#define CW_BUF_INIT {NULL, 0, 0, 0}
+#define CW_BUF_INIT                                                                                \
+    { NULL, 0, 0, 0 }
 
 void cw_buf_reset(cw_buf_t *b); /* len = 0, keeps storage */
 void cw_buf_free(cw_buf_t *b);  /* releases storage */

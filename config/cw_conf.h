@@ -22,12 +22,12 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#define CW_NAME_MAX 64      /* signal / topic-ish short names */
-#define CW_STR_MAX 256      /* hosts, urls, topics, paths */
-#define CW_FIELD_MAX 129    /* event string fields: <= 128 bytes + NUL */
-#define CW_MAX_SIGNALS 16   /* signals in one model */
+#define CW_NAME_MAX 64    /* signal / topic-ish short names */
+#define CW_STR_MAX 256    /* hosts, urls, topics, paths */
+#define CW_FIELD_MAX 129  /* event string fields: <= 128 bytes + NUL */
+#define CW_MAX_SIGNALS 16 /* signals in one model */
 #define CW_MAX_KEY_FEATURES 8
-#define CW_MAX_KPROPS 32    /* kafka.properties pass-through entries */
+#define CW_MAX_KPROPS 32      /* kafka.properties pass-through entries */
 #define CW_MAX_WINDOW_DAYS 52 /* distinct-set day masks are 52 bits wide */
 #define CW_MAX_RETENTION_DAYS 400
 
@@ -51,11 +51,11 @@ cw_ev_type_t cw_ev_type_parse(const char *s, size_t len);
 
 /* How a signal aggregates the events it reads over its window. */
 typedef enum {
-    CW_AGG_COUNT = 0,          /* number of events */
-    CW_AGG_SUM,                /* sum of the event value (usage: count; nps: score) */
-    CW_AGG_MEAN,               /* sum / count over the window (missing when count = 0) */
-    CW_AGG_DISTINCT_USERS,     /* distinct user_id */
-    CW_AGG_DISTINCT_FEATURES,  /* distinct feature */
+    CW_AGG_COUNT = 0,         /* number of events */
+    CW_AGG_SUM,               /* sum of the event value (usage: count; nps: score) */
+    CW_AGG_MEAN,              /* sum / count over the window (missing when count = 0) */
+    CW_AGG_DISTINCT_USERS,    /* distinct user_id */
+    CW_AGG_DISTINCT_FEATURES, /* distinct feature */
 } cw_agg_t;
 
 /* How a raw value becomes a normalised score in [0,1]. */
@@ -67,20 +67,20 @@ typedef enum {
 } cw_norm_t;
 
 typedef struct cw_signal_def {
-    char name[CW_NAME_MAX];        /* unique, [a-z0-9_]+ */
-    unsigned types;                /* CW_EV_BIT mask of the event types read */
-    char feature[CW_FIELD_MAX];    /* only events with this feature; "" = any */
-    cw_agg_t agg;                  /* aggregation */
-    int window_days;               /* window length, days (1..CW_MAX_WINDOW_DAYS for distinct) */
-    int baseline_days;             /* trend only: trailing baseline length right before the window */
-    cw_norm_t norm;                /* normalisation */
-    double target;                 /* TARGET/SEATS/TREND: the value that scores 1.0 */
-    double range_min, range_max;   /* RANGE bounds */
-    double weight;                 /* >= 0; contribution = weight * normalised */
-    int direction;                 /* +1: more is healthier; -1: more is worse (score = 1 - n) */
-    double min_baseline;           /* trend: below this baseline (per window) the trend is missing */
-    double drop_share;             /* usage_drop when trend ratio <= 1 - drop_share (0 = off) */
-    char description[CW_STR_MAX];  /* why this signal, for explain/docs */
+    char name[CW_NAME_MAX];       /* unique, [a-z0-9_]+ */
+    unsigned types;               /* CW_EV_BIT mask of the event types read */
+    char feature[CW_FIELD_MAX];   /* only events with this feature; "" = any */
+    cw_agg_t agg;                 /* aggregation */
+    int window_days;              /* window length, days (1..CW_MAX_WINDOW_DAYS for distinct) */
+    int baseline_days;            /* trend only: trailing baseline length right before the window */
+    cw_norm_t norm;               /* normalisation */
+    double target;                /* TARGET/SEATS/TREND: the value that scores 1.0 */
+    double range_min, range_max;  /* RANGE bounds */
+    double weight;                /* >= 0; contribution = weight * normalised */
+    int direction;                /* +1: more is healthier; -1: more is worse (score = 1 - n) */
+    double min_baseline;          /* trend: below this baseline (per window) the trend is missing */
+    double drop_share;            /* usage_drop when trend ratio <= 1 - drop_share (0 = off) */
+    char description[CW_STR_MAX]; /* why this signal, for explain/docs */
 } cw_signal_def_t;
 
 typedef enum { CW_BAND_HEALTHY = 0, CW_BAND_CAUTION = 1, CW_BAND_DANGER = 2 } cw_band_t;
@@ -104,18 +104,19 @@ typedef struct cw_bands {
 typedef struct cw_model {
     cw_signal_def_t signals[CW_MAX_SIGNALS];
     int n_signals;
-    cw_bands_t bands[3];               /* per tier (index cw_tier_t) */
-    double tier_high_arr;              /* ARR >= this: high touch (5,000,000) */
-    double tier_low_arr;               /* ARR >= this: low touch (500,000); else tech */
-    int onboarding_days;               /* onboarding phase length after first activity (30) */
-    int renewal_days;                  /* renewal phase: within N days before renewal_date (90) */
+    cw_bands_t bands[3];  /* per tier (index cw_tier_t) */
+    double tier_high_arr; /* ARR >= this: high touch (5,000,000) */
+    double tier_low_arr;  /* ARR >= this: low touch (500,000); else tech */
+    int onboarding_days;  /* onboarding phase length after first activity (30) */
+    int renewal_days;     /* renewal phase: within N days before renewal_date (90) */
     char key_features[CW_MAX_KEY_FEATURES][CW_FIELD_MAX]; /* onboarding_stalled checks these */
     int n_key_features;
-    int inactive_days;                 /* inactive alert after N days without login (14) */
-    int cooldown_days;                 /* same account+reason not re-alerted within N days (7) */
-    int warmup_days;                   /* no entered_danger/usage_drop/recovered alerts in the first N days after first activity (30) */
-    double score_drop_share;           /* usage_drop when score falls this share vs 7 days ago (0=off) */
-    int cancellation_forces_danger;    /* 1: a cancellation notice puts the account in danger */
+    int inactive_days; /* inactive alert after N days without login (14) */
+    int cooldown_days; /* same account+reason not re-alerted within N days (7) */
+    int warmup_days;   /* no entered_danger/usage_drop/recovered alerts in the first N days after
+                          first activity (30) */
+    double score_drop_share; /* usage_drop when score falls this share vs 7 days ago (0=off) */
+    int cancellation_forces_danger; /* 1: a cancellation notice puts the account in danger */
 } cw_model_t;
 
 typedef struct cw_kprop {
@@ -135,24 +136,24 @@ typedef struct cw_conf {
     char kafka_dlq_topic[CW_STR_MAX];
     cw_kprop_t kafka_props[CW_MAX_KPROPS]; /* kafka.properties, passed verbatim */
     int n_kafka_props;
-    int kafka_batch_size;        /* max messages per consume batch (default 10000) */
-    int kafka_batch_timeout_ms;  /* max wait for a batch (default 100) */
+    int kafka_batch_size;       /* max messages per consume batch (default 10000) */
+    int kafka_batch_timeout_ms; /* max wait for a batch (default 100) */
     /* redis */
-    char redis_url[CW_STR_MAX];  /* tcp://host:port or unix:///path */
+    char redis_url[CW_STR_MAX]; /* tcp://host:port or unix:///path */
     char redis_key_prefix[CW_NAME_MAX];
     char redis_password[CW_STR_MAX]; /* never logged */
     int redis_db;
-    int redis_timeout_ms;        /* per-command timeout (default 5000) */
-    int redis_backoff_max_ms;    /* reconnect backoff cap (default 5000) */
+    int redis_timeout_ms;     /* per-command timeout (default 5000) */
+    int redis_backoff_max_ms; /* reconnect backoff cap (default 5000) */
     /* http */
     char http_listen[CW_STR_MAX]; /* "" = no listener */
     /* time & validation */
-    cw_time_mode_t time_mode;    /* event (watermark) or wall clock */
-    int64_t max_future_ms;       /* events later than wall clock + this are absurd (1 day) */
-    int64_t min_ts_ms;           /* events before this are absurd (2000-01-01) */
-    int max_event_bytes;         /* larger messages are dead-lettered (65536) */
-    int retention_days;          /* derived: longest window + baseline; state kept this long */
-    int history_len;             /* score history points kept per account (30) */
+    cw_time_mode_t time_mode; /* event (watermark) or wall clock */
+    int64_t max_future_ms;    /* events later than wall clock + this are absurd (1 day) */
+    int64_t min_ts_ms;        /* events before this are absurd (2000-01-01) */
+    int max_event_bytes;      /* larger messages are dead-lettered (65536) */
+    int retention_days;       /* derived: longest window + baseline; state kept this long */
+    int history_len;          /* score history points kept per account (30) */
     char log_level[16];
     /* model */
     cw_model_t model;

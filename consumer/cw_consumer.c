@@ -13,9 +13,9 @@
 #include "cw_sink.h" /* cw_sink_apply_props, cw_sink_rdkafka_log_cb */
 
 struct cw_consumer {
-    rd_kafka_t *rk;            /* owned */
-    rd_kafka_queue_t *queue;   /* owned reference to the consumer queue */
-    const cw_conf_t *conf;     /* borrowed */
+    rd_kafka_t *rk;          /* owned */
+    rd_kafka_queue_t *queue; /* owned reference to the consumer queue */
+    const cw_conf_t *conf;   /* borrowed */
     cw_consumer_rebalance_cb *cb;
     void *opaque;
     int paused;
@@ -120,8 +120,7 @@ void cw_consumer_destroy(cw_consumer_t *c) {
     free(c);
 }
 
-size_t cw_consumer_batch(cw_consumer_t *c, rd_kafka_message_t **msgs, size_t max,
-                         int timeout_ms) {
+size_t cw_consumer_batch(cw_consumer_t *c, rd_kafka_message_t **msgs, size_t max, int timeout_ms) {
     ssize_t n = rd_kafka_consume_batch_queue(c->queue, timeout_ms, msgs, max);
     return n < 0 ? 0 : (size_t)n;
 }

@@ -43,8 +43,7 @@ void cw_consumer_destroy(cw_consumer_t *c);
  * @brief Poll up to max messages, waiting at most timeout_ms.
  * @returns number of messages written to msgs (caller destroys each).
  */
-size_t cw_consumer_batch(cw_consumer_t *c, rd_kafka_message_t **msgs, size_t max,
-                         int timeout_ms);
+size_t cw_consumer_batch(cw_consumer_t *c, rd_kafka_message_t **msgs, size_t max, int timeout_ms);
 
 /** @brief Mark offsets done: next_offset[p] (> 0) is stored for partition p. */
 void cw_consumer_store(cw_consumer_t *c, const int64_t *next_offset, int n_partitions);

@@ -26,22 +26,22 @@ typedef struct cw_event {
     cw_ev_type_t type;
     char event_id[CW_FIELD_MAX];
     char account_id[CW_FIELD_MAX];
-    char user_id[CW_FIELD_MAX];  /* "" when absent */
-    char feature[CW_FIELD_MAX];  /* "" when absent */
-    char plan[CW_FIELD_MAX];     /* account events; "" when absent */
-    int64_t ts_ms;               /* event time, epoch ms */
-    int64_t count;               /* usage quantity, >= 1 (default 1) */
-    double arr;                  /* account: annual recurring revenue; < 0 when absent */
-    int64_t seats;               /* account: seats; < 0 when absent */
-    int64_t renewal_ms;          /* account: renewal_date as epoch ms; < 0 when absent */
-    int score;                   /* nps: 0..10; -1 when absent */
+    char user_id[CW_FIELD_MAX]; /* "" when absent */
+    char feature[CW_FIELD_MAX]; /* "" when absent */
+    char plan[CW_FIELD_MAX];    /* account events; "" when absent */
+    int64_t ts_ms;              /* event time, epoch ms */
+    int64_t count;              /* usage quantity, >= 1 (default 1) */
+    double arr;                 /* account: annual recurring revenue; < 0 when absent */
+    int64_t seats;              /* account: seats; < 0 when absent */
+    int64_t renewal_ms;         /* account: renewal_date as epoch ms; < 0 when absent */
+    int score;                  /* nps: 0..10; -1 when absent */
 } cw_event_t;
 
 typedef struct cw_event_limits {
-    int64_t now_ms;         /* wall clock used for the "absurd future" check */
-    int64_t max_future_ms;  /* ts > now + this is absurd */
-    int64_t min_ts_ms;      /* ts < this is absurd */
-    size_t max_bytes;       /* larger payloads are "oversized" */
+    int64_t now_ms;        /* wall clock used for the "absurd future" check */
+    int64_t max_future_ms; /* ts > now + this is absurd */
+    int64_t min_ts_ms;     /* ts < this is absurd */
+    size_t max_bytes;      /* larger payloads are "oversized" */
 } cw_event_limits_t;
 
 /** @brief Limits taken from a config, with now = wall clock. */
@@ -57,8 +57,7 @@ cw_event_limits_t cw_event_limits_from_conf(const cw_conf_t *conf);
  * @returns CW_OK (ev filled; type may be CW_EV_UNKNOWN) or CW_ERROR.
  */
 cw_err_t cw_event_decode(const char *data, size_t len, const char *key, size_t keylen,
-                         const cw_event_limits_t *lim, cw_event_t *ev, char *reason,
-                         char *detail);
+                         const cw_event_limits_t *lim, cw_event_t *ev, char *reason, char *detail);
 
 /**
  * @brief Event "value" used by SUM/MEAN aggregations: usage -> count,

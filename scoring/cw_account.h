@@ -30,14 +30,14 @@ const char *cw_reason_name(cw_reason_t r);
 /* One account as read from Redis, as of asof_ms. */
 typedef struct cw_account_state {
     char account_id[CW_FIELD_MAX];
-    int partition;          /* Kafka partition the account's events come from; -1 unknown */
-    int64_t asof_ms;        /* the time windows are evaluated at */
-    int64_t due_ms;         /* the due-timer score this read was triggered by; -1 none */
-    unsigned suppress_mask; /* reasons this evaluation must not decide (bit per cw_reason_t):
-                               their previous active bits are carried over unchanged. The
-                               pipeline sets it for event-triggered evaluations in event-time
-                               mode, where state-driven alerts are decided at day ends only,
-                               so a replay alerts the same whatever its batch boundaries. */
+    int partition;            /* Kafka partition the account's events come from; -1 unknown */
+    int64_t asof_ms;          /* the time windows are evaluated at */
+    int64_t due_ms;           /* the due-timer score this read was triggered by; -1 none */
+    unsigned suppress_mask;   /* reasons this evaluation must not decide (bit per cw_reason_t):
+                                 their previous active bits are carried over unchanged. The
+                                 pipeline sets it for event-triggered evaluations in event-time
+                                 mode, where state-driven alerts are decided at day ends only,
+                                 so a replay alerts the same whatever its batch boundaries. */
     double q[CW_MAX_QUERIES]; /* window query results, indexed like cw_layout_t.queries */
     /* attributes (from account events); < 0 = unknown */
     double arr;
@@ -45,21 +45,21 @@ typedef struct cw_account_state {
     int64_t renewal_ms;
     char plan[CW_FIELD_MAX];
     /* activity facts */
-    int64_t first_ms;       /* first activity (any event) */
-    int64_t first_login_ms; /* first login; -1 none */
-    int64_t last_login_ms;  /* latest login; -1 none */
-    int64_t last_event_ms;  /* latest event time */
-    int64_t cancel_ms;      /* latest cancellation notice; -1 none */
+    int64_t first_ms;                                  /* first activity (any event) */
+    int64_t first_login_ms;                            /* first login; -1 none */
+    int64_t last_login_ms;                             /* latest login; -1 none */
+    int64_t last_event_ms;                             /* latest event time */
+    int64_t cancel_ms;                                 /* latest cancellation notice; -1 none */
     int64_t key_feature_first_ms[CW_MAX_KEY_FEATURES]; /* first use of each key feature; -1 never */
     /* previous decision state; has_score = 0 for a never-scored account */
     int has_score;
     double score;
-    int band;                /* cw_band_t */
-    unsigned active_mask;    /* bit r: condition of reason r held at the last scoring */
+    int band;             /* cw_band_t */
+    unsigned active_mask; /* bit r: condition of reason r held at the last scoring */
     int64_t last_alert_ms[CW_REASON__COUNT]; /* as-of time of the last alert per reason; -1 never */
-    char last_alert_id[40];  /* the most recent alert id ("" none) */
-    int has_score_7d;        /* 1 when a score from >= 7 days before asof is in history */
-    double score_7d;         /* that score */
+    char last_alert_id[40];                  /* the most recent alert id ("" none) */
+    int has_score_7d; /* 1 when a score from >= 7 days before asof is in history */
+    double score_7d;  /* that score */
 } cw_account_state_t;
 
 #endif

@@ -141,7 +141,7 @@
     "  end\n"                                                                                      \
     "  local hm = redis.call('HMGET', acct, unpack(RF))\n"                                         \
     "  -- the last login as of asof: a later login (applied before this\n"                         \
-    "  -- read of an earlier time) is replaced by the last day <= asof with\n"                      \
+    "  -- read of an earlier time) is replaced by the last day <= asof with\n"                     \
     "  -- logins (its end, or asof itself), exact for day-end decisions\n"                         \
     "  local ll = tonumber(hm[8])\n"                                                               \
     "  if LC > 0 and ll and ll > asof then\n"                                                      \
@@ -151,7 +151,7 @@
     "    local v = redis.call('HMGET', acct, unpack(f))\n"                                         \
     "    local found = day - n\n"                                                                  \
     "    for k = 1, n do\n"                                                                        \
-    "      if (tonumber(v[k]) or 0) > 0 then found = day - (k - 1) break end\n"                   \
+    "      if (tonumber(v[k]) or 0) > 0 then found = day - (k - 1) break end\n"                    \
     "    end\n"                                                                                    \
     "    local fl = tonumber(hm[7])\n"                                                             \
     "    if found == day then hm[8] = F(asof)\n"                                                   \

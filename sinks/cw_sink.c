@@ -14,9 +14,9 @@
 #include <string.h>
 
 struct cw_sink {
-    rd_kafka_t *rk;                        /* owned */
-    const cw_conf_t *conf;                 /* borrowed */
-    const char *topics[CW_SINK__COUNT];    /* borrowed from conf */
+    rd_kafka_t *rk;                     /* owned */
+    const cw_conf_t *conf;              /* borrowed */
+    const char *topics[CW_SINK__COUNT]; /* borrowed from conf */
     cw_sink_dr_cb *cb;
     void *opaque;
     uint64_t delivered[CW_SINK__COUNT];
@@ -50,7 +50,10 @@ static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
 }
 
 void cw_sink_rdkafka_log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf) {
-    int lv = level <= 3 ? CW_LOG_ERROR : level <= 4 ? CW_LOG_WARN : level <= 6 ? CW_LOG_INFO : CW_LOG_DEBUG;
+    int lv = level <= 3   ? CW_LOG_ERROR
+             : level <= 4 ? CW_LOG_WARN
+             : level <= 6 ? CW_LOG_INFO
+                          : CW_LOG_DEBUG;
     CW_LOG(lv, "rdkafka", "%s %s: %s", rd_kafka_name(rk), fac, buf);
 }
 
@@ -75,8 +78,8 @@ static int set(rd_kafka_conf_t *kc, const char *k, const char *v, char *errstr, 
     return 0;
 }
 
-cw_sink_t *cw_sink_kafka_new(const cw_conf_t *conf, cw_sink_dr_cb *cb, void *opaque,
-                             char *errstr, size_t errstr_size) {
+cw_sink_t *cw_sink_kafka_new(const cw_conf_t *conf, cw_sink_dr_cb *cb, void *opaque, char *errstr,
+                             size_t errstr_size) {
     cw_sink_t *s = calloc(1, sizeof(*s));
     rd_kafka_conf_t *kc = NULL;
     if (s == NULL) {
@@ -133,11 +136,10 @@ cw_err_t cw_sink_send(cw_sink_t *s, cw_sink_topic_t topic, const char *key, size
                       void *msg_opaque) {
     rd_kafka_resp_err_t err;
     if (headers != NULL) {
-        err = rd_kafka_producev(s->rk, RD_KAFKA_V_TOPIC(s->topics[topic]),
-                                RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-                                RD_KAFKA_V_KEY(key, keylen), RD_KAFKA_V_VALUE((void *)value, len),
-                                RD_KAFKA_V_HEADERS(headers), RD_KAFKA_V_OPAQUE(msg_opaque),
-                                RD_KAFKA_V_END);
+        err = rd_kafka_producev(
+            s->rk, RD_KAFKA_V_TOPIC(s->topics[topic]), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+            RD_KAFKA_V_KEY(key, keylen), RD_KAFKA_V_VALUE((void *)value, len),
+            RD_KAFKA_V_HEADERS(headers), RD_KAFKA_V_OPAQUE(msg_opaque), RD_KAFKA_V_END);
     } else {
         err = rd_kafka_producev(s->rk, RD_KAFKA_V_TOPIC(s->topics[topic]),
                                 RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),

@@ -41,8 +41,8 @@ typedef void(cw_sink_dr_cb)(void *opaque, cw_sink_topic_t topic, void *msg_opaqu
  * @brief Create the producer (kafka.brokers, kafka.properties pass-through).
  * @returns the sink, or NULL with librdkafka's own message in errstr.
  */
-cw_sink_t *cw_sink_kafka_new(const cw_conf_t *conf, cw_sink_dr_cb *cb, void *opaque,
-                             char *errstr, size_t errstr_size);
+cw_sink_t *cw_sink_kafka_new(const cw_conf_t *conf, cw_sink_dr_cb *cb, void *opaque, char *errstr,
+                             size_t errstr_size);
 
 /** @brief Flush (up to timeout_ms), report what is left, destroy; NULL ok. */
 void cw_sink_destroy(cw_sink_t *sink, int timeout_ms);
@@ -53,14 +53,13 @@ void cw_sink_destroy(cw_sink_t *sink, int timeout_ms);
  *        only; on RETRY/ERROR the caller still owns them.
  */
 cw_err_t cw_sink_send(cw_sink_t *sink, cw_sink_topic_t topic, const char *key, size_t keylen,
-                      const char *value, size_t len, rd_kafka_headers_t *headers,
-                      void *msg_opaque);
+                      const char *value, size_t len, rd_kafka_headers_t *headers, void *msg_opaque);
 
 /** @brief Like cw_sink_send but polls and retries while the queue is full
  * (up to timeout_ms); returns CW_RETRY if still full. */
-cw_err_t cw_sink_send_wait(cw_sink_t *sink, cw_sink_topic_t topic, const char *key,
-                           size_t keylen, const char *value, size_t len,
-                           rd_kafka_headers_t *headers, void *msg_opaque, int timeout_ms);
+cw_err_t cw_sink_send_wait(cw_sink_t *sink, cw_sink_topic_t topic, const char *key, size_t keylen,
+                           const char *value, size_t len, rd_kafka_headers_t *headers,
+                           void *msg_opaque, int timeout_ms);
 
 /** @brief Serve delivery reports (calls the callback). */
 void cw_sink_poll(cw_sink_t *sink, int timeout_ms);

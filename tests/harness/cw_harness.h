@@ -55,8 +55,8 @@ typedef struct cw_h_msg {
 } cw_h_msg_t;
 /** @brief Consume a topic from the beginning until idle_ms pass with no
  * message (after at least min_count messages, or timeout_ms overall). */
-cw_h_msg_t *cw_h_consume_all(const char *brokers, const char *topic, size_t min_count,
-                             int idle_ms, int timeout_ms, size_t *n_out);
+cw_h_msg_t *cw_h_consume_all(const char *brokers, const char *topic, size_t min_count, int idle_ms,
+                             int timeout_ms, size_t *n_out);
 void cw_h_msgs_free(cw_h_msg_t *msgs, size_t n);
 
 /* ---- processes and files (cw_harness.c) ---- */

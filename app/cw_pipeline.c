@@ -216,7 +216,7 @@ static void backoff_wait(cw_pipeline_t *pl) {
 
 static void produce(cw_pipeline_t *pl, cw_sink_topic_t t, const char *key, const char *val,
                     size_t len, void *opaque) {
-    size_t klen = strlen(key);
+    size_t klen = key != NULL ? strlen(key) : 0; /* NULL: no key */
     for (;;) {
         cw_err_t r = cw_sink_send_wait(pl->sink, t, key, klen, val, len, NULL, opaque, 1000);
         if (r == CW_OK) {
@@ -362,7 +362,9 @@ static void dead_letter(cw_pipeline_t *pl, const rd_kafka_message_t *m, const ch
     cw_buf_json_str(b, m->payload != NULL ? m->payload : "", m->len);
     cw_buf_puts(b, "}");
     pl->dlq_inflight++;
-    produce(pl, CW_SINK_DLQ, key, b->data, b->len, NULL);
+    /* keyed like the input; a keyless input stays keyless, so those dead
+     * letters spread over the topic's partitions instead of one */
+    produce(pl, CW_SINK_DLQ, m->key != NULL ? key : NULL, b->data, b->len, NULL);
     pl->stats.dead_lettered++;
     cw_metrics_dead_letter(pl->m, reason);
     CW_LOG(CW_LOG_DEBUG, "dlq", "p%d@%lld %s: %s", (int)m->partition, (long long)m->offset, reason,

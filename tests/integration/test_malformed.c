@@ -360,10 +360,12 @@ static void build_malformed(msg_t *m, int i, cw_ref_rng_t *rng) {
     cw_buf_free(&b);
     /* keys of the other kinds: none, the account's, or garbage */
     if (m->key == NULL && m->kind != K_KEY_MISMATCH) {
-        int k = (int)cw_ref_rng_range(rng, 0, 2);
-        if (k == 1) {
+        /* none (1/3), the account's (1/10: its dead letters all share one
+         * partition, which the mock broker keeps only ~5 MB of), garbage */
+        int k = (int)cw_ref_rng_range(rng, 0, 29);
+        if (k < 3) {
             set_key(m, ACCT);
-        } else if (k == 2) {
+        } else if (k >= 13) {
             char junk[16];
             for (int j = 0; j < 15; j++) {
                 junk[j] = (char)('a' + cw_ref_rng_range(rng, 0, 25));

@@ -84,7 +84,7 @@ sleep 2
 echo
 echo "== at-risk accounts (lowest health scores, from Redis):"
 redis-cli -s "$work/redis.sock" ZRANGE demo:atrisk 0 9 | while read -r acct; do
-    "$CW" explain "$acct" --config "$work/churnwatch.json" --json |
+    "$CW" explain "$acct" --config "$work/churnwatch.json" --json 2>/dev/null |
       jq -r '"  \(.account_id)  score \(.score)  \(.band)  \(.tier) touch  \(.phase)  logins 7d/30d \(.windows.logins_7d)/\(.windows.logins_30d)  active users 30d \(.windows.active_users_30d)  last alert: \(.last_alert.reason // "-")"'
   done
 echo

@@ -6,7 +6,7 @@ set -euo pipefail
 PACKAGES=(build-essential cmake pkg-config clang clang-format
           librdkafka-dev libhiredis-dev libyajl-dev libcriterion-dev libmicrohttpd-dev
           redis-server redis-tools kcat jq curl python3 python3-yaml
-          chromium fonts-dejavu-core)
+          chromium fonts-dejavu-core libclang-rt-14-dev)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

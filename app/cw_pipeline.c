@@ -391,22 +391,33 @@ static cw_err_t load_watermark(cw_pipeline_t *pl, int p) {
  * where batches happen to start or a crash happens to fall. Applying events
  * only (re)schedules the account's timer to the end of its as-of day. In
  * wall-clock mode events decide at once. */
+static int is_day_end(int64_t ms);
+
 static cw_err_t reschedule_all(cw_pipeline_t *pl, cw_account_state_t *accts, size_t n) {
-    for (size_t off = 0; off < n; off += CHUNK) {
-        size_t k = n - off < CHUNK ? n - off : CHUNK;
-        for (size_t i = 0; i < k; i++) {
-            cw_commit_t *c = &pl->commits[i];
+    size_t k = 0;
+    for (size_t i = 0; i <= n; i++) {
+        if (i < n) {
+            const cw_account_state_t *a = &accts[i];
+            /* Only a dirty mark (an apply's earliest new event, or one left
+             * by a crash) moves, to the end of its day. A day-end timer is
+             * already at or before the new events' first day (the apply's
+             * ZADD LT), and nothing due (every event a redelivery) stays
+             * so: moving either would re-decide days already decided. */
+            if (a->due_ms < 0 || is_day_end(a->due_ms)) {
+                continue;
+            }
+            cw_commit_t *c = &pl->commits[k++];
             memset(c, 0, sizeof(*c));
-            c->acct = &accts[off + i];
+            c->acct = a;
             c->reschedule_only = 1;
-            /* the end of the dirty mark's day (the first day this apply
-             * changed), or of the as-of day when the timer is kept */
-            int64_t from = c->acct->due_ms >= 0 ? c->acct->due_ms : c->acct->asof_ms;
-            c->next_due_ms = (cw_time_day(from) + 1) * CW_MS_PER_DAY - 1;
+            c->next_due_ms = (cw_time_day(a->due_ms) + 1) * CW_MS_PER_DAY - 1;
         }
-        cw_err_t r = WITH_REDIS(pl, cw_state_commit(pl->state, pl->commits, k));
-        if (r != CW_OK) {
-            return r;
+        if (k > 0 && (k == CHUNK || i == n)) {
+            cw_err_t r = WITH_REDIS(pl, cw_state_commit(pl->state, pl->commits, k));
+            if (r != CW_OK) {
+                return r;
+            }
+            k = 0;
         }
     }
     return CW_OK;
@@ -605,15 +616,6 @@ static cw_err_t process_batch(cw_pipeline_t *pl, size_t n) {
             }
         }
         if (pl->conf->time_mode == CW_TIME_EVENT) {
-            for (size_t i = 0; i < na; i++) {
-                /* A pending day-end timer (not evaluated yet, earlier than
-                 * this apply's first day) must survive the reschedule: with
-                 * due_ms = -1 the earlier one is kept. A dirty mark (the
-                 * apply's earliest event) becomes the end of its day. */
-                if (is_day_end(accts[i].due_ms)) {
-                    accts[i].due_ms = -1;
-                }
-            }
             r = reschedule_all(pl, accts, na);
         } else {
             for (size_t i = 0; i < na; i++) {

@@ -296,12 +296,6 @@ static void lua_str(cw_buf_t *b, const char *s) {
     cw_buf_puts(b, "\"");
 }
 
-/* Days kept beyond the longest window: a day-end timer may read an account
- * as of a day up to this far behind its newest applied event (a batch or a
- * restart crossed the day end first); pruning relative to the newest event
- * must not have removed what that read needs. */
-#define CW_STATE_SLACK_DAYS 7
-
 /* The layout prelude every script starts with (see cw_state_lua.h). */
 static int gen_prelude(const cw_conf_t *conf, const cw_layout_t *l, cw_buf_t *b, char *errstr,
                        size_t errstr_size) {

@@ -48,6 +48,12 @@
 
 typedef struct cw_state cw_state_t;
 
+/* Days kept beyond the longest window: a day-end timer may read an account
+ * as of a day up to this far behind its newest applied event (a batch or a
+ * restart crossed the day end first); pruning relative to the newest event
+ * must not have removed what that read needs. */
+#define CW_STATE_SLACK_DAYS 7
+
 /** @brief Create (does not connect yet). NULL + errstr on a bad redis.url. */
 cw_state_t *cw_state_new(const cw_conf_t *conf, const cw_layout_t *layout, char *errstr,
                          size_t errstr_size);

@@ -35,9 +35,9 @@ typedef struct cw_account_state {
     int64_t due_ms;           /* the due-timer score this read was triggered by; -1 none */
     unsigned suppress_mask;   /* reasons this evaluation must not decide (bit per cw_reason_t):
                                  their previous active bits are carried over unchanged. The
-                                 pipeline sets it for event-triggered evaluations in event-time
-                                 mode, where state-driven alerts are decided at day ends only,
-                                 so a replay alerts the same whatever its batch boundaries. */
+                                 pipeline sets 0 (event-time mode decides at day ends only and
+                                 wall mode decides at once); kept for callers that evaluate
+                                 without deciding. */
     double q[CW_MAX_QUERIES]; /* window query results, indexed like cw_layout_t.queries */
     /* attributes (from account events); < 0 = unknown */
     double arr;

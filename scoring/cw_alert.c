@@ -30,8 +30,12 @@
  * deadline, future-dated notice) can still change anything.
  *
  * Alert ids are stable: two differently seeded 64-bit FNV-1a hashes of
- * "account|reason|as-of UTC day", as 32 hex chars; a replay of the same
- * finding yields the same id, which the outbox and consumers deduplicate on.
+ * "account|reason|UTC day", as 32 hex chars, where the day is the as-of day
+ * (for cancellation_notice: the notice's own day, so the same notice has
+ * one id however late it is evaluated: a wall-clock run that reads it after
+ * midnight, or after an outage, and an event-time replay agree); a replay
+ * of the same finding yields the same id, which the outbox and consumers
+ * deduplicate on.
  *
  * JSON: the alert, score-snapshot and explain documents are appended to a
  * caller-owned cw_buf_t; nothing is allocated here besides the buffer's
@@ -101,14 +105,14 @@ cw_band_t cw_alert_band(const cw_model_t *model, cw_tier_t tier, double score, i
 
 /* ---- alert id ---- */
 
-void cw_alert_make_id(const char *account_id, cw_reason_t reason, int64_t asof_ms,
+void cw_alert_make_id(const char *account_id, cw_reason_t reason, int64_t day_ms,
                       char id[CW_ALERT_ID_MAX]) {
     static const char seed2[] = "churnwatch/alert-id/2";
     char day[24];
     const char *rname = cw_reason_name(reason);
     uint64_t h1 = CW_FNV_INIT;
     uint64_t h2 = cw_fnv1a(CW_FNV_INIT, seed2, sizeof(seed2) - 1);
-    int dn = snprintf(day, sizeof(day), "%" PRId64, cw_time_day(asof_ms));
+    int dn = snprintf(day, sizeof(day), "%" PRId64, cw_time_day(day_ms));
     size_t alen = strlen(account_id);
     size_t rlen = strlen(rname);
     h1 = cw_fnv1a(h1, account_id, alen);
@@ -252,8 +256,8 @@ void cw_alert_decide(const cw_model_t *model, const cw_layout_t *layout,
     /* Recovered: an announced danger (its bit still set) is over. Keyed on
      * the bit, not on the previous band, because an evaluation that was not
      * allowed to decide (suppress_mask) may have updated the band since. */
-    cond[CW_REASON_RECOVERED] = (acct->active_mask & (1u << CW_REASON_ENTERED_DANGER)) &&
-                                out->band != CW_BAND_DANGER;
+    cond[CW_REASON_RECOVERED] =
+        (acct->active_mask & (1u << CW_REASON_ENTERED_DANGER)) && out->band != CW_BAND_DANGER;
     for (int i = 0; i < score->n_signals && i < model->n_signals; i++) {
         dropped[i] = signal_dropped(model, score, i);
         any_dropped |= dropped[i];
@@ -317,7 +321,10 @@ void cw_alert_decide(const cw_model_t *model, const cw_layout_t *layout,
         out->active_mask |= bit;
         a = &out->alerts[out->n_alerts++];
         a->reason = (cw_reason_t)r;
-        cw_alert_make_id(acct->account_id, (cw_reason_t)r, asof, a->alert_id);
+        /* The finding of a cancellation alert is the notice itself: its id
+         * is keyed on the notice's day, whenever it is evaluated. */
+        cw_alert_make_id(acct->account_id, (cw_reason_t)r,
+                         r == CW_REASON_CANCELLATION_NOTICE ? acct->cancel_ms : asof, a->alert_id);
         if (r == CW_REASON_USAGE_DROP) {
             pick_drivers(score, dropped, 1, a);
         } else if (r == CW_REASON_INACTIVE) {
@@ -782,6 +789,34 @@ void cw_alert_snapshot_json(const cw_model_t *model, const cw_account_state_t *a
     cw_buf_puts(out, "}");
 }
 
+/* The reason of the account's last alert (last_alert_id): the reason whose
+ * id it is (ids are recomputed from the account, reason and day); failing
+ * that, the latest last_alert_ms, a tie going to the higher reason (one
+ * decision's alerts are made in reason order, and the last one is kept).
+ * -1 when there is none. */
+static int last_alert_reason(const cw_account_state_t *acct) {
+    int last = -1;
+    for (int r = 0; r < CW_REASON__COUNT; r++) {
+        char id[CW_ALERT_ID_MAX];
+        int64_t day_ms =
+            r == CW_REASON_CANCELLATION_NOTICE ? acct->cancel_ms : acct->last_alert_ms[r];
+        if (acct->last_alert_ms[r] < 0 || day_ms < 0) {
+            continue;
+        }
+        cw_alert_make_id(acct->account_id, (cw_reason_t)r, day_ms, id);
+        if (strcmp(id, acct->last_alert_id) == 0) {
+            return r;
+        }
+    }
+    for (int r = 0; r < CW_REASON__COUNT; r++) {
+        if (acct->last_alert_ms[r] >= 0 &&
+            (last < 0 || acct->last_alert_ms[r] >= acct->last_alert_ms[last])) {
+            last = r;
+        }
+    }
+    return last;
+}
+
 void cw_alert_explain_json(const cw_model_t *model, const cw_layout_t *layout,
                            const cw_account_state_t *acct, const cw_score_t *score, cw_band_t band,
                            cw_buf_t *out) {
@@ -834,13 +869,7 @@ void cw_alert_explain_json(const cw_model_t *model, const cw_layout_t *layout,
         cw_buf_puts(out, "null");
     } else {
         int fl = 1;
-        int last = -1;
-        for (int r = 0; r < CW_REASON__COUNT; r++) {
-            if (acct->last_alert_ms[r] >= 0 &&
-                (last < 0 || acct->last_alert_ms[r] > acct->last_alert_ms[last])) {
-                last = r;
-            }
-        }
+        int last = last_alert_reason(acct);
         cw_buf_puts(out, "{");
         j_key(out, &fl, "alert_id");
         j_str(out, acct->last_alert_id);

@@ -10,7 +10,8 @@
  * danger is left only above a higher line than the one that entered it.
  *
  * Also renders the alert and score-snapshot JSON documents (SPEC §3).
- * Alert ids are stable: hex of a hash of (account, reason, as-of day), so a
+ * Alert ids are stable: hex of a hash of (account, reason, day), the day
+ * being the as-of day, or the notice's day for cancellation_notice, so a
  * replay of the same finding gives the same id.
  * Ownership: all structs are caller-owned; JSON goes into a caller cw_buf_t.
  */
@@ -31,33 +32,33 @@ typedef struct cw_alert {
 } cw_alert_t;
 
 typedef struct cw_decision {
-    cw_band_t band;             /* new band */
-    cw_band_t previous_band;    /* band before (== band for a first scoring) */
-    double previous_score;      /* score before (-1 for a first scoring) */
-    int score_changed;          /* 1: emit a score snapshot */
-    unsigned active_mask;       /* conditions holding now (bit per reason) */
+    cw_band_t band;                          /* new band */
+    cw_band_t previous_band;                 /* band before (== band for a first scoring) */
+    double previous_score;                   /* score before (-1 for a first scoring) */
+    int score_changed;                       /* 1: emit a score snapshot */
+    unsigned active_mask;                    /* conditions holding now (bit per reason) */
     int64_t last_alert_ms[CW_REASON__COUNT]; /* updated with this decision's alerts */
     cw_alert_t alerts[CW_REASON__COUNT];
     int n_alerts;
-    int64_t next_due_ms;        /* when to rescore without events; -1 none */
+    int64_t next_due_ms; /* when to rescore without events; -1 none */
 } cw_decision_t;
 
 /** @brief Band for a score given the previous band (hysteresis) and tier. */
-cw_band_t cw_alert_band(const cw_model_t *model, cw_tier_t tier, double score,
-                        int has_previous, cw_band_t previous);
+cw_band_t cw_alert_band(const cw_model_t *model, cw_tier_t tier, double score, int has_previous,
+                        cw_band_t previous);
 
-/** @brief Stable alert id: 32 lowercase hex chars + NUL into id. */
-void cw_alert_make_id(const char *account_id, cw_reason_t reason, int64_t asof_ms,
+/** @brief Stable alert id of (account, reason, UTC day of day_ms): 32
+ * lowercase hex chars + NUL into id. */
+void cw_alert_make_id(const char *account_id, cw_reason_t reason, int64_t day_ms,
                       char id[CW_ALERT_ID_MAX]);
 
 /** @brief Decide band, alerts and next due time for one scored account. */
 void cw_alert_decide(const cw_model_t *model, const cw_layout_t *layout,
-                     const cw_account_state_t *acct, const cw_score_t *score,
-                     cw_decision_t *out);
+                     const cw_account_state_t *acct, const cw_score_t *score, cw_decision_t *out);
 
 /** @brief Append the alert JSON (SPEC §3) for alerts[i] of a decision. */
-void cw_alert_json(const cw_model_t *model, const cw_account_state_t *acct,
-                   const cw_score_t *score, const cw_decision_t *dec, int i, cw_buf_t *out);
+void cw_alert_json(const cw_model_t *model, const cw_account_state_t *acct, const cw_score_t *score,
+                   const cw_decision_t *dec, int i, cw_buf_t *out);
 
 /** @brief Append the score snapshot JSON (score topic / dashboards). */
 void cw_alert_snapshot_json(const cw_model_t *model, const cw_account_state_t *acct,
@@ -69,7 +70,7 @@ void cw_alert_snapshot_json(const cw_model_t *model, const cw_account_state_t *a
  * windows{logins_7d,...}, last_alert.
  */
 void cw_alert_explain_json(const cw_model_t *model, const cw_layout_t *layout,
-                           const cw_account_state_t *acct, const cw_score_t *score,
-                           cw_band_t band, cw_buf_t *out);
+                           const cw_account_state_t *acct, const cw_score_t *score, cw_band_t band,
+                           cw_buf_t *out);
 
 #endif

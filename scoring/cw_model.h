@@ -30,24 +30,24 @@
 #define CW_KEYNAME_MAX (CW_FIELD_MAX + 16)
 
 typedef struct cw_counter_def {
-    char name[CW_KEYNAME_MAX]; /* Redis field suffix, see above */
-    cw_ev_type_t type;         /* events of this type */
-    char feature[CW_FIELD_MAX];/* and this feature ("" any) */
-    int sum;                   /* 0: +1 per event, 1: + cw_event_value() */
-    int retention_days;        /* longest window+offset any query needs; older day fields are pruned */
+    char name[CW_KEYNAME_MAX];  /* Redis field suffix, see above */
+    cw_ev_type_t type;          /* events of this type */
+    char feature[CW_FIELD_MAX]; /* and this feature ("" any) */
+    int sum;                    /* 0: +1 per event, 1: + cw_event_value() */
+    int retention_days; /* longest window+offset any query needs; older day fields are pruned */
 } cw_counter_def_t;
 
 typedef struct cw_set_def {
-    char name[CW_KEYNAME_MAX]; /* Redis key suffix, see above */
-    unsigned types;            /* events of these types */
-    char feature[CW_FIELD_MAX];/* and this feature ("" any) */
-    int of_users;              /* 1: member = user_id, 0: member = feature */
+    char name[CW_KEYNAME_MAX];  /* Redis key suffix, see above */
+    unsigned types;             /* events of these types */
+    char feature[CW_FIELD_MAX]; /* and this feature ("" any) */
+    int of_users;               /* 1: member = user_id, 0: member = feature */
 } cw_set_def_t;
 
 /* One window query: counter sum, or distinct count of a set, over the
  * days [asof_day - offset_days - len_days + 1, asof_day - offset_days]. */
 typedef struct cw_query_def {
-    int is_set;      /* 0: counters[index], 1: sets[index] */
+    int is_set; /* 0: counters[index], 1: sets[index] */
     int index;
     int offset_days;
     int len_days;
@@ -55,11 +55,11 @@ typedef struct cw_query_def {
 
 #define CW_MAX_TERMS 6 /* counters summed per signal term (one per event type) */
 typedef struct cw_signal_plan {
-    int win_q[CW_MAX_TERMS];  /* queries summed for the window value */
+    int win_q[CW_MAX_TERMS]; /* queries summed for the window value */
     int n_win_q;
     int base_q[CW_MAX_TERMS]; /* TREND: queries summed for the baseline */
     int n_base_q;
-    int cnt_q[CW_MAX_TERMS];  /* MEAN: queries summed for the event count */
+    int cnt_q[CW_MAX_TERMS]; /* MEAN: queries summed for the event count */
     int n_cnt_q;
 } cw_signal_plan_t;
 
@@ -94,30 +94,29 @@ typedef struct cw_layout {
  * @returns 0, or -1 with errstr naming the signal that does not fit
  * (too many counters/queries, distinct window over CW_MAX_WINDOW_DAYS).
  */
-int cw_layout_build(const cw_model_t *model, cw_layout_t *layout, char *errstr,
-                    size_t errstr_size);
+int cw_layout_build(const cw_model_t *model, cw_layout_t *layout, char *errstr, size_t errstr_size);
 
 /* What one event changes: indices into layout counters/sets. */
 typedef struct cw_event_ops {
-    int counter[CW_MAX_COUNTERS];   /* counters to add to */
-    int64_t amount[CW_MAX_COUNTERS];/* amount for each */
+    int counter[CW_MAX_COUNTERS];    /* counters to add to */
+    int64_t amount[CW_MAX_COUNTERS]; /* amount for each */
     int n_counters;
-    int set[CW_MAX_SETS];           /* sets to mark the member in */
+    int set[CW_MAX_SETS]; /* sets to mark the member in */
     int n_sets;
-    int key_feature;                /* index into model key_features, -1 none */
+    int key_feature; /* index into model key_features, -1 none */
 } cw_event_ops_t;
 
 /** @brief The counter/set updates an event causes under this layout. */
-void cw_layout_event_ops(const cw_layout_t *layout, const cw_model_t *model,
-                         const cw_event_t *ev, cw_event_ops_t *ops);
+void cw_layout_event_ops(const cw_layout_t *layout, const cw_model_t *model, const cw_event_t *ev,
+                         cw_event_ops_t *ops);
 
 /* ---- scoring ---- */
 typedef struct cw_signal_value {
-    double raw;          /* window value (rate/ratio inputs before normalisation) */
-    double baseline;     /* TREND: baseline scaled to the window length; else 0 */
-    double ratio;        /* TREND: raw / baseline; SEATS: raw / seats; else raw */
-    int missing;         /* 1: no data to judge (excluded from the weighted mean) */
-    double normalised;   /* [0,1] after direction */
+    double raw;        /* window value (rate/ratio inputs before normalisation) */
+    double baseline;   /* TREND: baseline scaled to the window length; else 0 */
+    double ratio;      /* TREND: raw / baseline; SEATS: raw / seats; else raw */
+    int missing;       /* 1: no data to judge (excluded from the weighted mean) */
+    double normalised; /* [0,1] after direction */
     double weight;
     double contribution; /* points of the 0–100 score this signal contributes */
 } cw_signal_value_t;

@@ -902,10 +902,8 @@ Test(alert, next_due_table) {
         static const struct {
             int64_t asof, due;
         } ends[] = {
-            {T0, T0 + DAY - 1},
-            {T0 + 1, T0 + DAY - 1},
-            {T0 + DAY - 2, T0 + DAY - 1},
-            {T0 + DAY - 1, T0 + 2 * DAY - 1},
+            {T0, T0 + DAY - 1},           {T0 + 1, T0 + DAY - 1},
+            {T0 + DAY - 2, T0 + DAY - 1}, {T0 + DAY - 1, T0 + 2 * DAY - 1},
             {T0 + DAY, T0 + 2 * DAY - 1},
         };
         for (size_t i = 0; i < sizeof(ends) / sizeof(ends[0]); i++) {
@@ -916,8 +914,7 @@ Test(alert, next_due_table) {
             plain_score(&m, &s, 80);
             cw_alert_decide(&m, &l, &a, &s, &d);
             cr_expect_eq(d.next_due_ms, ends[i].due, "asof %lld: due %lld, want %lld",
-                         (long long)ends[i].asof, (long long)d.next_due_ms,
-                         (long long)ends[i].due);
+                         (long long)ends[i].asof, (long long)d.next_due_ms, (long long)ends[i].due);
         }
     }
 }
@@ -1329,4 +1326,103 @@ Test(alert, explain_json) {
     cr_expect_str_eq(get_str(v, "last_alert", "as_of"), "2026-01-03T00:00:00.000Z");
     yajl_tree_free(v);
     cw_buf_free(&b);
+}
+
+/* The id of a cancellation alert is keyed on the notice's day, so the same
+ * notice has one id whenever it is evaluated; the other reasons are keyed
+ * on the as-of day. */
+Test(alert, cancellation_id_keyed_on_notice_day) {
+    static const struct {
+        int64_t notice; /* from T0 */
+        int64_t asof;   /* from T0 */
+    } rows[] = {
+        {0, 0},
+        {HOUR, HOUR},
+        {HOUR, DAY - 1},
+        {HOUR, DAY + HOUR},
+        {DAY - 1, 3 * DAY},
+        {10 * HOUR, 40 * DAY},
+    };
+    cw_model_t m;
+    cw_layout_t l;
+    char want[CW_ALERT_ID_MAX], next_day[CW_ALERT_ID_MAX];
+    default_model(&m);
+    build(&m, &l);
+    cw_alert_make_id("acme", CW_REASON_CANCELLATION_NOTICE, T0, want);
+    cw_alert_make_id("acme", CW_REASON_CANCELLATION_NOTICE, T0 + DAY, next_day);
+    cr_expect_str_neq(want, next_day, "a notice on another day is another finding");
+    for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+        cw_account_state_t a;
+        cw_score_t s;
+        cw_decision_t d;
+        char inactive[CW_ALERT_ID_MAX];
+        old_account(&a, T0 + rows[i].asof);
+        a.cancel_ms = T0 + rows[i].notice;
+        a.last_login_ms = a.asof_ms - 20 * DAY; /* and inactive, keyed on the as-of day */
+        plain_score(&m, &s, 80);
+        s.forced_danger = 1;
+        cw_alert_decide(&m, &l, &a, &s, &d);
+        cr_assert_eq(d.n_alerts, 2, "row %zu: %d alerts", i, d.n_alerts);
+        cr_expect_eq(d.alerts[0].reason, CW_REASON_INACTIVE);
+        cr_expect_eq(d.alerts[1].reason, CW_REASON_CANCELLATION_NOTICE);
+        cw_alert_make_id("acme", CW_REASON_INACTIVE, a.asof_ms, inactive);
+        cr_expect_str_eq(d.alerts[0].alert_id, inactive, "row %zu", i);
+        cr_expect_str_eq(d.alerts[1].alert_id, want, "row %zu", i);
+        cr_expect_eq(d.last_alert_ms[CW_REASON_CANCELLATION_NOTICE], a.asof_ms, "row %zu", i);
+    }
+}
+
+/* explain's last_alert names the reason of last_alert_id, also when two
+ * reasons fired in one decision (same as-of time). */
+Test(alert, explain_last_alert_reason_table) {
+    static const struct {
+        cw_reason_t id_of;  /* last_alert_id is this reason's alert */
+        int64_t inactive;   /* last_alert_ms of inactive, from T0 (-1 never) */
+        int64_t cancel;     /* last_alert_ms of cancellation_notice, from T0 (-1 never) */
+        int64_t notice;     /* cancel_ms, from T0 (-1 none) */
+        const char *reason; /* expected */
+        int64_t as_of;      /* expected, from T0 */
+    } rows[] = {
+        /* one decision fired both: the id tells which one was kept last */
+        {CW_REASON_CANCELLATION_NOTICE, DAY, DAY, HOUR, "cancellation_notice", DAY},
+        {CW_REASON_INACTIVE, DAY, DAY, HOUR, "inactive", DAY},
+        /* different times */
+        {CW_REASON_INACTIVE, 3 * DAY, DAY, HOUR, "inactive", 3 * DAY},
+        {CW_REASON_CANCELLATION_NOTICE, DAY, 3 * DAY, 2 * DAY, "cancellation_notice", 3 * DAY},
+        /* an id that matches nothing (older scheme): the latest, ties to the higher reason */
+        {CW_REASON__COUNT, DAY, DAY, HOUR, "cancellation_notice", DAY},
+        {CW_REASON__COUNT, 2 * DAY, DAY, HOUR, "inactive", 2 * DAY},
+    };
+    cw_model_t m;
+    cw_layout_t l;
+    default_model(&m);
+    build(&m, &l);
+    for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+        cw_account_state_t a;
+        cw_score_t s;
+        cw_buf_t b = CW_BUF_INIT;
+        char want_asof[40];
+        old_account(&a, T0 + 5 * DAY);
+        a.cancel_ms = rows[i].notice < 0 ? -1 : T0 + rows[i].notice;
+        a.last_alert_ms[CW_REASON_INACTIVE] = rows[i].inactive < 0 ? -1 : T0 + rows[i].inactive;
+        a.last_alert_ms[CW_REASON_CANCELLATION_NOTICE] =
+            rows[i].cancel < 0 ? -1 : T0 + rows[i].cancel;
+        if (rows[i].id_of == CW_REASON_CANCELLATION_NOTICE) {
+            cw_alert_make_id(a.account_id, rows[i].id_of, a.cancel_ms, a.last_alert_id);
+        } else if (rows[i].id_of == CW_REASON_INACTIVE) {
+            cw_alert_make_id(a.account_id, rows[i].id_of, a.last_alert_ms[CW_REASON_INACTIVE],
+                             a.last_alert_id);
+        } else {
+            strcpy(a.last_alert_id, "00000000000000000000000000000000");
+        }
+        plain_score(&m, &s, 80);
+        cw_alert_explain_json(&m, &l, &a, &s, H, &b);
+        yajl_val v = parse(&b);
+        cr_expect_str_eq(get_str(v, "last_alert", "alert_id"), a.last_alert_id, "row %zu", i);
+        cr_expect_str_eq(get_str(v, "last_alert", "reason"), rows[i].reason, "row %zu", i);
+        cw_time_format(T0 + rows[i].as_of, want_asof, sizeof(want_asof));
+        cr_expect_str_eq(get_str(v, "last_alert", "as_of"), want_asof, "row %zu", i);
+        yajl_tree_free(v);
+        cw_buf_free(&b);
+    }
 }

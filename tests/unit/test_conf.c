@@ -235,8 +235,8 @@ Test(conf, minimal_file_loads_default_model) {
         cr_expect_str_eq(s->feature, "");
         cr_expect_gt(strlen(s->description), 40, "%s has a description", s->name);
     }
-    cr_expect_float_eq(m->signals[1].min_baseline, 20, 1e-12);
-    cr_expect_float_eq(m->signals[1].drop_share, 0.6, 1e-12);
+    cr_expect_float_eq(m->signals[1].min_baseline, 25, 1e-12);
+    cr_expect_float_eq(m->signals[1].drop_share, 0.5, 1e-12);
     cr_expect_float_eq(m->signals[5].range_min, 0, 1e-12);
     cr_expect_float_eq(m->signals[5].range_max, 10, 1e-12);
 

@@ -1,0 +1,615 @@
+#!/usr/bin/env bash
+# bench/run.sh — churnwatch's benchmark (issue 5): throughput from a cold
+# start, the raw consume rate of the same broker, a naive baseline, event-to-
+# alert latency at a fixed offered load, peak RSS and Redis memory per
+# account, all measured in one run on this machine. See bench/README.md.
+#
+# Usage: bash bench/run.sh            (about 10-20 minutes at the defaults)
+#        BENCH_EVENTS=200000 BENCH_ACCOUNTS=20000 bash bench/run.sh   (quick)
+#
+# Knobs (environment):
+#   BENCH_EVENTS        events to preload (default 2000000; the generator adds
+#                       ~4 onboarding events per account, the exact count is
+#                       read back from it and used for every check)
+#   BENCH_ACCOUNTS      accounts (default 100000)
+#   BENCH_DAYS          days of history the events span (default 7)
+#   BENCH_ZIPF          extra Zipf skew of activity across accounts (default 0.8)
+#   BENCH_MALFORMED     share of malformed lines (default 0.0002)
+#   BENCH_PARTITIONS    partitions of the throughput topics (default 192, see
+#                       README: the mock broker keeps ~5 MB per partition)
+#   BENCH_SEED          generator seed (default 7)
+#   BENCH_BASELINE_EVENTS  events the Python baseline processes (default
+#                       200000; "all" = every event)
+#   BENCH_LAT_RATE      offered load of the latency phase, events/s (50000)
+#   BENCH_LAT_SECONDS   measured seconds of the latency phase (20; +5 warm-up)
+#   BENCH_LAT_PARTITIONS  partitions of the latency topics (16)
+#   BENCH_LAT_RATE2     a lower load measured too when the fixed one is not
+#                       sustained (1000)
+#   BENCH_LAT_MODE      time.mode of the latency run: wall|event (wall)
+#   BENCH_IDLE_MS       --exit-on-idle of the throughput run (1000)
+#   BENCH_PERF=1        record a system-wide perf profile of the throughput
+#                       phase (cpu-clock, call graphs) and print its top
+#   BENCH_SKIP=list     comma-separated phases to skip: baseline,latency,consume
+#   CHURNWATCH=path     use this binary instead of building build/churnwatch
+#   BENCH_KEEP=1        keep the temp dir (logs, perf data) for inspection
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+BENCH_EVENTS=${BENCH_EVENTS:-2000000}
+BENCH_ACCOUNTS=${BENCH_ACCOUNTS:-100000}
+BENCH_DAYS=${BENCH_DAYS:-7}
+BENCH_ZIPF=${BENCH_ZIPF:-0.8}
+BENCH_MALFORMED=${BENCH_MALFORMED:-0.0002}
+BENCH_PARTITIONS=${BENCH_PARTITIONS:-192}
+BENCH_SEED=${BENCH_SEED:-7}
+BENCH_BASELINE_EVENTS=${BENCH_BASELINE_EVENTS:-200000}
+BENCH_LAT_RATE=${BENCH_LAT_RATE:-50000}
+BENCH_LAT_SECONDS=${BENCH_LAT_SECONDS:-20}
+BENCH_LAT_PARTITIONS=${BENCH_LAT_PARTITIONS:-16}
+BENCH_LAT_MODE=${BENCH_LAT_MODE:-wall}
+BENCH_IDLE_MS=${BENCH_IDLE_MS:-1000}
+BENCH_PERF=${BENCH_PERF:-0}
+BENCH_SKIP=${BENCH_SKIP:-}
+PY=/usr/bin/python3 # Debian's python3 (python3-confluent-kafka, python3-redis)
+
+log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() {
+  log "FAILED: $*"
+  # show the end of the log the message points at, if any
+  local f
+  f=$(grep -o "${T:-/nonexistent}/[A-Za-z0-9_.-]*" <<<"$*" | head -n1 || true)
+  [ -n "${T:-}" ] && [ -n "$f" ] && [ -f "$f" ] && tail -n 20 "$f" >&2
+  exit 1
+}
+skipped() { [[ ",$BENCH_SKIP," == *",$1,"* ]]; }
+now_ms() { date +%s%3N; }
+
+# ---- setup -------------------------------------------------------------------
+log "setup: scripts/setup.sh and the bench's own packages"
+bash scripts/setup.sh
+need=()
+for p in python3-confluent-kafka python3-redis linux-perf time curl; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
+done
+if [ ${#need[@]} -gt 0 ]; then
+  log "installing ${need[*]}"
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
+    "${need[@]}" >/dev/null
+fi
+
+if [ -n "${CHURNWATCH:-}" ]; then
+  CW=$CHURNWATCH
+  log "using $CW (CHURNWATCH is set; not building)"
+else
+  log "building churnwatch (RelWithDebInfo): scripts/build.sh build"
+  bash scripts/build.sh build >/dev/null || die "churnwatch build failed"
+  CW=$ROOT/build/churnwatch
+fi
+log "building bench helpers: cmake -S bench -B build-bench"
+cmake -S bench -B build-bench -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+cmake --build build-bench -j"$(nproc)" >/dev/null || die "bench helper build failed"
+CONSUME_RATE=$ROOT/build-bench/consume_rate
+LATENCY=$ROOT/build-bench/latency
+
+# ---- processes and cleanup ---------------------------------------------------
+T=$(mktemp -d /tmp/cw-bench.XXXXXX)
+[ -n "$T" ] || exit 1
+PIDS=()
+cleanup() {
+  local rc=$?
+  for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
+    kill "${PIDS[$i]}" 2>/dev/null || true
+  done
+  for pid in "${PIDS[@]}"; do
+    for _ in $(seq 50); do
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.1
+    done
+    kill -9 "$pid" 2>/dev/null || true
+  done
+  if [ "${BENCH_KEEP:-0}" = 1 ]; then
+    log "kept $T"
+  else
+    rm -rf "$T"
+  fi
+  exit $rc
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+CLK_TCK=$(getconf CLK_TCK)
+# CPU seconds (user+sys, all threads) a live process has used so far.
+cpu_s() { awk -v t="$CLK_TCK" '{ printf "%.2f", ($14 + $15) / t }' "/proc/$1/stat" 2>/dev/null || echo 0; }
+
+start_redis() {
+  redis-server --port 0 --unixsocket "$T/redis.sock" --unixsocketperm 700 --dir "$T" \
+    --save '' --appendonly no --loglevel warning >"$T/redis.log" 2>&1 &
+  REDIS_PID=$!
+  PIDS+=("$REDIS_PID")
+  for _ in $(seq 100); do
+    redis-cli -s "$T/redis.sock" ping >/dev/null 2>&1 && return 0
+    sleep 0.05
+  done
+  die "redis-server did not start ($T/redis.log)"
+}
+rcli() { redis-cli -s "$T/redis.sock" "$@"; }
+
+# start_broker NAME PARTITIONS TOPICS -> sets BROKER_PID, BROKERS
+start_broker() {
+  "$CW" broker --partitions "$2" --topics "$3" >"$T/$1.out" 2>"$T/$1.log" &
+  BROKER_PID=$!
+  PIDS+=("$BROKER_PID")
+  for _ in $(seq 100); do
+    BROKERS=$(head -n1 "$T/$1.out" 2>/dev/null || true)
+    [ -n "$BROKERS" ] && return 0
+    sleep 0.05
+  done
+  die "broker did not start ($T/$1.log)"
+}
+stop_pid() {
+  kill "$1" 2>/dev/null || true
+  wait "$1" 2>/dev/null || true
+}
+
+# write_conf FILE BROKERS GROUP INPUT ALERTS SCORES DLQ PREFIX MODE [EXTRA_KAFKA_MEMBERS]
+write_conf() {
+  cat >"$1" <<EOF
+{
+  "kafka": { "brokers": "$2", "group_id": "$3", "input_topic": "$4",
+             "alert_topic": "$5", "score_topic": "$6", "dlq_topic": "$7"${10:+, ${10}} },
+  "redis": { "url": "unix://$T/redis.sock", "key_prefix": "$8" },
+  "http": { "listen": "127.0.0.1:0" },
+  "time": { "mode": "$9" },
+  "log": { "level": "info" }
+}
+EOF
+  "$CW" check-config "$1" >/dev/null || die "config $1 rejected"
+}
+
+# The metrics listener's port, from the run log.
+http_port() {
+  for _ in $(seq 200); do
+    local p
+    p=$(grep -o '"listening on 127.0.0.1:[0-9]*' "$1" 2>/dev/null | sed -n '1s/.*://p' || true)
+    [ -n "$p" ] && {
+      echo "$p"
+      return 0
+    }
+    sleep 0.05
+  done
+  return 1
+}
+
+# Sum of the samples of one metric family in a /metrics text file.
+metric() { awk -v m="$1" '$1 == m || index($1, m "{") == 1 { s += $2 } END { printf "%.0f", s }' "$2"; }
+metricf() { awk -v m="$1" '$1 == m || index($1, m "{") == 1 { s += $2 } END { printf "%.3f", s }' "$2"; }
+
+# Epoch ms of the first log line whose msg contains $2.
+log_ts_ms() {
+  $PY - "$1" "$2" <<'EOF'
+import json, sys, datetime
+for line in open(sys.argv[1], errors="replace"):
+    try:
+        o = json.loads(line)
+    except ValueError:
+        continue
+    if sys.argv[2] in o.get("msg", ""):
+        t = datetime.datetime.strptime(o["ts"], "%Y-%m-%dT%H:%M:%S.%fZ")
+        print(int(t.replace(tzinfo=datetime.timezone.utc).timestamp() * 1000))
+        break
+EOF
+}
+
+declare -A R # results, printed at the end
+
+# ---- phase 0: servers and the data set ---------------------------------------
+start_redis
+TOPICS=events,churn-alerts,account-scores,events-dlq
+start_broker broker1 "$BENCH_PARTITIONS" "$TOPICS"
+log "redis-server on $T/redis.sock (pid $REDIS_PID), broker $BROKERS (pid $BROKER_PID," \
+  "$BENCH_PARTITIONS partitions)"
+
+EPD=$($PY -c "print(round($BENCH_EVENTS / ($BENCH_ACCOUNTS * $BENCH_DAYS), 4))")
+log "preloading: gen --accounts $BENCH_ACCOUNTS --days $BENCH_DAYS --events-per-day $EPD" \
+  "--zipf $BENCH_ZIPF --malformed-share $BENCH_MALFORMED --seed $BENCH_SEED"
+t0=$(now_ms)
+"$CW" gen --accounts "$BENCH_ACCOUNTS" --days "$BENCH_DAYS" --events-per-day "$EPD" \
+  --zipf "$BENCH_ZIPF" --malformed-share "$BENCH_MALFORMED" --seed "$BENCH_SEED" \
+  --end 2025-06-02 --brokers "$BROKERS" --topic events 2>"$T/gen.log" ||
+  die "gen failed ($T/gen.log)"
+t1=$(now_ms)
+read -r N_MSGS N_EVENTS N_MALFORMED N_ACCOUNTS_GEN < <($PY -c '
+import json, sys
+for line in open(sys.argv[1]):
+    if line.startswith("{\"summary\""):
+        s = json.loads(line)["summary"]
+        print(s["kafka"]["delivered"], s["events"], s["malformed"]["total"], s["accounts"])
+' "$T/gen.log")
+[ "$N_EVENTS" -ge "$BENCH_EVENTS" ] || log "note: the generator made $N_EVENTS events (asked ~$BENCH_EVENTS)"
+OFFS=$("$CONSUME_RATE" --brokers "$BROKERS" --topic events --offsets)
+HIGH=$(sed 's/.*high_sum=\([0-9]*\).*/\1/' <<<"$OFFS")
+DROPPED=$(sed 's/.*partitions_with_dropped_data=\([0-9]*\).*/\1/' <<<"$OFFS")
+LOW=$(sed 's/.*low_sum=\([0-9]*\).*/\1/' <<<"$OFFS")
+[ "$HIGH" = "$N_MSGS" ] || die "topic holds $HIGH messages, the generator delivered $N_MSGS"
+[ "$DROPPED" = 0 ] && [ "$LOW" = 0 ] ||
+  die "the mock broker dropped data in $DROPPED partitions (low watermarks sum $LOW):" \
+    "raise BENCH_PARTITIONS"
+R[data]="$N_MSGS messages ($N_EVENTS events + $N_MALFORMED malformed) over $N_ACCOUNTS_GEN accounts, $BENCH_DAYS days, zipf $BENCH_ZIPF, $BENCH_PARTITIONS partitions"
+R[preload]=$(awk -v n="$N_MSGS" -v ms=$((t1 - t0)) 'BEGIN { printf "%.1f s (%.0f msg/s, generator + librdkafka producer)", ms / 1000, n / (ms / 1000) }')
+R[retention]="low watermarks all 0, high watermarks sum $HIGH = delivered $N_MSGS: nothing dropped"
+log "preloaded ${R[preload]}; ${R[retention]}"
+
+# ---- phase 1: raw consume-only rate ------------------------------------------
+consume_once() {
+  "$CONSUME_RATE" --brokers "$BROKERS" --topic events --expect "$N_MSGS" ||
+    die "consume_rate did not read exactly $N_MSGS messages"
+}
+if ! skipped consume; then
+  log "consume-only rate #1 (fresh group, from the beginning to every partition's end)"
+  C1=$(consume_once)
+  log "  $C1"
+fi
+
+# ---- phase 2: churnwatch throughput from a cold start -------------------------
+rcli flushall >/dev/null
+rcli config resetstat >/dev/null
+MEM0=$(rcli info memory | awk -F: '/^used_memory:/ { print $2 + 0 }')
+write_conf "$T/cw.json" "$BROKERS" "cw-bench-$$" events churn-alerts account-scores events-dlq cw event
+log "churnwatch run (cold start: new process, new consumer group, empty Redis)"
+RED0=$(cpu_s "$REDIS_PID")
+BRK0=$(cpu_s "$BROKER_PID")
+PERF_PID=
+if [ "$BENCH_PERF" = 1 ]; then
+  perf record -e cpu-clock -F 499 -a -g -o "$T/perf.data" >/dev/null 2>"$T/perf.log" &
+  PERF_PID=$!
+  PIDS+=("$PERF_PID")
+  sleep 1
+fi
+T_START=$(now_ms)
+/usr/bin/time -f '%M %U %S %e' -o "$T/cw.time" \
+  "$CW" run --config "$T/cw.json" --exit-on-idle "$BENCH_IDLE_MS" 2>"$T/cw.log" &
+CW_TIME_PID=$!
+PIDS+=("$CW_TIME_PID")
+PORT=$(http_port "$T/cw.log") || die "no metrics listener in $T/cw.log"
+CW_PID=$(pgrep -P "$CW_TIME_PID" | awk 'NR == 1')
+tids() { echo "|$(ls "/proc/$1/task" 2>/dev/null | tr '\n' '|')"; }
+REDIS_TIDS=$(tids "$REDIS_PID")
+BROKER_TIDS=$(tids "$BROKER_PID")
+BROKER1_PID=$BROKER_PID
+CW_TIDS=
+# Poll /metrics until the process exits: the last snapshot is taken while
+# it waits out the idle period, so it holds the final counters; the first
+# snapshot that accounts for every message dates the end of decoding.
+T_ALL_DECODED=
+last_report=$(now_ms)
+while kill -0 "$CW_TIME_PID" 2>/dev/null; do
+  [ -z "$CW_TIDS" ] && grep -q '"assigned' "$T/cw.log" && CW_TIDS=$(tids "$CW_PID")
+  if curl -sf "http://127.0.0.1:$PORT/metrics" -o "$T/metrics.tmp" 2>/dev/null; then
+    mv "$T/metrics.tmp" "$T/metrics.last"
+    seen=$(($(metric churnwatch_events_in_total "$T/metrics.last") + $(metric churnwatch_dead_lettered_total "$T/metrics.last")))
+    if [ -z "$T_ALL_DECODED" ] && [ "$seen" -ge "$N_MSGS" ]; then
+      T_ALL_DECODED=$(now_ms)
+    fi
+    if [ $(($(now_ms) - last_report)) -ge 10000 ]; then
+      last_report=$(now_ms)
+      log "  ... $seen / $N_MSGS messages after $(((last_report - T_START) / 1000)) s"
+    fi
+  fi
+  sleep 0.2
+done
+wait "$CW_TIME_PID" || die "churnwatch run failed ($T/cw.log)"
+RED1=$(cpu_s "$REDIS_PID")
+BRK1=$(cpu_s "$BROKER_PID")
+if [ -n "$PERF_PID" ]; then
+  kill -INT "$PERF_PID" 2>/dev/null || true
+  wait "$PERF_PID" 2>/dev/null || true
+fi
+read -r CW_RSS_KB CW_USER CW_SYS CW_WALL <"$T/cw.time"
+T_ASSIGNED=$(log_ts_ms "$T/cw.log" "assigned")
+T_IDLE=$(log_ts_ms "$T/cw.log" "all partitions idle")
+[ -n "$T_IDLE" ] || die "churnwatch did not reach the idle exit ($T/cw.log)"
+T_END=$((T_IDLE - BENCH_IDLE_MS))
+M=$T/metrics.last
+CW_EVENTS=$(metric churnwatch_events_in_total "$M")
+CW_DLQ=$(metric churnwatch_dead_lettered_total "$M")
+CW_DUPS=$(metric churnwatch_duplicates_total "$M")
+CW_TIMER=$(metric churnwatch_timer_rescored_total "$M")
+CW_SNAPS=$(metric churnwatch_snapshots_total "$M")
+CW_ALERTS=$(metric churnwatch_alerts_total "$M")
+CW_BATCHES=$(metric churnwatch_batches_total "$M")
+CW_REDIS_S=$(metricf churnwatch_redis_roundtrip_seconds_sum "$M")
+CW_BATCH_S=$(metricf churnwatch_batch_duration_seconds_sum "$M")
+COMM=$("$CONSUME_RATE" --brokers "$BROKERS" --topic events --committed "cw-bench-$$")
+COMMITTED=$(sed 's/.*committed_sum=\([0-9]*\).*/\1/' <<<"$COMM")
+DLQ_TOPIC=$("$CONSUME_RATE" --brokers "$BROKERS" --topic events-dlq --offsets | sed 's/.*high_sum=\([0-9]*\).*/\1/')
+KNOWN=$(rcli scard cw:accounts)
+verdict="VERIFIED"
+[ "$((CW_EVENTS + CW_DLQ))" = "$N_MSGS" ] || verdict="MISMATCH"
+[ "$COMMITTED" = "$N_MSGS" ] || verdict="MISMATCH"
+[ "$CW_DLQ" = "$N_MALFORMED" ] && [ "$DLQ_TOPIC" = "$N_MALFORMED" ] || verdict="MISMATCH"
+[ "$CW_DUPS" = 0 ] || verdict="MISMATCH"
+R[check]="$verdict: churnwatch decoded $CW_EVENTS events + dead-lettered $CW_DLQ = $((CW_EVENTS + CW_DLQ)) of $N_MSGS produced; committed offsets sum $COMMITTED; dead-letter topic holds $DLQ_TOPIC (generator made $N_MALFORMED malformed); duplicates $CW_DUPS; $KNOWN accounts in Redis"
+log "${R[check]}"
+[ "$verdict" = VERIFIED ] || die "the processor did not consume exactly what was produced"
+
+R[a_cold]=$(awk -v n="$N_MSGS" -v ms=$((T_END - T_START)) 'BEGIN { printf "%.0f events/s  (%d messages in %.2f s, process start -> last batch applied)", n / (ms / 1000), n, ms / 1000 }')
+R[a_warm]=$(awk -v n="$N_MSGS" -v ms=$((T_END - T_ASSIGNED)) 'BEGIN { printf "%.0f events/s  (%.2f s from partition assignment to last batch applied)", n / (ms / 1000), ms / 1000 }')
+A_RATE=$(awk -v n="$N_MSGS" -v ms=$((T_END - T_START)) 'BEGIN { printf "%.0f", n / (ms / 1000) }')
+A_RATE_WARM=$(awk -v n="$N_MSGS" -v ms=$((T_END - T_ASSIGNED)) 'BEGIN { printf "%.0f", n / (ms / 1000) }')
+if [ -n "$T_ALL_DECODED" ]; then
+  R[a_decoded]="cross-check: the 200 ms metrics poll saw every message decoded $(awk -v d=$((T_ALL_DECODED - T_START)) 'BEGIN { printf "%.2f", d / 1000 }') s after start (the idle-exit estimate above: $(awk -v d=$((T_END - T_START)) 'BEGIN { printf "%.2f", d / 1000 }') s)"
+fi
+WALL_S=$(awk -v ms=$((T_END - T_START)) 'BEGIN { printf "%.2f", ms / 1000 }')
+R[a_work]="$CW_BATCHES batches; $CW_TIMER day-end/timer rescorings; $CW_SNAPS score snapshots; $CW_ALERTS alerts; time in Redis round trips ${CW_REDIS_S} s of ${WALL_S} s"
+R[cpu]=$(awk -v w="$CW_WALL" -v cu="$CW_USER" -v cs="$CW_SYS" -v r=$(awk -v a="$RED0" -v b="$RED1" 'BEGIN{print b-a}') \
+  -v k=$(awk -v a="$BRK0" -v b="$BRK1" 'BEGIN{print b-a}') 'BEGIN {
+  printf "churnwatch %.1f s (%.0f%% of a core), redis-server %.1f s (%.0f%%), broker %.1f s (%.0f%%) over %.1f s", cu + cs, 100 * (cu + cs) / w, r, 100 * r / w, k, 100 * k / w, w }')
+R[d_rss]=$(awk -v kb="$CW_RSS_KB" 'BEGIN { printf "%.1f MB (%d kB, getrusage ru_maxrss via /usr/bin/time)", kb / 1024, kb }')
+
+# Where Redis spent its time: EVALSHA total vs the commands the scripts call.
+rcli info commandstats >"$T/commandstats.txt"
+R[redis_cmds]=$(awk -F'[:,=]' -v n="$N_MSGS" '/^cmdstat_/ {
+    name = substr($1, 9); calls = $3; usec = $5
+    if (name == "evalsha") { ev_calls = calls; ev_usec = usec } else if (name != "info" && name !~ /^script/ && name !~ /^config/ && name != "zrangebyscore" && name != "hscan" && name != "ping") { inner += usec; icalls += calls }
+  } END {
+    if (ev_calls == 0) { print "no EVALSHA"; exit }
+    printf "%d EVALSHA (%.2f per message, %.1f us each, %.1f s in total); the %d redis.call()s inside took %.1f s = %.0f%% of it, the rest (%.0f%%) is the Lua VM and argument handling",
+      ev_calls, ev_calls / n, ev_usec / ev_calls, ev_usec / 1e6, icalls, inner / 1e6, 100 * inner / ev_usec, 100 - 100 * inner / ev_usec }' "$T/commandstats.txt")
+log "redis: ${R[redis_cmds]}"
+
+# ---- phase 3: Redis memory per account ----------------------------------------
+MEM1=$(rcli info memory | awk -F: '/^used_memory:/ { print $2 + 0 }')
+KEYS=$(rcli dbsize)
+R[e_mem]=$(awk -v a="$MEM0" -v b="$MEM1" -v n="$KNOWN" -v k="$KEYS" 'BEGIN { printf "%.0f bytes/account  (used_memory %.1f MB -> %.1f MB for %d accounts, %d keys)", (b - a) / n, a / 1048576, b / 1048576, n, k }')
+# The most active account: what its state costs, and that day buckets are pruned.
+HOT=$($PY - "$T/redis.sock" <<'EOF'
+import redis, sys
+r = redis.Redis(unix_socket_path=sys.argv[1])
+best, bestn = None, -1
+for k in r.scan_iter(match="cw:a:*", count=1000):
+    n = r.hlen(k)
+    if n > bestn:
+        best, bestn = k, n
+if best is None:
+    print("none")
+    sys.exit(0)
+acct = best.decode()[len("cw:a:"):]
+name = acct.strip("{}")
+days = sorted({int(f.split(b":")[0]) for f in r.hkeys(best) if f[:1].isdigit() and b":" in f})
+size = sum(r.memory_usage(k) or 0 for k in r.scan_iter(match="cw:*" + acct + "*"))
+print("%s: %d hash fields, %d day buckets (days %s..%s), %d bytes over its keys, TTL %d s" % (
+    name, bestn, len(days), days[0] if days else "-", days[-1] if days else "-", size, r.ttl(best)))
+EOF
+)
+R[e_hot]=$HOT
+log "redis: ${R[e_mem]}; widest account ${R[e_hot]}"
+
+# ---- phase 4: consume-only again (brackets the churnwatch run) ---------------
+if ! skipped consume; then
+  log "consume-only rate #2"
+  C2=$(consume_once)
+  log "  $C2"
+  # b = the faster of the two runs (the conservative choice for the ratio)
+  read -r B_COLD B_WARM < <(printf '%s\n%s\n' "$C1" "$C2" | awk '{
+    for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
+    if (v["rate_cold"] > c) c = v["rate_cold"]; if (v["rate_from_first"] > w) w = v["rate_from_first"] }
+    END { printf "%.0f %.0f\n", c, w }')
+  R[b]="$B_COLD msg/s cold (process start, group join), $B_WARM msg/s from the first message; runs: [$C1] [$C2]"
+  R[ab]=$(awk -v a="$A_RATE" -v b="$B_COLD" -v aw="$A_RATE_WARM" -v bw="$B_WARM" 'BEGIN { printf "%.3f cold/cold, %.3f warm/warm", a / b, aw / bw }')
+fi
+
+# ---- phase 5: the naive baseline ----------------------------------------------
+if ! skipped baseline; then
+  BL_N=$BENCH_BASELINE_EVENTS
+  [ "$BL_N" = all ] && BL_N=$N_MSGS
+  [ "$BL_N" -gt "$N_MSGS" ] && BL_N=$N_MSGS
+  log "baseline.py (confluent-kafka + redis-py, one round trip per event) on the first $BL_N messages"
+  BL=$($PY bench/baseline.py --brokers "$BROKERS" --topic events --redis "$T/redis.sock" \
+    --max "$BL_N" --score-topic bl-scores 2>"$T/baseline.log") || die "baseline failed ($T/baseline.log)"
+  log "  $BL"
+  BL_RATE=$(sed 's/.*rate_cold=\([0-9.]*\).*/\1/' <<<"$BL")
+  BL_WARM=$(sed 's/.*rate_from_first=\([0-9.]*\).*/\1/' <<<"$BL")
+  R[baseline]="$BL_RATE events/s cold, $BL_WARM events/s from the first message, on the first $BL_N of $N_MSGS messages; [$BL]"
+  R[ratio_bl]=$(awk -v a="$A_RATE" -v b="$BL_RATE" -v aw="$A_RATE_WARM" -v bw="$BL_WARM" 'BEGIN { printf "%.2f x cold/cold, %.2f x warm/warm", a / b, aw / bw }')
+fi
+
+# ---- phase 6: latency at a fixed offered load -----------------------------------
+# lat_pass TAG RATE [EXTRA_KAFKA_MEMBERS]: a fresh churnwatch (wall-clock
+# mode: a cancellation notice alerts as soon as its batch is applied) on
+# fresh topics and an empty Redis; bench/latency.c offers RATE events/s
+# with 100 probes/s among them. Sets R[c_TAG], R[c_TAG_cpu], R[c_TAG_rss],
+# R[c_TAG_lag].
+lat_pass() {
+  local tag=$1 rate=$2
+  rcli flushall >/dev/null
+  write_conf "$T/lat-$tag.json" "$BROKERS" "cw-lat-$tag-$$" "$tag-events" "$tag-alerts" \
+    "$tag-scores" "$tag-dlq" "$tag" "$BENCH_LAT_MODE" "${3:-}"
+  log "latency [$tag]: churnwatch (time.mode $BENCH_LAT_MODE), $rate events/s offered for" \
+    "5 s warm-up + $BENCH_LAT_SECONDS s"
+  "$CW" run --config "$T/lat-$tag.json" 2>"$T/lat-$tag.log" &
+  local pid=$!
+  PIDS+=("$pid")
+  local port
+  port=$(http_port "$T/lat-$tag.log") || die "no metrics listener in $T/lat-$tag.log"
+  for _ in $(seq 200); do
+    grep -q '"assigned' "$T/lat-$tag.log" && break
+    sleep 0.05
+  done
+  local r0 k0 c0 t0 out r1 k1 c1 t1 rss lag done_n
+  r0=$(cpu_s "$REDIS_PID")
+  k0=$(cpu_s "$BROKER_PID")
+  c0=$(cpu_s "$pid")
+  t0=$(now_ms)
+  out=$("$LATENCY" --brokers "$BROKERS" --topic "$tag-events" --alert-topic "$tag-alerts" \
+    --rate "$rate" --duration "$BENCH_LAT_SECONDS" --warmup 5 --accounts "$BENCH_ACCOUNTS" \
+    --zipf "$BENCH_ZIPF") || true
+  t1=$(now_ms)
+  r1=$(cpu_s "$REDIS_PID")
+  k1=$(cpu_s "$BROKER_PID")
+  c1=$(cpu_s "$pid")
+  rss=$(awk '/^VmHWM/ { print $2 }' "/proc/$pid/status")
+  curl -sf "http://127.0.0.1:$port/metrics" -o "$T/lat-$tag.metrics" || true
+  lag=$(metric churnwatch_consumer_lag "$T/lat-$tag.metrics")
+  done_n=$(($(metric churnwatch_events_in_total "$T/lat-$tag.metrics") + $(metric churnwatch_dead_lettered_total "$T/lat-$tag.metrics")))
+  stop_pid "$pid"
+  log "  $out"
+  R[c_$tag]=$out
+  R[c_${tag}_cpu]=$(awk -v w=$((t1 - t0)) -v a="$c0" -v b="$c1" -v r0="$r0" -v r1="$r1" -v k0="$k0" -v k1="$k1" 'BEGIN {
+    w /= 1000; printf "churnwatch %.0f%%, redis-server %.0f%%, broker %.0f%% of a core over %.1f s (latency tool: the rest)", 100 * (b - a) / w, 100 * (r1 - r0) / w, 100 * (k1 - k0) / w, w }')
+  R[c_${tag}_rss]=$(awk -v kb="$rss" 'BEGIN { printf "%.1f MB (VmHWM)", kb / 1024 }')
+  R[c_${tag}_lag]="processed $done_n events; consumer lag at the end $lag"
+}
+if ! skipped latency; then
+  stop_pid "$BROKER_PID" # the throughput broker holds ~GBs of topic data; start clean
+  start_broker broker2 "$BENCH_LAT_PARTITIONS" \
+    lat-events,lat-alerts,lat-scores,lat-dlq,sus-events,sus-alerts,sus-scores,sus-dlq,tun-events,tun-alerts,tun-scores,tun-dlq
+  log "latency broker $BROKERS ($BENCH_LAT_PARTITIONS partitions)"
+  lat_pass lat "$BENCH_LAT_RATE"
+  # When the fixed load is beyond what the processor sustains, the latency
+  # above is that of a growing backlog; measure it again at half the rate
+  # the throughput phase reached (capped at the fixed load) for reference.
+  SUS_RATE=$BENCH_LAT_RATE
+  if ! grep -q 'missing=0 ' <<<"${R[c_lat]}"; then
+    SUS_RATE=${BENCH_LAT_RATE2:-1000}
+    lat_pass sus "$SUS_RATE"
+  fi
+  # The same load with the consume loop tuned for latency through config
+  # alone: a short batch wait (kafka.batch_timeout_ms; the consume call waits
+  # for a full batch or this long) and a short broker fetch wait (the mock
+  # broker holds an empty fetch for fetch.wait.max.ms, 50 in cw_consumer.c).
+  TUNED='"batch_timeout_ms": 10, "properties": { "fetch.wait.max.ms": "5" }'
+  lat_pass tun "$SUS_RATE" "$TUNED"
+fi
+
+# ---- report ---------------------------------------------------------------------
+cat <<EOF
+
+==================== churnwatch benchmark ($(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores) ====================
+data set            ${R[data]}
+preload             ${R[preload]}
+retention check     ${R[retention]}
+consumption check   ${R[check]}
+
+(a) churnwatch end-to-end, cold start
+                    ${R[a_cold]}
+                    ${R[a_warm]}
+                    ${R[a_decoded]:-}
+                    ${R[a_work]}
+    CPU in phase    ${R[cpu]}
+    inside Redis    ${R[redis_cmds]}
+(b) raw consume-only rate, same broker, same data, same run
+                    ${R[b]:-skipped}
+    ratio a/b       ${R[ab]:-skipped}
+    baseline        ${R[baseline]:-skipped}
+    churnwatch/baseline ${R[ratio_bl]:-skipped}
+(c) event-to-alert latency at ${BENCH_LAT_RATE} events/s offered (fixed load)
+                    ${R[c_lat]:-skipped}
+                    ${R[c_lat_lag]:-}
+    CPU in phase    ${R[c_lat_cpu]:-}
+    peak RSS there  ${R[c_lat_rss]:-}
+    at ${SUS_RATE:-?} events/s (BENCH_LAT_RATE2; run when the fixed load is not sustained)
+                    ${R[c_sus]:-not run}
+                    ${R[c_sus_lag]:-}
+    CPU in phase    ${R[c_sus_cpu]:-}
+    at ${SUS_RATE:-?} events/s, tuned by config: kafka.batch_timeout_ms 10, fetch.wait.max.ms 5
+                    ${R[c_tun]:-not run}
+                    ${R[c_tun_lag]:-}
+    CPU in phase    ${R[c_tun_cpu]:-}
+(d) peak RSS of churnwatch (throughput run)
+                    ${R[d_rss]}
+(e) Redis memory per account
+                    ${R[e_mem]}
+    widest account  ${R[e_hot]}
+    bound           day buckets older than the longest window are pruned by the apply
+                    script, distinct users/features keep one 52-bit day mask per member,
+                    history is capped at state.history_len, every key has a TTL of
+                    retention + 2 days: per-account memory is bounded by
+                    (window days x counters + members + history), not by event count.
+EOF
+
+# Issue 5's targets against this run.
+verdict_line() { awk -v ok="$1" -v what="$2" -v got="$3" 'BEGIN { printf "    %-4s %-52s %s\n", ok ? "MET" : "MISS", what, got }'; }
+P99=$(sed -n 's/.*p99_ms=\([0-9.na]*\).*/\1/p' <<<"${R[c_lat]:-}")
+MISSING=$(sed -n 's/.*missing=\([0-9]*\).*/\1/p' <<<"${R[c_lat]:-}")
+echo
+echo "targets (issue 5)"
+verdict_line "$(awk -v a="$A_RATE" 'BEGIN { print (a >= 500000) }')" ">= 500,000 events/s end-to-end (cold)" "$A_RATE events/s"
+if [ -n "${B_COLD:-}" ]; then
+  verdict_line "$(awk -v a="$A_RATE" -v b="$B_COLD" 'BEGIN { print (a / b >= 0.3) }')" ">= 0.3 of the raw consume rate (cold/cold)" \
+    "$(awk -v a="$A_RATE" -v b="$B_COLD" 'BEGIN { printf "%.3f", a / b }')"
+fi
+if [ -n "$P99" ]; then
+  verdict_line "$(awk -v p="$P99" -v m="$MISSING" 'BEGIN { print (m == 0 && p != "nan" && p + 0 < 50) }')" \
+    "p99 event-to-alert < 50 ms at $BENCH_LAT_RATE events/s" "p99 $P99 ms, $MISSING probes unanswered"
+fi
+verdict_line "$(awk -v k="$CW_RSS_KB" 'BEGIN { print (k < 65536) }')" "peak RSS < 64 MB" "$(awk -v k="$CW_RSS_KB" 'BEGIN { printf "%.1f MB", k / 1024 }')"
+
+if [ -n "$PERF_PID" ] && [ -s "$T/perf.data" ]; then
+  # perf_proc "|tid|tid|" N: one process's share (its threads), by shared
+  # object and its top N symbols, from a pid(tid),dso,sym report.
+  perf report -i "$T/perf.data" --stdio --no-children -g none --sort pid,dso,sym 2>/dev/null |
+    grep -E '^ +[0-9.]+%' >"$T/perf.txt" || true
+  perf_proc() {
+    awk -v set="$1" '{ split($2, a, ":"); if (index(set, "|" a[1] "|") == 0) next
+        p = $1; sub("%", "", p); tot += p; d[$3] += p
+        sym = $3; for (i = 4; i <= NF; i++) sym = sym " " $i; s[sym] += p }
+      END { printf "T %.2f\n", tot; for (k in d) printf "D %.2f %s\n", d[k], k; for (k in s) printf "S %.2f %s\n", s[k], k }' \
+      "$T/perf.txt" >"$T/perf.proc"
+    printf '    total %s%% of all samples\n' "$(awk '$1 == "T" { print $2 }' "$T/perf.proc")"
+    echo "    by shared object:"
+    awk '$1 == "D" { printf "      %6.2f%%  %s\n", $2, $3 }' "$T/perf.proc" | sort -rn | awk 'NR <= 6' 
+    echo "    top symbols:"
+    awk '$1 == "S" { $1 = ""; printf "      %6.2f%% %s\n", $2, substr($0, index($0, $3)) }' "$T/perf.proc" | sort -rn | awk -v n="$2" 'NR <= n' 
+  }
+  echo
+  echo "---- perf, throughput phase: system-wide cpu-clock, % of all samples on $(nproc) CPUs ----"
+  echo "-- busiest threads (tid:comm; other processes on the machine included)"
+  perf report -i "$T/perf.data" --stdio --no-children -g none --sort pid 2>/dev/null | awk '/^ +[0-9]/ && ++n <= 10' || true
+  echo "-- churnwatch run (pid $CW_PID, threads$(tr '|' ' ' <<<"$CW_TIDS"))"
+  perf_proc "$CW_TIDS" 25
+  echo "-- redis-server (pid $REDIS_PID; redis-check-rdb is the redis-server binary: Lua VM + commands)"
+  perf_proc "$REDIS_TIDS" 8
+  # The redis-server binary is stripped, but exports the Lua C API (built
+  # with -rdynamic): unresolved addresses inside the Lua code range are the
+  # Lua VM's static functions (luaV_execute, table and string internals).
+  echo "   redis-server samples by kind:"
+  $PY - "$T/perf.txt" "$REDIS_TIDS" "$(readlink -f "$(command -v redis-server)")" <<'EOF' || true
+import re, subprocess, sys
+txt, tids, binary = sys.argv[1], set(sys.argv[2].strip("|").split("|")), sys.argv[3]
+out = subprocess.run(["nm", "-D", "--defined-only", binary], capture_output=True, text=True).stdout
+lua = [int(l.split()[0], 16) for l in out.splitlines() if len(l.split()) == 3 and l.split()[2].startswith("lua")]
+lo, hi = (min(lua), max(lua) + 0x4000) if lua else (1, 0)
+kinds, tot = {}, 0.0
+for line in open(txt):
+    f = line.split()
+    if f[1].split(":")[0] not in tids:
+        continue
+    p = float(f[0].rstrip("%"))
+    tot += p
+    sym = " ".join(f[4:])
+    if f[2] in ("redis-check-rdb", "redis-server"):
+        m = re.match(r"0x([0-9a-f]+)", sym)
+        if m:
+            k = "Lua VM (interpreter, tables, strings)" if lo <= int(m.group(1), 16) <= hi else "redis (static functions)"
+        elif sym.startswith("lua"):
+            k = "Lua VM (interpreter, tables, strings)"
+        else:
+            k = "redis commands and data structures"
+    elif f[2].startswith("libc"):
+        k = "libc (strtod/printf number conversions, memcpy/memcmp)"
+    elif f[2].startswith("libjemalloc"):
+        k = "jemalloc (allocation)"
+    else:
+        k = "other (" + f[2] + ")"
+    kinds[k] = kinds.get(k, 0.0) + p
+for k, v in sorted(kinds.items(), key=lambda kv: -kv[1]):
+    print("      %5.1f%%  %s" % (100 * v / tot if tot else 0, k))
+EOF
+  echo "-- broker (pid $BROKER1_PID)"
+  perf_proc "$BROKER_TIDS" 5
+  cp "$T/perf.data" "$ROOT/build-bench/perf.data" 2>/dev/null && echo "(perf data kept in build-bench/perf.data)"
+fi

@@ -49,8 +49,8 @@ struct cw_pipeline {
     int scan_outbox[CW_MAX_PARTITIONS];
     int64_t wm[CW_MAX_PARTITIONS];         /* event-time watermark per partition (-1 none) */
     int64_t timer_upto[CW_MAX_PARTITIONS]; /* timers processed up to this time */
-    int rescan[CW_MAX_PARTITIONS];         /* applied since the last scan: late events may have
-                                              left timers at or below the watermark */
+    int rescan[CW_MAX_PARTITIONS];         /* the last batch left a timer at or below the
+                                              watermark (late events): scan again */
     int64_t next_off[CW_MAX_PARTITIONS];   /* offsets to store after the batch (0 = none) */
     cw_metrics_t *m;                       /* borrowed, may be NULL */
     int64_t last_gauges_ms;                /* gauges refreshed once a second */
@@ -134,10 +134,11 @@ static void on_redis_rtt(void *opaque, double seconds) {
     cw_metrics_observe(opaque, CW_HIST_REDIS, seconds);
 }
 
-/* Gauges copied from other modules, at most once a second (or when forced). */
-static void refresh_gauges(cw_pipeline_t *pl, int force) {
+/* Gauges copied from other modules, at most once a second (a rebalance
+ * zeroes last_gauges_ms to have them refreshed at once). */
+static void refresh_gauges(cw_pipeline_t *pl) {
     int64_t now = cw_time_mono_ms();
-    if (pl->m == NULL || (!force && now - pl->last_gauges_ms < 1000)) {
+    if (pl->m == NULL || now - pl->last_gauges_ms < 1000) {
         return;
     }
     pl->last_gauges_ms = now;
@@ -391,7 +392,14 @@ static cw_err_t load_watermark(cw_pipeline_t *pl, int p) {
  * where batches happen to start or a crash happens to fall. Applying events
  * only (re)schedules the account's timer to the end of its as-of day. In
  * wall-clock mode events decide at once. */
-static int is_day_end(int64_t ms);
+static int is_day_end(int64_t ms) {
+    return ms >= 0 && ms % CW_MS_PER_DAY == CW_MS_PER_DAY - 1;
+}
+
+/* The end of the UTC day of ms. */
+static int64_t day_end_of(int64_t ms) {
+    return (cw_time_day(ms) + 1) * CW_MS_PER_DAY - 1;
+}
 
 static cw_err_t reschedule_all(cw_pipeline_t *pl, cw_account_state_t *accts, size_t n) {
     size_t k = 0;
@@ -410,7 +418,7 @@ static cw_err_t reschedule_all(cw_pipeline_t *pl, cw_account_state_t *accts, siz
             memset(c, 0, sizeof(*c));
             c->acct = a;
             c->reschedule_only = 1;
-            c->next_due_ms = (cw_time_day(a->due_ms) + 1) * CW_MS_PER_DAY - 1;
+            c->next_due_ms = day_end_of(a->due_ms);
         }
         if (k > 0 && (k == CHUNK || i == n)) {
             cw_err_t r = WITH_REDIS(pl, cw_state_commit(pl->state, pl->commits, k));
@@ -421,10 +429,6 @@ static cw_err_t reschedule_all(cw_pipeline_t *pl, cw_account_state_t *accts, siz
         }
     }
     return CW_OK;
-}
-
-static int is_day_end(int64_t ms) {
-    return ms >= 0 && ms % CW_MS_PER_DAY == CW_MS_PER_DAY - 1;
 }
 
 /* Rescore accounts whose windows rolled (timers due at or before "now" of
@@ -604,15 +608,25 @@ static cw_err_t process_batch(cw_pipeline_t *pl, size_t n) {
         if (r != CW_OK) {
             return r;
         }
-        pl->stats.duplicates += cw_state_duplicates(pl->state) - dup0;
-        cw_metrics_add(pl->m, CW_CTR_DUPLICATES, cw_state_duplicates(pl->state) - dup0);
+        uint64_t dups = cw_state_duplicates(pl->state) - dup0;
+        pl->stats.duplicates += dups;
+        cw_metrics_add(pl->m, CW_CTR_DUPLICATES, dups);
         for (size_t i = 0; i < na; i++) {
             int p = accts[i].partition;
-            if (p >= 0 && p < CW_MAX_PARTITIONS) {
+            if (p >= 0 && p < CW_MAX_PARTITIONS && accts[i].last_event_ms > pl->wm[p]) {
+                pl->wm[p] = accts[i].last_event_ms;
+            }
+        }
+        for (size_t i = 0; i < na; i++) {
+            /* Timers are scanned when a partition's watermark day moves;
+             * late events can also leave one due at or below the current
+             * watermark (a dirty mark becomes the end of its day), and then
+             * the partition is scanned again after this batch. */
+            int p = accts[i].partition;
+            int64_t due = accts[i].due_ms;
+            if (p >= 0 && p < CW_MAX_PARTITIONS && due >= 0 &&
+                (is_day_end(due) ? due : day_end_of(due)) <= pl->wm[p]) {
                 pl->rescan[p] = 1;
-                if (accts[i].last_event_ms > pl->wm[p]) {
-                    pl->wm[p] = accts[i].last_event_ms;
-                }
             }
         }
         if (pl->conf->time_mode == CW_TIME_EVENT) {
@@ -766,7 +780,7 @@ int cw_pipeline_run(cw_pipeline_t *pl) {
             CW_LOG(CW_LOG_ERROR, "pipeline", "%s failed; stopping without committing", stage);
             pl->fatal = 1;
         }
-        refresh_gauges(pl, 0);
+        refresh_gauges(pl);
         if (cw_time_mono_ms() - last_stats > 10000) {
             last_stats = cw_time_mono_ms();
             CW_LOG(CW_LOG_INFO, "stats",

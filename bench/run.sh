@@ -27,6 +27,9 @@
 #                       sustained (1000)
 #   BENCH_LAT_MODE      time.mode of the latency run: wall|event (wall)
 #   BENCH_IDLE_MS       --exit-on-idle of the throughput run (1000)
+#   BENCH_SLOWLOG=1     log every Redis command of the throughput run and
+#                       print Redis time per script and command (small runs:
+#                       the slow log holds up to 2 M entries in Redis memory)
 #   BENCH_PERF=1        record a system-wide perf profile of the throughput
 #                       phase (cpu-clock, call graphs) and print its top
 #   BENCH_SKIP=list     comma-separated phases to skip: baseline,latency,consume
@@ -257,6 +260,12 @@ fi
 # ---- phase 2: churnwatch throughput from a cold start -------------------------
 rcli flushall >/dev/null
 rcli config resetstat >/dev/null
+if [ "${BENCH_SLOWLOG:-0}" = 1 ]; then
+  # every command into the slow log, to split Redis time by script below
+  rcli config set slowlog-log-slower-than 0 >/dev/null
+  rcli config set slowlog-max-len 2000000 >/dev/null
+  rcli slowlog reset >/dev/null
+fi
 MEM0=$(rcli info memory | awk -F: '/^used_memory:/ { print $2 + 0 }')
 write_conf "$T/cw.json" "$BROKERS" "cw-bench-$$" events churn-alerts account-scores events-dlq cw event
 log "churnwatch run (cold start: new process, new consumer group, empty Redis)"
@@ -350,16 +359,57 @@ R[cpu]=$(awk -v w="$CW_WALL" -v cu="$CW_USER" -v cs="$CW_SYS" -v r=$(awk -v a="$
   printf "churnwatch %.1f s (%.0f%% of a core), redis-server %.1f s (%.0f%%), broker %.1f s (%.0f%%) over %.1f s", cu + cs, 100 * (cu + cs) / w, r, 100 * r / w, k, 100 * k / w, w }')
 R[d_rss]=$(awk -v kb="$CW_RSS_KB" 'BEGIN { printf "%.1f MB (%d kB, getrusage ru_maxrss via /usr/bin/time)", kb / 1024, kb }')
 
-# Where Redis spent its time: EVALSHA total vs the commands the scripts call.
+# Where Redis spent its time, by command (commandstats). EVALSHA's time
+# includes the redis.call()s its script makes, and EXEC's the commands it
+# runs (the account reads: MULTI, HGETALL, HVALS, LRANGE, EXEC), which are
+# also counted under their own names; the apply of a batch is one MULTI/EXEC.
 rcli info commandstats >"$T/commandstats.txt"
 R[redis_cmds]=$(awk -F'[:,=]' -v n="$N_MSGS" '/^cmdstat_/ {
     name = substr($1, 9); calls = $3; usec = $5
-    if (name == "evalsha") { ev_calls = calls; ev_usec = usec } else if (name != "info" && name !~ /^script/ && name !~ /^config/ && name != "zrangebyscore" && name != "hscan" && name != "ping") { inner += usec; icalls += calls }
+    if (name == "info" || name ~ /^script/ || name ~ /^config/ || name == "ping") next
+    c[name] = calls; u[name] = usec
   } END {
-    if (ev_calls == 0) { print "no EVALSHA"; exit }
-    printf "%d EVALSHA (%.2f per message, %.1f us each, %.1f s in total); the %d redis.call()s inside took %.1f s = %.0f%% of it, the rest (%.0f%%) is the Lua VM and argument handling",
-      ev_calls, ev_calls / n, ev_usec / ev_calls, ev_usec / 1e6, icalls, inner / 1e6, 100 * inner / ev_usec, 100 - 100 * inner / ev_usec }' "$T/commandstats.txt")
+    if (c["evalsha"] == 0 && c["exec"] == 0) { print "no EVALSHA or EXEC"; exit }
+    printf "%d EVALSHA (%.2f per message, %.1f us each, %.1f s in total), %d EXEC (account reads, and one apply transaction per batch; %.2f per message, %.1f us each, %.1f s in total); top commands:",
+      c["evalsha"], c["evalsha"] / n, c["evalsha"] ? u["evalsha"] / c["evalsha"] : 0, u["evalsha"] / 1e6,
+      c["exec"], c["exec"] / n, c["exec"] ? u["exec"] / c["exec"] : 0, u["exec"] / 1e6
+    for (k = 0; k < 6; k++) {
+      best = ""; bu = -1
+      for (m in u) if (m != "evalsha" && m != "exec" && u[m] > bu) { best = m; bu = u[m] }
+      if (best == "") break
+      printf " %s %d x %.1f us;", best, c[best], u[best] / c[best]
+      delete u[best]
+    }
+  }' "$T/commandstats.txt")
 log "redis: ${R[redis_cmds]}"
+if [ "${BENCH_SLOWLOG:-0}" = 1 ]; then
+  # EVALSHA time by script, told apart by their number of keys (COMMIT has 7)
+  # and, for COMMIT, by its mode argument (T: timer only); EXEC includes the
+  # commands it ran, which are also listed by name
+  R[slowlog]=$($PY - "$T/redis.sock" <<'EOF'
+import redis, sys, collections
+r = redis.Redis(unix_socket_path=sys.argv[1])
+n = r.slowlog_len()
+tot = collections.defaultdict(lambda: [0, 0])
+for e in r.slowlog_get(n):
+    parts = e["command"].split(b" ")
+    name = parts[0].decode().lower()
+    if name == "evalsha" and len(parts) > 2:
+        nk = int(parts[2])
+        if nk == 7:
+            mode = parts[3 + 7 + 16] if len(parts) > 3 + 7 + 16 else b"?"
+            name = "COMMIT timer-only" if mode == b"T" else "COMMIT decision"
+        else:
+            name = "EVALSHA %d keys" % nk
+    t = tot[name]
+    t[0] += 1
+    t[1] += e["duration"]
+print("; ".join("%s %d x %.1f us = %.2f s" % (k, v[0], v[1] / v[0], v[1] / 1e6)
+                for k, v in sorted(tot.items(), key=lambda kv: -kv[1][1])[:8]))
+EOF
+)
+  log "slowlog: ${R[slowlog]}"
+fi
 
 # ---- phase 3: Redis memory per account ----------------------------------------
 MEM1=$(rcli info memory | awk -F: '/^used_memory:/ { print $2 + 0 }')

@@ -345,7 +345,8 @@ static const cw_key_t conf_keys[] = {
      .off = COFF(kafka_batch_timeout_ms),
      .min = 1,
      .max = 10000,
-     .desc = "Maximum wait for a consume batch, milliseconds."},
+     .desc = "Longest wait for the first message of a consume batch, milliseconds; a batch "
+             "is then whatever has already arrived, up to kafka.batch_size."},
     {.type = KT_STRING,
      .name = "redis.url",
      .off = COFF(redis_url),

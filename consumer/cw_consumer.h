@@ -25,6 +25,9 @@
 #include "cw_conf.h"
 
 #define CW_MAX_PARTITIONS 256
+/* Prefetch bounds set by default (kafka.properties overrides them). */
+#define CW_CONSUMER_QUEUE_KB "8192"       /* queued.max.messages.kbytes */
+#define CW_CONSUMER_FETCH_BYTES "4194304" /* fetch.max.bytes */
 
 typedef struct cw_consumer cw_consumer_t;
 
@@ -40,7 +43,9 @@ cw_consumer_t *cw_consumer_new(const cw_conf_t *conf, cw_consumer_rebalance_cb *
 void cw_consumer_destroy(cw_consumer_t *c);
 
 /**
- * @brief Poll up to max messages, waiting at most timeout_ms.
+ * @brief Wait at most timeout_ms for a message, then take up to max - 1 more
+ * of those already fetched without waiting: a light load is served at once
+ * in small batches, a heavy one in full batches.
  * @returns number of messages written to msgs (caller destroys each).
  */
 size_t cw_consumer_batch(cw_consumer_t *c, rd_kafka_message_t **msgs, size_t max, int timeout_ms);

@@ -55,6 +55,7 @@ typedef struct cw_account_state {
     int has_score;
     double score;
     int band;             /* cw_band_t */
+    int tier, phase;      /* of the last decision (cw_tier_t, cw_phase_t); -1 unknown */
     unsigned active_mask; /* bit r: condition of reason r held at the last scoring */
     int64_t last_alert_ms[CW_REASON__COUNT]; /* as-of time of the last alert per reason; -1 never */
     char last_alert_id[40];                  /* the most recent alert id ("" none) */

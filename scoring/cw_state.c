@@ -3,10 +3,12 @@
  * layout, the failure model and ownership).
  *
  * Every write is a Lua script so one account's update is atomic: APPLY
- * (events in, idempotent by Kafka offset, prunes old buckets, marks the
- * account dirty and reads it back), READ (the same read code, for
- * `explain`, dashboards and timers) and COMMIT (the decision, history,
- * ranking, next timer and outbox). The scripts are generated once per
+ * (events in, idempotent by Kafka offset, prunes old buckets, sets the
+ * account's timer) and COMMIT (the decision, history, ranking, next timer
+ * and outbox). Reads are plain commands — HGETALL of the account hash,
+ * HVALS of its queried sets, LRANGE of its history, in one MULTI/EXEC per
+ * account — and cw_view computes the windows in C (Lua cost Redis ~80 us a
+ * read; Redis CPU is the throughput bottleneck). The scripts are generated once per
  * layout (cw_state_lua.h: a prelude describing the layout, then shared
  * code), loaded with SCRIPT LOAD on connect and called with EVALSHA; a
  * NOSCRIPT reply (server restarted or flushed) reloads them and retries the
@@ -42,34 +44,14 @@
 #include <hiredis/hiredis.h>
 
 #include "cw_state_lua.h"
+#include "cw_view.h"
 
 #define CW_STATE_COMP "state"
 #define CW_STATE_MIN_EVENTS 256   /* initial batch capacity */
 #define CW_STATE_SCAN_COUNT "500" /* HSCAN page size of the outbox scan */
 
 /* The scripts, indices into sha[] / src[]. */
-enum { CW_SCRIPT_APPLY = 0, CW_SCRIPT_READ, CW_SCRIPT_COMMIT, CW_SCRIPT__COUNT };
-
-/* Fields of the read's attribute array, in the order of RF in CW_LUA_COMMON. */
-enum cw_rf {
-    CW_RF_P = 0,
-    CW_RF_ARR,
-    CW_RF_SEA,
-    CW_RF_REN,
-    CW_RF_PLN,
-    CW_RF_FM,
-    CW_RF_FL,
-    CW_RF_LL,
-    CW_RF_LM,
-    CW_RF_KC,
-    CW_RF_SC,
-    CW_RF_BD,
-    CW_RF_AM,
-    CW_RF_LID,
-    CW_RF_A0,
-    CW_RF_K0 = CW_RF_A0 + CW_REASON__COUNT,
-    CW_RF__COUNT = CW_RF_K0 + CW_MAX_KEY_FEATURES,
-};
+enum { CW_SCRIPT_COMMIT = 0, CW_SCRIPT__COUNT };
 
 /* Event flags understood by APPLY. */
 #define CW_FL_ACTIVITY 1
@@ -83,6 +65,7 @@ typedef struct cw_bev {
     int64_t offset;
     int partition;
     int32_t next; /* next event of the same group, -1 last */
+    int skip;     /* 1: a redelivery (set by the apply) */
 } cw_bev_t;
 
 /* The events of one (account, partition) in the batch. */
@@ -96,6 +79,7 @@ typedef struct cw_group {
 struct cw_state {
     const cw_conf_t *conf;     /* not owned; outlives st */
     const cw_layout_t *layout; /* not owned; outlives st */
+    cw_view_plan_t plan;       /* retention and read depth per counter/set */
     /* endpoint, from redis.url */
     int is_unix;
     char host[CW_STR_MAX];
@@ -134,6 +118,26 @@ struct cw_state {
     /* pipeline bookkeeping */
     size_t *pend;
     size_t pend_cap;
+    /* apply scratch (see "apply" below), reset per batch */
+    struct ap_grp *ap_grp;
+    size_t ap_grp_cap;
+    struct ap_mem *ap_mem;
+    size_t ap_mem_cap, ap_n_mem;
+    struct ap_cnt *ap_cnt;
+    size_t ap_cnt_cap, ap_n_cnt;
+    struct ap_del *ap_del;
+    size_t ap_del_cap, ap_n_del;
+    struct ap_cmd *ap_cmd;
+    size_t ap_cmd_cap, ap_n_cmd;
+    cw_buf_t ap_vbuf; /* attribute values read or set */
+    cw_buf_t ap_dbuf; /* names to delete */
+    int64_t ap_now;
+    int64_t ap_wmax[CW_STATE_MAX_PARTITIONS];
+    /* reads: views into one EXEC reply (scratch, grows to the largest) */
+    cw_sv_t *sv;
+    size_t sv_cap;
+    unsigned char *read_miss; /* per account of the last read_accounts */
+    size_t read_miss_cap;
 };
 
 /* ---- small helpers ---- */
@@ -162,43 +166,6 @@ static uint64_t group_hash(const char *id, int partition) {
     return cw_fnv1a(h, &partition, sizeof(partition));
 }
 
-/* Parse a whole string as an int64; -1 on junk. */
-static int parse_i64(const char *s, size_t len, int64_t *out) {
-    char tmp[32];
-    char *end = NULL;
-    long long v;
-    if (len == 0 || len >= sizeof(tmp)) {
-        return -1;
-    }
-    memcpy(tmp, s, len);
-    tmp[len] = '\0';
-    errno = 0;
-    v = strtoll(tmp, &end, 10);
-    if (errno != 0 || end == tmp || *end != '\0') {
-        return -1;
-    }
-    *out = (int64_t)v;
-    return 0;
-}
-
-static int parse_dbl(const char *s, size_t len, double *out) {
-    char tmp[64];
-    char *end = NULL;
-    double v;
-    if (len == 0 || len >= sizeof(tmp)) {
-        return -1;
-    }
-    memcpy(tmp, s, len);
-    tmp[len] = '\0';
-    errno = 0;
-    v = strtod(tmp, &end);
-    if (errno != 0 || end == tmp || *end != '\0') {
-        return -1;
-    }
-    *out = v;
-    return 0;
-}
-
 /* Integer from an INTEGER or STRING reply; -1 when neither parses. */
 static int rep_i64(const redisReply *r, int64_t *out) {
     if (r == NULL) {
@@ -209,7 +176,7 @@ static int rep_i64(const redisReply *r, int64_t *out) {
         return 0;
     }
     if (r->type == REDIS_REPLY_STRING || r->type == REDIS_REPLY_STATUS) {
-        return parse_i64(r->str, r->len, out);
+        return cw_sv_i64((cw_sv_t){r->str, r->len}, out);
     }
     return -1;
 }
@@ -223,7 +190,7 @@ static int rep_dbl(const redisReply *r, double *out) {
         return 0;
     }
     if (r->type == REDIS_REPLY_STRING || r->type == REDIS_REPLY_STATUS) {
-        return parse_dbl(r->str, r->len, out);
+        return cw_sv_dbl((cw_sv_t){r->str, r->len}, out);
     }
     return -1;
 }
@@ -296,42 +263,10 @@ static void lua_str(cw_buf_t *b, const char *s) {
     cw_buf_puts(b, "\"");
 }
 
-/* The layout prelude every script starts with (see cw_state_lua.h). */
-static int gen_prelude(const cw_conf_t *conf, const cw_layout_t *l, cw_buf_t *b, char *errstr,
-                       size_t errstr_size) {
-    int cq[CW_MAX_COUNTERS] = {0};
-    int sr[CW_MAX_SETS] = {0};
-    int maxret =
-        conf->retention_days > l->retention_days ? conf->retention_days : l->retention_days;
-    if (l->n_counters < 0 || l->n_counters > CW_MAX_COUNTERS || l->n_sets < 0 ||
-        l->n_sets > CW_MAX_SETS || l->n_queries < 0 || l->n_queries > CW_MAX_QUERIES) {
-        snprintf(errstr, errstr_size, "state: layout out of range");
-        return -1;
-    }
-    for (int j = 0; j < l->n_queries; j++) {
-        const cw_query_def_t *q = &l->queries[j];
-        int need = q->offset_days + q->len_days;
-        if (q->len_days < 1 || q->offset_days < 0 || q->index < 0 ||
-            q->index >= (q->is_set ? l->n_sets : l->n_counters)) {
-            snprintf(errstr, errstr_size, "state: layout query %d out of range", j);
-            return -1;
-        }
-        if (q->is_set) {
-            if (need > CW_MAX_WINDOW_DAYS) {
-                snprintf(errstr, errstr_size, "state: distinct window of %d days over %d", need,
-                         CW_MAX_WINDOW_DAYS);
-                return -1;
-            }
-            sr[q->index] = need > sr[q->index] ? need : sr[q->index];
-        } else {
-            if (need > CW_MAX_RETENTION_DAYS) {
-                snprintf(errstr, errstr_size, "state: window of %d days over %d", need,
-                         CW_MAX_RETENTION_DAYS);
-                return -1;
-            }
-            cq[q->index] = need > cq[q->index] ? need : cq[q->index];
-        }
-    }
+/* The layout prelude every script starts with (see cw_state_lua.h): what
+ * the plan says each counter and set keeps. */
+static int gen_prelude(const cw_conf_t *conf, const cw_layout_t *l, const cw_view_plan_t *plan,
+                       cw_buf_t *b) {
     cw_buf_puts(b, "local CN = {");
     for (int c = 0; c < l->n_counters; c++) {
         cw_buf_puts(b, c ? "," : "");
@@ -339,14 +274,7 @@ static int gen_prelude(const cw_conf_t *conf, const cw_layout_t *l, cw_buf_t *b,
     }
     cw_buf_puts(b, "}\nlocal CR = {");
     for (int c = 0; c < l->n_counters; c++) {
-        int r = l->counters[c].retention_days > cq[c] ? l->counters[c].retention_days : cq[c];
-        r += CW_STATE_SLACK_DAYS;
-        maxret = r > maxret ? r : maxret;
-        cw_buf_printf(b, "%s%d", c ? "," : "", r);
-    }
-    cw_buf_puts(b, "}\nlocal CQ = {");
-    for (int c = 0; c < l->n_counters; c++) {
-        cw_buf_printf(b, "%s%d", c ? "," : "", cq[c]);
+        cw_buf_printf(b, "%s%d", c ? "," : "", plan->cr[c]);
     }
     cw_buf_puts(b, "}\nlocal SN = {");
     for (int s = 0; s < l->n_sets; s++) {
@@ -355,34 +283,9 @@ static int gen_prelude(const cw_conf_t *conf, const cw_layout_t *l, cw_buf_t *b,
     }
     cw_buf_puts(b, "}\nlocal SR = {");
     for (int s = 0; s < l->n_sets; s++) {
-        cw_buf_printf(b, "%s%d", s ? "," : "", (sr[s] > 0 ? sr[s] : 1) + CW_STATE_SLACK_DAYS);
+        cw_buf_printf(b, "%s%d", s ? "," : "", plan->sr[s]);
     }
-    cw_buf_puts(b, "}\nlocal SQ = {");
-    for (int s = 0; s < l->n_sets; s++) {
-        int first = 1;
-        cw_buf_puts(b, s ? ",{" : "{");
-        for (int j = 0; j < l->n_queries; j++) {
-            if (l->queries[j].is_set && l->queries[j].index == s) {
-                cw_buf_printf(b, "%s%d", first ? "" : ",", j + 1);
-                first = 0;
-            }
-        }
-        cw_buf_puts(b, "}");
-    }
-    cw_buf_puts(b, "}\nlocal Q = {");
-    for (int j = 0; j < l->n_queries; j++) {
-        const cw_query_def_t *q = &l->queries[j];
-        cw_buf_printf(b, "%s{%d,%d,%d,%d}", j ? "," : "", q->is_set ? 1 : 0, q->index + 1,
-                      q->offset_days, q->len_days);
-    }
-    {
-        /* LC: the logins counter (1-based, 0 none), for the as-of last login */
-        int wq = l->win_q[CW_WIN_LOGINS_7D];
-        int lc =
-            wq >= 0 && wq < l->n_queries && !l->queries[wq].is_set ? l->queries[wq].index + 1 : 0;
-        cw_buf_printf(b, "}\nlocal LC = %d\n", lc);
-    }
-    cw_buf_printf(b, "local TTL = %d\nlocal HL = %d\n", (maxret + 2) * 86400,
+    cw_buf_printf(b, "}\nlocal TTL = %d\nlocal HL = %d\n", (plan->max_retention + 2) * 86400,
                   conf->history_len > 0 ? conf->history_len : 30);
     return b->oom ? -1 : 0;
 }
@@ -434,12 +337,6 @@ static void arg_str(cw_state_t *st, const char *s) {
 static void arg_i64(cw_state_t *st, int64_t v) {
     char tmp[32];
     int n = snprintf(tmp, sizeof(tmp), "%" PRId64, v);
-    arg_mem(st, tmp, (size_t)n);
-}
-
-static void arg_dbl(cw_state_t *st, double v) {
-    char tmp[40];
-    int n = snprintf(tmp, sizeof(tmp), "%.17g", v);
     arg_mem(st, tmp, (size_t)n);
 }
 
@@ -737,132 +634,153 @@ static cw_err_t pipe_run(cw_state_t *st, size_t n, pipe_build_t build, pipe_repl
     }
 }
 
-/* ---- reading an account ---- */
+/* ---- reading accounts ---- */
 
-static const redisReply *rf(const redisReply *hm, int i) {
-    const redisReply *r = hm->element[i];
-    return r->type == REDIS_REPLY_NIL ? NULL : r;
-}
+/* One MULTI/EXEC per account: HGETALL a, HVALS of each queried set, LRANGE h. */
+#define READ_FIXED 4 /* MULTI, HGETALL, LRANGE, EXEC */
 
-static int64_t rf_i64(const redisReply *hm, int i, int64_t dflt) {
-    int64_t v;
-    const redisReply *r = rf(hm, i);
-    return r != NULL && rep_i64(r, &v) == 0 ? v : dflt;
-}
+typedef struct reads_ctx {
+    cw_account_state_t *a; /* account_id, due_ms, asof_ms set by the caller */
+    size_t per;            /* commands per account */
+} reads_ctx_t;
 
-/* The value part of an attribute "<ts>,<value>"; NULL when absent. */
-static const char *rf_attr(const redisReply *hm, int i, size_t *len) {
-    const redisReply *r = rf(hm, i);
-    const char *comma;
-    if (r == NULL || r->type != REDIS_REPLY_STRING) {
-        return NULL;
-    }
-    comma = memchr(r->str, ',', r->len);
-    if (comma == NULL) {
-        return NULL;
-    }
-    *len = r->len - (size_t)(comma + 1 - r->str);
-    return comma + 1;
-}
-
-/* Fill out from a READ reply {asof, {q...}, {RF...}, score_7d}. */
-static cw_err_t parse_read(cw_state_t *st, const redisReply *r, const char *id, int64_t due_ms,
-                           cw_account_state_t *out) {
-    const redisReply *q, *hm, *s7;
-    const char *v;
-    size_t len = 0;
-    int64_t asof;
-    if (r->type != REDIS_REPLY_ARRAY || r->elements != 4 || rep_i64(r->element[0], &asof) != 0) {
-        CW_LOG(CW_LOG_ERROR, CW_STATE_COMP, "read: malformed reply");
-        return CW_ERROR;
-    }
-    q = r->element[1];
-    hm = r->element[2];
-    s7 = r->element[3];
-    if (q->type != REDIS_REPLY_ARRAY || q->elements != (size_t)st->layout->n_queries ||
-        hm->type != REDIS_REPLY_ARRAY || hm->elements != CW_RF__COUNT) {
-        CW_LOG(CW_LOG_ERROR, CW_STATE_COMP, "read: malformed reply arrays");
-        return CW_ERROR;
-    }
-    memset(out, 0, sizeof(*out));
-    cw_strlcpy(out->account_id, id, sizeof(out->account_id));
-    out->asof_ms = asof;
-    out->due_ms = due_ms;
-    for (size_t j = 0; j < q->elements; j++) {
-        if (rep_dbl(q->element[j], &out->q[j]) != 0) {
-            return CW_ERROR;
+static int set_is_read(const cw_layout_t *l, int s) {
+    for (int j = 0; j < l->n_queries; j++) {
+        if (l->queries[j].is_set && l->queries[j].index == s) {
+            return 1;
         }
     }
-    out->partition = (int)rf_i64(hm, CW_RF_P, -1);
-    out->arr = -1;
-    if ((v = rf_attr(hm, CW_RF_ARR, &len)) != NULL && parse_dbl(v, len, &out->arr) != 0) {
-        out->arr = -1;
+    return 0;
+}
+
+static cw_err_t build_reads(cw_state_t *st, size_t i, void *vctx) {
+    const reads_ctx_t *ctx = vctx;
+    const char *id = ctx->a[i / ctx->per].account_id;
+    size_t k = i % ctx->per;
+    args_reset(st);
+    if (k == 0) {
+        arg_str(st, "MULTI");
+    } else if (k == 1) {
+        arg_str(st, "HGETALL");
+        arg_key(st, "a", id, NULL);
+    } else if (k == 2) {
+        arg_str(st, "LRANGE");
+        arg_key(st, "h", id, NULL);
+        arg_str(st, "0");
+        arg_str(st, "-1");
+    } else if (k + 1 < ctx->per) {
+        /* the (k - 3)th set that has queries */
+        size_t want = k - 3;
+        for (int s = 0; s < st->layout->n_sets; s++) {
+            if (set_is_read(st->layout, s) && want-- == 0) {
+                char suffix[CW_KEYNAME_MAX + 2];
+                snprintf(suffix, sizeof(suffix), ":%s", st->layout->sets[s].name);
+                arg_str(st, "HVALS");
+                arg_key(st, "s", id, suffix);
+                break;
+            }
+        }
+    } else {
+        arg_str(st, "EXEC");
     }
-    out->seats = -1;
-    if ((v = rf_attr(hm, CW_RF_SEA, &len)) != NULL && parse_i64(v, len, &out->seats) != 0) {
-        out->seats = -1;
+    return args_send(st);
+}
+
+/* Views of an array reply's string elements, appended at st->sv[*used]. */
+static int sv_push(cw_state_t *st, const redisReply *r, size_t *used) {
+    if (r->type != REDIS_REPLY_ARRAY) {
+        return -1;
     }
-    out->renewal_ms = -1;
-    if ((v = rf_attr(hm, CW_RF_REN, &len)) != NULL && parse_i64(v, len, &out->renewal_ms) != 0) {
-        out->renewal_ms = -1;
+    if (grow((void **)&st->sv, &st->sv_cap, *used + r->elements + 1, sizeof(*st->sv)) != 0) {
+        return -1;
     }
-    if ((v = rf_attr(hm, CW_RF_PLN, &len)) != NULL) {
-        size_t n = len < sizeof(out->plan) - 1 ? len : sizeof(out->plan) - 1;
-        memcpy(out->plan, v, n);
-        out->plan[n] = '\0';
+    for (size_t k = 0; k < r->elements; k++) {
+        const redisReply *e = r->element[k];
+        cw_sv_t *v = &st->sv[(*used)++];
+        v->p = e->type == REDIS_REPLY_STRING ? e->str : NULL;
+        v->len = e->type == REDIS_REPLY_STRING ? e->len : 0;
     }
-    out->first_ms = rf_i64(hm, CW_RF_FM, -1);
-    out->first_login_ms = rf_i64(hm, CW_RF_FL, -1);
-    out->last_login_ms = rf_i64(hm, CW_RF_LL, -1);
-    out->last_event_ms = rf_i64(hm, CW_RF_LM, -1);
-    out->cancel_ms = rf_i64(hm, CW_RF_KC, -1);
-    for (int k = 0; k < CW_MAX_KEY_FEATURES; k++) {
-        out->key_feature_first_ms[k] = rf_i64(hm, CW_RF_K0 + k, -1);
+    return 0;
+}
+
+static cw_err_t reply_reads(cw_state_t *st, size_t i, const redisReply *r, void *vctx) {
+    const reads_ctx_t *ctx = vctx;
+    size_t acct = i / ctx->per, k = i % ctx->per;
+    const cw_layout_t *l = st->layout;
+    size_t used = 0, off_hist, off_set[CW_MAX_SETS], n_set[CW_MAX_SETS];
+    const cw_sv_t *sets[CW_MAX_SETS];
+    cw_account_state_t *a = &ctx->a[acct];
+    size_t e = 2; /* EXEC element of the first set */
+    if (k + 1 < ctx->per) {
+        return CW_OK; /* +OK / +QUEUED */
     }
-    if (rf(hm, CW_RF_SC) != NULL && rep_dbl(rf(hm, CW_RF_SC), &out->score) == 0) {
-        out->has_score = 1;
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != ctx->per - 2) {
+        return CW_ERROR; /* nil EXEC (aborted) or a short reply */
     }
-    out->band = (int)rf_i64(hm, CW_RF_BD, 0);
-    out->active_mask = (unsigned)rf_i64(hm, CW_RF_AM, 0);
-    for (int k = 0; k < CW_REASON__COUNT; k++) {
-        out->last_alert_ms[k] = rf_i64(hm, CW_RF_A0 + k, -1);
+    for (size_t x = 0; x < r->elements; x++) {
+        if (r->element[x]->type == REDIS_REPLY_ERROR) {
+            return reply_error(r->element[x], "read");
+        }
     }
-    if (rf(hm, CW_RF_LID) != NULL && rf(hm, CW_RF_LID)->type == REDIS_REPLY_STRING) {
-        const redisReply *l = rf(hm, CW_RF_LID);
-        size_t n =
-            l->len < sizeof(out->last_alert_id) - 1 ? l->len : sizeof(out->last_alert_id) - 1;
-        memcpy(out->last_alert_id, l->str, n);
-        out->last_alert_id[n] = '\0';
+    if (r->element[0]->type != REDIS_REPLY_ARRAY) {
+        return CW_ERROR;
     }
-    if (s7->type != REDIS_REPLY_NIL && rep_dbl(s7, &out->score_7d) == 0) {
-        out->has_score_7d = 1;
+    if (r->element[0]->elements == 0) {
+        st->read_miss[acct] = 1; /* unknown (or expired) account */
+        return CW_OK;
     }
+    if (sv_push(st, r->element[0], &used) != 0) {
+        return CW_ERROR;
+    }
+    off_hist = used;
+    if (sv_push(st, r->element[1], &used) != 0) {
+        return CW_ERROR;
+    }
+    for (int s = 0; s < l->n_sets; s++) {
+        off_set[s] = used;
+        n_set[s] = 0;
+        if (set_is_read(l, s)) {
+            if (sv_push(st, r->element[e++], &used) != 0) {
+                return CW_ERROR;
+            }
+            n_set[s] = used - off_set[s];
+        }
+    }
+    /* st->sv may have moved while growing: take the pointers now */
+    for (int s = 0; s < l->n_sets; s++) {
+        sets[s] = st->sv + off_set[s];
+    }
+    st->read_miss[acct] = 0;
+    cw_view_eval(l, &st->plan, a->asof_ms, st->sv, r->element[0]->elements / 2, sets, n_set,
+                 st->sv + off_hist, r->element[1]->elements, a);
     return CW_OK;
 }
 
-/* KEYS of READ: a, h, wm, sets. */
-static void args_read(cw_state_t *st, const char *id, int64_t asof, int64_t now) {
-    const cw_layout_t *l = st->layout;
-    args_reset(st);
-    arg_evalsha(st, CW_SCRIPT_READ, 3 + l->n_sets);
-    arg_key(st, "a", id, NULL);
-    arg_key(st, "h", id, NULL);
-    arg_key(st, "wm", NULL, NULL);
-    for (int s = 0; s < l->n_sets; s++) {
-        char suffix[CW_KEYNAME_MAX + 2];
-        snprintf(suffix, sizeof(suffix), ":%s", l->sets[s].name);
-        arg_key(st, "s", id, suffix);
+/*
+ * Read a[0..n) as of each a[i].asof_ms (account_id, due_ms, asof_ms set by
+ * the caller) in one pipeline. st->read_miss[i] = 1 marks an account that
+ * does not exist (a[i] is then left as it was).
+ */
+static cw_err_t read_accounts(cw_state_t *st, cw_account_state_t *a, size_t n, const char *what) {
+    reads_ctx_t ctx = {a, READ_FIXED};
+    for (int s = 0; s < st->layout->n_sets; s++) {
+        ctx.per += (size_t)set_is_read(st->layout, s);
     }
-    arg_i64(st, asof);
-    arg_str(st, st->conf->time_mode == CW_TIME_WALL ? "1" : "0");
-    arg_i64(st, now);
+    if (n == 0) {
+        return CW_OK;
+    }
+    if (grow((void **)&st->read_miss, &st->read_miss_cap, n, 1) != 0) {
+        return CW_ERROR;
+    }
+    memset(st->read_miss, 1, n);
+    return pipe_run(st, n * ctx.per, build_reads, reply_reads, &ctx, what);
 }
 
 /* ---- lifecycle ---- */
 
 cw_state_t *cw_state_new(const cw_conf_t *conf, const cw_layout_t *layout, char *errstr,
                          size_t errstr_size) {
-    static const char *const bodies[CW_SCRIPT__COUNT] = {CW_LUA_APPLY, CW_LUA_READ, CW_LUA_COMMIT};
+    static const char *const bodies[CW_SCRIPT__COUNT] = {CW_LUA_COMMIT};
     cw_buf_t prelude = CW_BUF_INIT;
     cw_state_t *st = calloc(1, sizeof(*st));
     if (st == NULL) {
@@ -875,16 +793,19 @@ cw_state_t *cw_state_new(const cw_conf_t *conf, const cw_layout_t *layout, char 
         cw_state_destroy(st);
         return NULL;
     }
-    if (gen_prelude(conf, layout, &prelude, errstr, errstr_size) != 0) {
+    if (cw_view_plan_build(conf, layout, CW_STATE_SLACK_DAYS, &st->plan, errstr, errstr_size) !=
+        0) {
+        cw_state_destroy(st);
+        return NULL;
+    }
+    if (gen_prelude(conf, layout, &st->plan, &prelude) != 0) {
+        snprintf(errstr, errstr_size, "state: out of memory");
         cw_buf_free(&prelude);
         cw_state_destroy(st);
         return NULL;
     }
     for (int s = 0; s < CW_SCRIPT__COUNT; s++) {
         cw_buf_append(&st->src[s], prelude.data, prelude.len);
-        if (s != CW_SCRIPT_COMMIT) {
-            cw_buf_puts(&st->src[s], CW_LUA_COMMON);
-        }
         cw_buf_puts(&st->src[s], bodies[s]);
         if (st->src[s].oom) {
             snprintf(errstr, errstr_size, "state: out of memory");
@@ -930,6 +851,15 @@ void cw_state_destroy(cw_state_t *st) {
     free(st->arg_len);
     free(st->argv);
     free(st->pend);
+    free(st->sv);
+    free(st->read_miss);
+    free(st->ap_grp);
+    free(st->ap_mem);
+    free(st->ap_cnt);
+    free(st->ap_del);
+    free(st->ap_cmd);
+    cw_buf_free(&st->ap_vbuf);
+    cw_buf_free(&st->ap_dbuf);
     free(st);
 }
 
@@ -971,6 +901,9 @@ cw_err_t cw_state_batch_add(cw_state_t *st, int partition, int64_t offset, const
     size_t idx;
     int32_t g = -1;
     cw_bev_t *be;
+    if (partition < 0 || partition >= CW_STATE_MAX_PARTITIONS) {
+        return CW_ERROR;
+    }
     if (st->n_evs == st->cap_evs) {
         size_t ncap = st->cap_evs * 2 < st->max_evs ? st->cap_evs * 2 : st->max_evs;
         cw_bev_t *ne;
@@ -1025,122 +958,946 @@ cw_err_t cw_state_batch_add(cw_state_t *st, int partition, int64_t offset, const
     return CW_OK;
 }
 
-typedef struct exec_ctx {
-    int64_t now;
-} exec_ctx_t;
+/* ---- apply: WATCH and read, compute in C, MULTI ... EXEC ----
+ *
+ * One batch is one optimistic transaction over the touched accounts.
+ * Phase 1 WATCHes each account's hash and set keys and reads what the
+ * update needs: HMGET of its facts, attributes, prune marks and the last
+ * offset applied from this partition; HMGET of the set members its events
+ * mark; ZSCORE of its timer. Phase 2, only for accounts crossing a prune
+ * point, reads the whole set (HGETALL) or the field names (HKEYS) to delete.
+ * Phase 3 writes everything in one MULTI/EXEC; if a watched key changed
+ * meanwhile (a second consumer of the partition during a rebalance) EXEC
+ * aborts and the batch is recomputed. Events at or below the account's last
+ * applied offset of their partition are skipped, so re-running a batch
+ * whose EXEC reply was lost changes nothing.
+ *
+ * The arithmetic and the stored formats are those documented in
+ * cw_state_lua.h (it was a Lua script: ~180 us of Redis CPU per account;
+ * bench/README.md has the figures). Nothing is allocated per event: the
+ * scratch arrays below grow to the largest batch and are reused.
+ */
 
-/* APPLY for group i: see CW_LUA_APPLY for the argument layout. */
-static cw_err_t build_apply(cw_state_t *st, size_t i, void *vctx) {
-    const exec_ctx_t *ctx = vctx;
-    const cw_layout_t *l = st->layout;
-    const cw_group_t *g = &st->groups[i];
-    const char *id = st->evs[g->head].ev.account_id;
-    cw_event_ops_t ops;
-    args_reset(st);
-    arg_evalsha(st, CW_SCRIPT_APPLY, 6 + l->n_sets);
-    arg_key(st, "a", id, NULL);
-    arg_key(st, "h", id, NULL);
-    arg_pkey(st, "due", g->partition);
-    arg_key(st, "wm", NULL, NULL);
-    arg_key(st, "accounts", NULL, NULL);
-    arg_key(st, "snap", id, NULL);
-    for (int s = 0; s < l->n_sets; s++) {
-        char suffix[CW_KEYNAME_MAX + 2];
-        snprintf(suffix, sizeof(suffix), ":%s", l->sets[s].name);
-        arg_key(st, "s", id, suffix);
+#define AP_NONE INT64_MIN
+#define AP_NF 13 /* facts */
+static const char *const ap_fact[AP_NF] = {"fm", "lm", "fl", "ll", "kc", "k0", "k1",
+                                           "k2", "k3", "k4", "k5", "k6", "k7"};
+enum { AP_FM = 0, AP_LM, AP_FL, AP_LL, AP_KC, AP_K0 };
+static const char *const ap_attr[4] = {"arr", "sea", "pln", "ren"};
+#define AP_PRUNE_SCAN_DAYS 400 /* a counter gap wider than this is pruned via HKEYS */
+
+/* What one command of a phase is for. */
+enum {
+    AP_WATCH,
+    AP_HMGET_A,
+    AP_HMGET_S,
+    AP_ZSCORE,
+    AP_HKEYS,
+    AP_HGETALL_S,
+    AP_MULTI,
+    AP_HINCRBY,
+    AP_HDEL_A,
+    AP_HSET_S,
+    AP_HDEL_S,
+    AP_HSET_A,
+    AP_EXPIRE,
+    AP_SADD,
+    AP_ZADD,
+    AP_WMAX,
+    AP_EXEC
+};
+
+typedef struct ap_cmd {
+    uint32_t grp; /* group (or partition for AP_WMAX) */
+    int16_t kind;
+    int16_t sub; /* set index, counter entry, expire key, ... */
+} ap_cmd_t;
+
+/* One (set, member) a group's events mark. */
+typedef struct ap_mem {
+    const char *member; /* in the batch's event copy */
+    int set;
+    int touched; /* marked by an event within the set's retention */
+    int64_t L, M;
+} ap_mem_t;
+
+/* One coalesced counter increment. */
+typedef struct ap_cnt {
+    int c;
+    int64_t day, amount;
+} ap_cnt_t;
+
+/* One field (set < 0: of the account hash) or set member to delete. */
+typedef struct ap_del {
+    uint32_t grp;
+    int set;
+    uint32_t off, len; /* in st->ap_dbuf */
+} ap_del_t;
+
+typedef struct ap_grp {
+    int64_t f[AP_NF];
+    unsigned fch; /* facts changed */
+    int64_t at[4];
+    uint32_t av_off[4], av_len[4]; /* attribute values, in st->ap_vbuf */
+    unsigned ach;                  /* attributes changed */
+    int32_t mc[CW_MAX_COUNTERS];   /* m:<counter> read; INT32_MIN none */
+    int32_t mc_new[CW_MAX_COUNTERS];
+    uint32_t mch; /* m:<counter> changed */
+    int32_t ms[CW_MAX_SETS];
+    unsigned sprune; /* sets pruned now (m:<set> = cur) */
+    int need_keys;
+    int64_t last, due, cur, wmin, wmax;
+    int is_new, applied;
+    uint32_t mem0, n_mem, cnt0, n_cnt, del0, n_del;
+} ap_grp_t;
+
+#define AP_I32_NONE INT32_MIN
+
+static int64_t ap_day(int64_t ms) {
+    return cw_time_day(ms);
+}
+
+/* Format v into tmp ("%lld"); returns the length. */
+static int ap_fmt(char *tmp, size_t size, int64_t v) {
+    return snprintf(tmp, size, "%" PRId64, v);
+}
+
+static void ap_arg_field(cw_state_t *st, int64_t day, const char *name) {
+    char tmp[32];
+    int n = ap_fmt(tmp, sizeof(tmp), day);
+    arg_begin(st);
+    arg_piece(st, tmp, (size_t)n);
+    arg_piece(st, ":", 1);
+    arg_piece(st, name, strlen(name));
+    arg_end(st);
+}
+
+static void ap_arg_set_key(cw_state_t *st, const char *id, int s) {
+    char suffix[CW_KEYNAME_MAX + 2];
+    snprintf(suffix, sizeof(suffix), ":%s", st->layout->sets[s].name);
+    arg_key(st, "s", id, suffix);
+}
+
+static const char *ap_id(const cw_state_t *st, size_t g) {
+    return st->evs[st->groups[g].head].ev.account_id;
+}
+
+static int ap_cmd_push(cw_state_t *st, uint32_t grp, int kind, int sub) {
+    if (grow((void **)&st->ap_cmd, &st->ap_cmd_cap, st->ap_n_cmd + 1, sizeof(*st->ap_cmd)) != 0) {
+        return -1;
     }
-    arg_i64(st, ctx->now);
-    arg_str(st, st->conf->time_mode == CW_TIME_WALL ? "1" : "0");
-    arg_i64(st, g->partition);
-    arg_str(st, id);
-    arg_i64(st, g->n);
-    for (int32_t e = g->head; e >= 0; e = st->evs[e].next) {
-        const cw_event_t *ev = &st->evs[e].ev;
-        int known = (int)ev->type >= 0 && ev->type < CW_EV__COUNT;
-        int fl = known ? CW_FL_ACTIVITY : 0;
-        int ns = 0;
-        fl |= ev->type == CW_EV_LOGIN ? CW_FL_LOGIN : 0;
-        fl |= ev->type == CW_EV_ACCOUNT ? CW_FL_ACCOUNT : 0;
-        fl |= ev->type == CW_EV_CANCELLATION ? CW_FL_CANCEL : 0;
-        if (known) {
-            cw_layout_event_ops(l, &st->conf->model, ev, &ops);
+    st->ap_cmd[st->ap_n_cmd].grp = grp;
+    st->ap_cmd[st->ap_n_cmd].kind = (int16_t)kind;
+    st->ap_cmd[st->ap_n_cmd].sub = (int16_t)sub;
+    st->ap_n_cmd++;
+    return 0;
+}
+
+static int ap_del_push(cw_state_t *st, uint32_t grp, int set, const char *p, size_t len) {
+    ap_del_t *d;
+    if (grow((void **)&st->ap_del, &st->ap_del_cap, st->ap_n_del + 1, sizeof(*st->ap_del)) != 0) {
+        return -1;
+    }
+    d = &st->ap_del[st->ap_n_del++];
+    d->grp = grp;
+    d->set = set;
+    d->off = (uint32_t)st->ap_dbuf.len;
+    d->len = (uint32_t)len;
+    cw_buf_append(&st->ap_dbuf, p, len);
+    return st->ap_dbuf.oom ? -1 : 0;
+}
+
+/* The group's member entry for (set, member), added when absent; NULL on OOM. */
+static ap_mem_t *ap_mem_find(cw_state_t *st, ap_grp_t *g, int set, const char *member, int add) {
+    for (uint32_t k = 0; k < g->n_mem; k++) {
+        ap_mem_t *m = &st->ap_mem[g->mem0 + k];
+        if (m->set == set && strcmp(m->member, member) == 0) {
+            return m;
+        }
+    }
+    if (!add ||
+        grow((void **)&st->ap_mem, &st->ap_mem_cap, st->ap_n_mem + 1, sizeof(*st->ap_mem)) != 0) {
+        return NULL;
+    }
+    /* a group's entries are contiguous: groups are filled one at a time */
+    st->ap_mem[st->ap_n_mem].member = member;
+    st->ap_mem[st->ap_n_mem].set = set;
+    st->ap_mem[st->ap_n_mem].touched = 0;
+    st->ap_mem[st->ap_n_mem].L = AP_NONE;
+    st->ap_mem[st->ap_n_mem].M = AP_NONE;
+    st->ap_n_mem++;
+    g->n_mem++;
+    return &st->ap_mem[st->ap_n_mem - 1];
+}
+
+/* The member of set op k of an event ("" when the event has none). */
+static const char *ap_member(const cw_layout_t *l, const cw_event_t *ev, int set) {
+    return l->sets[set].of_users ? ev->user_id : ev->feature;
+}
+
+static int ap_known(const cw_event_t *ev) {
+    return (int)ev->type >= 0 && ev->type < CW_EV__COUNT;
+}
+
+static void ap_event_ops(const cw_state_t *st, const cw_event_t *ev, cw_event_ops_t *ops) {
+    if (ap_known(ev)) {
+        cw_layout_event_ops(st->layout, &st->conf->model, ev, ops);
+    } else {
+        ops->n_counters = 0;
+        ops->n_sets = 0;
+        ops->key_feature = -1;
+    }
+}
+
+/* Phase 1 plan: the reads of every group, and its member entries. */
+static int ap_plan_reads(cw_state_t *st) {
+    const cw_layout_t *l = st->layout;
+    cw_event_ops_t ops;
+    st->ap_n_cmd = 0;
+    st->ap_n_mem = 0;
+    for (size_t gi = 0; gi < st->n_groups; gi++) {
+        ap_grp_t *g = &st->ap_grp[gi];
+        unsigned sets_used = 0;
+        memset(g, 0, sizeof(*g));
+        g->mem0 = (uint32_t)st->ap_n_mem;
+        for (int32_t e = st->groups[gi].head; e >= 0; e = st->evs[e].next) {
+            const cw_event_t *ev = &st->evs[e].ev;
+            ap_event_ops(st, ev, &ops);
+            for (int k = 0; k < ops.n_sets; k++) {
+                const char *mem = ap_member(l, ev, ops.set[k]);
+                if (mem[0] != '\0') {
+                    if (ap_mem_find(st, g, ops.set[k], mem, 1) == NULL) {
+                        return -1;
+                    }
+                    sets_used |= 1u << ops.set[k];
+                }
+            }
+        }
+        if (ap_cmd_push(st, (uint32_t)gi, AP_WATCH, 0) ||
+            ap_cmd_push(st, (uint32_t)gi, AP_HMGET_A, 0)) {
+            return -1;
+        }
+        for (int s = 0; s < l->n_sets; s++) {
+            if ((sets_used & (1u << s)) && ap_cmd_push(st, (uint32_t)gi, AP_HMGET_S, s)) {
+                return -1;
+            }
+        }
+        if (ap_cmd_push(st, (uint32_t)gi, AP_ZSCORE, 0)) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static cw_err_t ap_build(cw_state_t *st, size_t i, void *vctx) {
+    const ap_cmd_t *c = &st->ap_cmd[i];
+    const cw_layout_t *l = st->layout;
+    /* grp is a group index, except for AP_WMAX (a partition) and
+     * AP_MULTI/AP_EXEC (unused) */
+    int per_group = c->kind != AP_WMAX && c->kind != AP_MULTI && c->kind != AP_EXEC;
+    const ap_grp_t *g = per_group ? &st->ap_grp[c->grp] : NULL;
+    const char *id = per_group ? ap_id(st, c->grp) : "";
+    int p = per_group ? st->groups[c->grp].partition : (int)c->grp;
+    char tmp[64];
+    int n;
+    (void)vctx;
+    args_reset(st);
+    switch (c->kind) {
+    case AP_WATCH:
+        arg_str(st, "WATCH");
+        arg_key(st, "a", id, NULL);
+        for (int s = 0; s < l->n_sets; s++) {
+            ap_arg_set_key(st, id, s);
+        }
+        break;
+    case AP_HMGET_A:
+        arg_str(st, "HMGET");
+        arg_key(st, "a", id, NULL);
+        for (int k = 0; k < AP_NF; k++) {
+            arg_str(st, ap_fact[k]);
+        }
+        for (int k = 0; k < 4; k++) {
+            arg_str(st, ap_attr[k]);
+        }
+        for (int k = 0; k < l->n_counters; k++) {
+            arg_begin(st);
+            arg_piece(st, "m:", 2);
+            arg_piece(st, l->counters[k].name, strlen(l->counters[k].name));
+            arg_end(st);
+        }
+        for (int s = 0; s < l->n_sets; s++) {
+            arg_begin(st);
+            arg_piece(st, "m:", 2);
+            arg_piece(st, l->sets[s].name, strlen(l->sets[s].name));
+            arg_end(st);
+        }
+        n = snprintf(tmp, sizeof(tmp), "o:%d", p);
+        arg_mem(st, tmp, (size_t)n);
+        break;
+    case AP_HMGET_S:
+        arg_str(st, "HMGET");
+        ap_arg_set_key(st, id, c->sub);
+        for (uint32_t k = 0; k < g->n_mem; k++) {
+            const ap_mem_t *m = &st->ap_mem[g->mem0 + k];
+            if (m->set == c->sub) {
+                arg_str(st, m->member);
+            }
+        }
+        break;
+    case AP_ZSCORE:
+        arg_str(st, "ZSCORE");
+        arg_pkey(st, "due", p);
+        arg_str(st, id);
+        break;
+    case AP_HKEYS:
+        arg_str(st, "HKEYS");
+        arg_key(st, "a", id, NULL);
+        break;
+    case AP_HGETALL_S:
+        arg_str(st, "HGETALL");
+        ap_arg_set_key(st, id, c->sub);
+        break;
+    case AP_MULTI:
+        arg_str(st, "MULTI");
+        break;
+    case AP_EXEC:
+        arg_str(st, "EXEC");
+        break;
+    case AP_HINCRBY: {
+        const ap_cnt_t *e = &st->ap_cnt[g->cnt0 + (uint32_t)c->sub];
+        arg_str(st, "HINCRBY");
+        arg_key(st, "a", id, NULL);
+        ap_arg_field(st, e->day, l->counters[e->c].name);
+        arg_i64(st, e->amount);
+        break;
+    }
+    case AP_HDEL_A:
+    case AP_HDEL_S:
+        arg_str(st, "HDEL");
+        if (c->kind == AP_HDEL_A) {
+            arg_key(st, "a", id, NULL);
         } else {
-            ops.n_counters = 0;
-            ops.n_sets = 0;
-            ops.key_feature = -1;
+            ap_arg_set_key(st, id, c->sub);
         }
-        arg_i64(st, st->evs[e].offset);
-        arg_i64(st, ev->ts_ms);
-        arg_i64(st, fl);
-        arg_i64(st, ops.key_feature);
-        arg_i64(st, ops.n_counters);
-        for (int k = 0; k < ops.n_counters; k++) {
-            arg_i64(st, ops.counter[k]);
-            arg_i64(st, ops.amount[k]);
-        }
-        for (int k = 0; k < ops.n_sets; k++) {
-            const cw_set_def_t *sd = &l->sets[ops.set[k]];
-            ns += (sd->of_users ? ev->user_id : ev->feature)[0] != '\0';
-        }
-        arg_i64(st, ns);
-        for (int k = 0; k < ops.n_sets; k++) {
-            const cw_set_def_t *sd = &l->sets[ops.set[k]];
-            const char *member = sd->of_users ? ev->user_id : ev->feature;
-            if (member[0] != '\0') {
-                arg_i64(st, ops.set[k]);
-                arg_str(st, member);
+        for (uint32_t k = 0; k < g->n_del; k++) {
+            const ap_del_t *d = &st->ap_del[g->del0 + k];
+            if (d->set == (c->kind == AP_HDEL_A ? -1 : c->sub)) {
+                arg_mem(st, st->ap_dbuf.data + d->off, d->len);
             }
         }
-        if (fl & CW_FL_ACCOUNT) {
-            if (ev->arr >= 0) {
-                arg_dbl(st, ev->arr);
-            } else {
-                arg_str(st, "");
-            }
-            if (ev->seats >= 0) {
-                arg_i64(st, ev->seats);
-            } else {
-                arg_str(st, "");
-            }
-            arg_str(st, ev->plan);
-            if (ev->renewal_ms >= 0) {
-                arg_i64(st, ev->renewal_ms);
-            } else {
-                arg_str(st, "");
+        break;
+    case AP_HSET_S:
+        arg_str(st, "HSET");
+        ap_arg_set_key(st, id, c->sub);
+        for (uint32_t k = 0; k < g->n_mem; k++) {
+            const ap_mem_t *m = &st->ap_mem[g->mem0 + k];
+            if (m->set == c->sub && m->touched) {
+                arg_str(st, m->member);
+                n = snprintf(tmp, sizeof(tmp), "%" PRId64 ",%" PRId64, m->L, m->M);
+                arg_mem(st, tmp, (size_t)n);
             }
         }
+        break;
+    case AP_HSET_A:
+        arg_str(st, "HSET");
+        arg_key(st, "a", id, NULL);
+        arg_str(st, "p");
+        arg_i64(st, p);
+        n = snprintf(tmp, sizeof(tmp), "o:%d", p);
+        arg_mem(st, tmp, (size_t)n);
+        arg_i64(st, g->last);
+        for (int k = 0; k < AP_NF; k++) {
+            if (g->fch & (1u << k)) {
+                arg_str(st, ap_fact[k]);
+                arg_i64(st, g->f[k]);
+            }
+        }
+        for (int k = 0; k < 4; k++) {
+            if (g->ach & (1u << k)) {
+                arg_str(st, ap_attr[k]);
+                n = ap_fmt(tmp, sizeof(tmp), g->at[k]);
+                arg_begin(st);
+                arg_piece(st, tmp, (size_t)n);
+                arg_piece(st, ",", 1);
+                arg_piece(st, st->ap_vbuf.data + g->av_off[k], g->av_len[k]);
+                arg_end(st);
+            }
+        }
+        for (int k = 0; k < l->n_counters; k++) {
+            if (g->mch & (1u << k)) {
+                arg_begin(st);
+                arg_piece(st, "m:", 2);
+                arg_piece(st, l->counters[k].name, strlen(l->counters[k].name));
+                arg_end(st);
+                arg_i64(st, g->mc_new[k]);
+            }
+        }
+        for (int s = 0; s < l->n_sets; s++) {
+            if (g->sprune & (1u << s)) {
+                arg_begin(st);
+                arg_piece(st, "m:", 2);
+                arg_piece(st, l->sets[s].name, strlen(l->sets[s].name));
+                arg_end(st);
+                arg_i64(st, g->cur);
+            }
+        }
+        break;
+    case AP_EXPIRE:
+        arg_str(st, "EXPIRE");
+        if (c->sub == -1) {
+            arg_key(st, "a", id, NULL);
+        } else if (c->sub == -2) {
+            arg_key(st, "h", id, NULL);
+        } else if (c->sub == -3) {
+            arg_key(st, "snap", id, NULL);
+        } else {
+            ap_arg_set_key(st, id, c->sub);
+        }
+        arg_i64(st, (int64_t)(st->plan.max_retention + 2) * 86400);
+        break;
+    case AP_SADD:
+        arg_str(st, "SADD");
+        arg_key(st, "accounts", NULL, NULL);
+        arg_str(st, id);
+        break;
+    case AP_ZADD:
+        arg_str(st, "ZADD");
+        arg_pkey(st, "due", p);
+        arg_str(st, "LT");
+        arg_i64(st, st->conf->time_mode == CW_TIME_WALL
+                        ? st->ap_now
+                        : (ap_day(g->wmin) + 1) * CW_MS_PER_DAY - 1);
+        arg_str(st, id);
+        break;
+    case AP_WMAX:
+        /* EVAL, not EVALSHA: inside MULTI a NOSCRIPT would fail alone */
+        arg_str(st, "EVAL");
+        arg_str(st, CW_LUA_WMAX);
+        arg_str(st, "1");
+        arg_key(st, "wm", NULL, NULL);
+        arg_i64(st, p);
+        arg_i64(st, st->ap_wmax[p]);
+        break;
+    default:
+        return CW_ERROR;
     }
     return args_send(st);
 }
 
-static cw_err_t reply_apply(cw_state_t *st, size_t i, const redisReply *r, void *ctx) {
-    const cw_group_t *g = &st->groups[i];
-    int64_t dups;
-    cw_err_t err;
-    (void)ctx;
-    int64_t dm = -1;
-    if (r->type != REDIS_REPLY_ARRAY || r->elements != 3 || rep_i64(r->element[0], &dups) != 0 ||
-        r->element[1]->type != REDIS_REPLY_ARRAY || rep_i64(r->element[2], &dm) != 0) {
-        CW_LOG(CW_LOG_ERROR, CW_STATE_COMP, "apply: malformed reply");
+/* "<a>,<b>" with both integers; -1 otherwise. */
+static int ap_pair(const redisReply *r, int64_t *a, int64_t *b) {
+    const char *comma;
+    if (r->type != REDIS_REPLY_STRING || (comma = memchr(r->str, ',', r->len)) == NULL) {
+        return -1;
+    }
+    if (cw_sv_i64((cw_sv_t){r->str, (size_t)(comma - r->str)}, a) != 0 ||
+        cw_sv_i64((cw_sv_t){comma + 1, r->len - (size_t)(comma + 1 - r->str)}, b) != 0) {
+        return -1;
+    }
+    return 0;
+}
+
+static int64_t ap_rep_i64(const redisReply *r) {
+    int64_t v;
+    return r->type == REDIS_REPLY_STRING && cw_sv_i64((cw_sv_t){r->str, r->len}, &v) == 0 ? v
+                                                                                          : AP_NONE;
+}
+
+static int32_t ap_rep_day(const redisReply *r) {
+    int64_t v = ap_rep_i64(r);
+    return v == AP_NONE || v < INT32_MIN + 1 || v > INT32_MAX ? AP_I32_NONE : (int32_t)v;
+}
+
+static cw_err_t ap_reply_reads(cw_state_t *st, size_t i, const redisReply *r, void *vctx) {
+    const ap_cmd_t *c = &st->ap_cmd[i];
+    const cw_layout_t *l = st->layout;
+    ap_grp_t *g = &st->ap_grp[c->grp];
+    size_t want;
+    (void)vctx;
+    switch (c->kind) {
+    case AP_WATCH:
+        return r->type == REDIS_REPLY_STATUS ? CW_OK : CW_ERROR;
+    case AP_HMGET_A:
+        want = AP_NF + 4 + (size_t)l->n_counters + (size_t)l->n_sets + 1;
+        if (r->type != REDIS_REPLY_ARRAY || r->elements != want) {
+            return CW_ERROR;
+        }
+        for (int k = 0; k < AP_NF; k++) {
+            g->f[k] = ap_rep_i64(r->element[k]);
+        }
+        for (int k = 0; k < 4; k++) {
+            const redisReply *v = r->element[AP_NF + k];
+            const char *comma = v->type == REDIS_REPLY_STRING ? memchr(v->str, ',', v->len) : NULL;
+            g->at[k] = AP_NONE;
+            if (comma != NULL &&
+                cw_sv_i64((cw_sv_t){v->str, (size_t)(comma - v->str)}, &g->at[k]) == 0) {
+                g->av_off[k] = (uint32_t)st->ap_vbuf.len;
+                g->av_len[k] = (uint32_t)(v->len - (size_t)(comma + 1 - v->str));
+                cw_buf_append(&st->ap_vbuf, comma + 1, g->av_len[k]);
+            } else {
+                g->at[k] = AP_NONE;
+            }
+        }
+        for (int k = 0; k < l->n_counters; k++) {
+            g->mc[k] = ap_rep_day(r->element[AP_NF + 4 + k]);
+        }
+        for (int s = 0; s < l->n_sets; s++) {
+            g->ms[s] = ap_rep_day(r->element[AP_NF + 4 + l->n_counters + s]);
+        }
+        g->last = ap_rep_i64(r->element[want - 1]);
+        if (g->last == AP_NONE) {
+            g->last = -1;
+        }
+        return st->ap_vbuf.oom ? CW_ERROR : CW_OK;
+    case AP_HMGET_S: {
+        size_t e = 0;
+        if (r->type != REDIS_REPLY_ARRAY) {
+            return CW_ERROR;
+        }
+        for (uint32_t k = 0; k < g->n_mem; k++) {
+            ap_mem_t *m = &st->ap_mem[g->mem0 + k];
+            if (m->set != c->sub) {
+                continue;
+            }
+            if (e >= r->elements) {
+                return CW_ERROR;
+            }
+            if (ap_pair(r->element[e++], &m->L, &m->M) != 0 || m->M < 0) {
+                m->L = AP_NONE;
+                m->M = AP_NONE;
+            }
+        }
+        return e == r->elements ? CW_OK : CW_ERROR;
+    }
+    case AP_ZSCORE: {
+        double d;
+        g->due = AP_NONE;
+        if (r->type == REDIS_REPLY_STRING && cw_sv_dbl((cw_sv_t){r->str, r->len}, &d) == 0) {
+            g->due = (int64_t)d;
+        } else if (r->type != REDIS_REPLY_NIL) {
+            return CW_ERROR;
+        }
+        return CW_OK;
+    }
+    default:
         return CW_ERROR;
     }
-    st->duplicates += (uint64_t)dups;
-    err = parse_read(st, r->element[1], st->evs[g->head].ev.account_id, -1, &st->exec_out[i]);
-    if (err == CW_OK) {
-        /* the account's due score after APPLY: its dirty mark (the as-of
-         * time), or an earlier day-end timer that the mark must not postpone
-         * (ZADD LT); COMMIT replaces it only if it is still this value */
-        st->exec_out[i].due_ms = dm == st->exec_out[i].asof_ms ? dm : -1;
-        if (st->exec_out[i].partition < 0) {
-            st->exec_out[i].partition = g->partition;
+}
+
+/* Phase 1 compute for group gi: skip redeliveries, update facts and
+ * attributes, coalesce counters, mark set masks, find what to prune. */
+static int ap_compute(cw_state_t *st, size_t gi, int64_t now) {
+    const cw_layout_t *l = st->layout;
+    const cw_view_plan_t *pl = &st->plan;
+    ap_grp_t *g = &st->ap_grp[gi];
+    int64_t mind[CW_MAX_COUNTERS];
+    cw_event_ops_t ops;
+    char tmp[40];
+    for (int c = 0; c < l->n_counters; c++) {
+        mind[c] = AP_NONE;
+        g->mc_new[c] = g->mc[c];
+    }
+    g->wmin = g->wmax = AP_NONE;
+    g->is_new = g->f[AP_FM] == AP_NONE;
+    /* redeliveries: at or below the last offset applied from this partition */
+    for (int32_t e = st->groups[gi].head; e >= 0; e = st->evs[e].next) {
+        cw_bev_t *b = &st->evs[e];
+        const cw_event_t *ev = &b->ev;
+        int fl;
+        if (b->offset <= g->last) {
+            b->skip = 1;
+            st->duplicates++;
+            continue;
+        }
+        b->skip = 0;
+        g->last = b->offset;
+        g->applied++;
+        g->wmax = g->wmax == AP_NONE || ev->ts_ms > g->wmax ? ev->ts_ms : g->wmax;
+        g->wmin = g->wmin == AP_NONE || ev->ts_ms < g->wmin ? ev->ts_ms : g->wmin;
+        fl = ap_known(ev);
+#define AP_LO(k, v)                                                                                \
+    if (g->f[k] == AP_NONE || (v) < g->f[k]) {                                                     \
+        g->f[k] = (v);                                                                             \
+        g->fch |= 1u << (k);                                                                       \
+    }
+#define AP_HI(k, v)                                                                                \
+    if (g->f[k] == AP_NONE || (v) > g->f[k]) {                                                     \
+        g->f[k] = (v);                                                                             \
+        g->fch |= 1u << (k);                                                                       \
+    }
+        if (fl) {
+            AP_LO(AP_FM, ev->ts_ms);
+            AP_HI(AP_LM, ev->ts_ms);
+        }
+        if (ev->type == CW_EV_LOGIN) {
+            AP_LO(AP_FL, ev->ts_ms);
+            AP_HI(AP_LL, ev->ts_ms);
+        }
+        if (ev->type == CW_EV_CANCELLATION) {
+            AP_HI(AP_KC, ev->ts_ms);
+        }
+        if (fl) {
+            cw_layout_event_ops(l, &st->conf->model, ev, &ops);
+            if (ops.key_feature >= 0 && ops.key_feature < CW_MAX_KEY_FEATURES) {
+                AP_LO(AP_K0 + ops.key_feature, ev->ts_ms);
+            }
+        }
+#undef AP_LO
+#undef AP_HI
+        if (ev->type == CW_EV_ACCOUNT) {
+            /* arr, seats, plan, renewal: the value of the latest event time */
+            for (int k = 0; k < 4; k++) {
+                int n = 0;
+                if (k == 0 && ev->arr >= 0) {
+                    n = snprintf(tmp, sizeof(tmp), "%.17g", ev->arr);
+                } else if (k == 1 && ev->seats >= 0) {
+                    n = ap_fmt(tmp, sizeof(tmp), ev->seats);
+                } else if (k == 3 && ev->renewal_ms >= 0) {
+                    n = ap_fmt(tmp, sizeof(tmp), ev->renewal_ms);
+                }
+                if ((k == 2 ? ev->plan[0] == '\0' : n == 0) ||
+                    (g->at[k] != AP_NONE && ev->ts_ms < g->at[k])) {
+                    continue;
+                }
+                g->at[k] = ev->ts_ms;
+                g->av_off[k] = (uint32_t)st->ap_vbuf.len;
+                g->av_len[k] = (uint32_t)(k == 2 ? strlen(ev->plan) : (size_t)n);
+                cw_buf_append(&st->ap_vbuf, k == 2 ? ev->plan : tmp, g->av_len[k]);
+                g->ach |= 1u << k;
+            }
         }
     }
-    return err;
+    if (g->applied == 0) {
+        return 0;
+    }
+    g->cur = st->conf->time_mode == CW_TIME_WALL
+                 ? ap_day(now)
+                 : ap_day(g->f[AP_LM] != AP_NONE ? g->f[AP_LM] : g->wmax);
+    /* counters (coalesced per day and counter) and set masks, in event order */
+    g->cnt0 = (uint32_t)st->ap_n_cnt;
+    for (int32_t e = st->groups[gi].head; e >= 0; e = st->evs[e].next) {
+        const cw_event_t *ev = &st->evs[e].ev;
+        int64_t d = ap_day(ev->ts_ms);
+        if (st->evs[e].skip || !ap_known(ev)) {
+            continue;
+        }
+        cw_layout_event_ops(l, &st->conf->model, ev, &ops);
+        for (int k = 0; k < ops.n_counters; k++) {
+            int c = ops.counter[k];
+            uint32_t x;
+            if (d < g->cur - pl->cr[c]) {
+                continue; /* already out of the counter's retention */
+            }
+            for (x = 0; x < g->n_cnt; x++) {
+                ap_cnt_t *ce = &st->ap_cnt[g->cnt0 + x];
+                if (ce->c == c && ce->day == d) {
+                    ce->amount += ops.amount[k];
+                    break;
+                }
+            }
+            if (x == g->n_cnt) {
+                if (grow((void **)&st->ap_cnt, &st->ap_cnt_cap, st->ap_n_cnt + 1,
+                         sizeof(*st->ap_cnt)) != 0) {
+                    return -1;
+                }
+                st->ap_cnt[st->ap_n_cnt].c = c;
+                st->ap_cnt[st->ap_n_cnt].day = d;
+                st->ap_cnt[st->ap_n_cnt].amount = ops.amount[k];
+                st->ap_n_cnt++;
+                g->n_cnt++;
+            }
+            mind[c] = mind[c] == AP_NONE || d < mind[c] ? d : mind[c];
+        }
+        for (int k = 0; k < ops.n_sets; k++) {
+            int s = ops.set[k];
+            const char *mem = ap_member(l, ev, s);
+            ap_mem_t *m;
+            if (mem[0] == '\0' || d < g->cur - pl->sr[s] ||
+                (m = ap_mem_find(st, g, s, mem, 0)) == NULL) {
+                continue;
+            }
+            m->touched = 1;
+            if (m->L == AP_NONE) {
+                m->L = d;
+                m->M = 1;
+            } else if (d > m->L) {
+                m->M =
+                    d - m->L >= 52
+                        ? 1
+                        : (int64_t)((((uint64_t)m->M << (d - m->L)) & ((UINT64_C(1) << 52) - 1)) +
+                                    1);
+                m->L = d;
+            } else if (m->L - d < 52) {
+                m->M |= (int64_t)(UINT64_C(1) << (m->L - d));
+            }
+        }
+    }
+    /* counter days below the retention: O(days removed) via m:<counter> */
+    g->del0 = (uint32_t)st->ap_n_del;
+    for (int c = 0; c < l->n_counters; c++) {
+        int64_t cut = g->cur - pl->cr[c];
+        int64_t m = g->mc[c] == AP_I32_NONE ? AP_NONE : g->mc[c];
+        int64_t nm = m;
+        if (m != AP_NONE && m < cut) {
+            if (cut - m > AP_PRUNE_SCAN_DAYS) {
+                g->need_keys = 1; /* phase 2 lists the fields */
+            } else {
+                for (int64_t d = m; d < cut; d++) {
+                    char name[CW_KEYNAME_MAX + 24];
+                    int nn = snprintf(name, sizeof(name), "%" PRId64 ":%s", d, l->counters[c].name);
+                    if (ap_del_push(st, (uint32_t)gi, -1, name, (size_t)nn) != 0) {
+                        return -1;
+                    }
+                }
+            }
+            nm = cut;
+        }
+        if (mind[c] != AP_NONE && (nm == AP_NONE || mind[c] < nm)) {
+            nm = mind[c];
+        }
+        if (nm != AP_NONE && nm != m) {
+            g->mc_new[c] = (int32_t)nm;
+            g->mch |= 1u << c;
+        }
+    }
+    /* sets: members out of the retention, once per day per set (phase 2) */
+    for (int s = 0; s < l->n_sets; s++) {
+        int32_t ps = g->ms[s];
+        int touched = 0;
+        for (uint32_t k = 0; k < g->n_mem && !touched; k++) {
+            touched = st->ap_mem[g->mem0 + k].set == s && st->ap_mem[g->mem0 + k].touched;
+        }
+        if ((ps == AP_I32_NONE || ps < g->cur) && (ps != AP_I32_NONE || touched)) {
+            g->sprune |= 1u << s;
+        }
+    }
+    return st->ap_vbuf.oom || st->ap_dbuf.oom ? -1 : 0;
+}
+
+/* Phase 2 replies: the names to delete. */
+static cw_err_t ap_reply_prune(cw_state_t *st, size_t i, const redisReply *r, void *vctx) {
+    const ap_cmd_t *c = &st->ap_cmd[i];
+    const cw_layout_t *l = st->layout;
+    const cw_view_plan_t *pl = &st->plan;
+    ap_grp_t *g = &st->ap_grp[c->grp];
+    (void)vctx;
+    if (r->type != REDIS_REPLY_ARRAY) {
+        return CW_ERROR;
+    }
+    if (c->kind == AP_HKEYS) {
+        /* counter fields below the cut of a counter whose gap was too wide */
+        for (size_t k = 0; k < r->elements; k++) {
+            const redisReply *f = r->element[k];
+            const char *colon;
+            int64_t d;
+            if (f->type != REDIS_REPLY_STRING || (colon = memchr(f->str, ':', f->len)) == NULL ||
+                cw_sv_i64((cw_sv_t){f->str, (size_t)(colon - f->str)}, &d) != 0) {
+                continue;
+            }
+            for (int cc = 0; cc < l->n_counters; cc++) {
+                const char *name = l->counters[cc].name;
+                int64_t m = g->mc[cc] == AP_I32_NONE ? AP_NONE : g->mc[cc];
+                int64_t cut = g->cur - pl->cr[cc];
+                if (m != AP_NONE && cut - m > AP_PRUNE_SCAN_DAYS && d < cut &&
+                    strlen(name) == f->len - (size_t)(colon + 1 - f->str) &&
+                    memcmp(name, colon + 1, strlen(name)) == 0 &&
+                    ap_del_push(st, c->grp, -1, f->str, f->len) != 0) {
+                    return CW_ERROR;
+                }
+            }
+        }
+        return CW_OK;
+    }
+    /* HGETALL of a set: members out of the retention that this batch does
+     * not mark again */
+    if (r->elements % 2 != 0) {
+        return CW_ERROR;
+    }
+    for (size_t k = 0; k < r->elements; k += 2) {
+        const redisReply *mem = r->element[k];
+        int64_t L, M;
+        int keep = 0;
+        if (mem->type != REDIS_REPLY_STRING) {
+            continue;
+        }
+        if (ap_pair(r->element[k + 1], &L, &M) == 0 && M >= 0 && L >= g->cur - pl->sr[c->sub]) {
+            continue;
+        }
+        for (uint32_t x = 0; x < g->n_mem && !keep; x++) {
+            const ap_mem_t *m = &st->ap_mem[g->mem0 + x];
+            keep = m->set == c->sub && m->touched && strlen(m->member) == mem->len &&
+                   memcmp(m->member, mem->str, mem->len) == 0;
+        }
+        if (!keep && ap_del_push(st, c->grp, c->sub, mem->str, mem->len) != 0) {
+            return CW_ERROR;
+        }
+    }
+    return CW_OK;
+}
+
+static cw_err_t ap_reply_writes(cw_state_t *st, size_t i, const redisReply *r, void *vctx) {
+    int *aborted = vctx;
+    if (st->ap_cmd[i].kind != AP_EXEC) {
+        return r->type == REDIS_REPLY_STATUS ? CW_OK : CW_ERROR; /* +OK, +QUEUED */
+    }
+    if (r->type == REDIS_REPLY_NIL) {
+        *aborted = 1; /* a watched key changed */
+        return CW_OK;
+    }
+    if (r->type != REDIS_REPLY_ARRAY) {
+        return CW_ERROR;
+    }
+    for (size_t k = 0; k < r->elements; k++) {
+        if (r->element[k]->type == REDIS_REPLY_ERROR) {
+            return reply_error(r->element[k], "apply");
+        }
+    }
+    return CW_OK;
+}
+
+static int ap_del_cmp(const void *a, const void *b) {
+    const ap_del_t *x = a, *y = b;
+    if (x->grp != y->grp) {
+        return x->grp < y->grp ? -1 : 1;
+    }
+    return x->off < y->off ? -1 : x->off > y->off;
+}
+
+/* Phase 3 plan: MULTI, each group's writes, the watermarks, EXEC. */
+static int ap_plan_writes(cw_state_t *st) {
+    const cw_layout_t *l = st->layout;
+    size_t k = 0;
+    /* deletions of a group contiguous (phase 2 appended more) */
+    if (st->ap_n_del > 1) {
+        qsort(st->ap_del, st->ap_n_del, sizeof(*st->ap_del), ap_del_cmp);
+    }
+    for (size_t gi = 0; gi < st->n_groups; gi++) {
+        st->ap_grp[gi].del0 = (uint32_t)k;
+        st->ap_grp[gi].n_del = 0;
+        while (k < st->ap_n_del && st->ap_del[k].grp == gi) {
+            st->ap_grp[gi].n_del++;
+            k++;
+        }
+    }
+    st->ap_n_cmd = 0;
+    if (ap_cmd_push(st, 0, AP_MULTI, 0)) {
+        return -1;
+    }
+    for (size_t gi = 0; gi < st->n_groups; gi++) {
+        const ap_grp_t *g = &st->ap_grp[gi];
+        uint32_t gg = (uint32_t)gi;
+        unsigned hset = 0, hdel = 0;
+        int hdel_a = 0;
+        if (g->applied == 0) {
+            continue;
+        }
+        for (uint32_t x = 0; x < g->n_cnt; x++) {
+            if (ap_cmd_push(st, gg, AP_HINCRBY, (int)x)) {
+                return -1;
+            }
+        }
+        for (uint32_t x = 0; x < g->n_mem; x++) {
+            hset |= st->ap_mem[g->mem0 + x].touched ? 1u << st->ap_mem[g->mem0 + x].set : 0;
+        }
+        for (uint32_t x = 0; x < g->n_del; x++) {
+            const ap_del_t *d = &st->ap_del[g->del0 + x];
+            hdel_a |= d->set < 0;
+            hdel |= d->set >= 0 ? 1u << d->set : 0;
+        }
+        if (hdel_a && ap_cmd_push(st, gg, AP_HDEL_A, 0)) {
+            return -1;
+        }
+        for (int s = 0; s < l->n_sets; s++) {
+            if (((hset >> s) & 1) && ap_cmd_push(st, gg, AP_HSET_S, s)) {
+                return -1;
+            }
+            if (((hdel >> s) & 1) && ap_cmd_push(st, gg, AP_HDEL_S, s)) {
+                return -1;
+            }
+        }
+        if (ap_cmd_push(st, gg, AP_HSET_A, 0) || ap_cmd_push(st, gg, AP_EXPIRE, -1) ||
+            ap_cmd_push(st, gg, AP_EXPIRE, -2) || ap_cmd_push(st, gg, AP_EXPIRE, -3)) {
+            return -1;
+        }
+        /* a set key untouched for a TTL holds only members past the retention */
+        for (int s = 0; s < l->n_sets; s++) {
+            if (((hset >> s) & 1) && ap_cmd_push(st, gg, AP_EXPIRE, s)) {
+                return -1;
+            }
+        }
+        if ((g->is_new && ap_cmd_push(st, gg, AP_SADD, 0)) || ap_cmd_push(st, gg, AP_ZADD, 0)) {
+            return -1;
+        }
+        {
+            int p = st->groups[gi].partition;
+            if (st->ap_wmax[p] == AP_NONE && ap_cmd_push(st, (uint32_t)p, AP_WMAX, 0)) {
+                return -1;
+            }
+            st->ap_wmax[p] =
+                st->ap_wmax[p] == AP_NONE || g->wmax > st->ap_wmax[p] ? g->wmax : st->ap_wmax[p];
+        }
+    }
+    return ap_cmd_push(st, 0, AP_EXEC, 0);
+}
+
+/* One attempt at the whole batch; *aborted = 1 when EXEC was aborted. */
+static cw_err_t ap_run(cw_state_t *st, int *aborted) {
+    cw_err_t err;
+    size_t n_prune = 0;
+    *aborted = 0;
+    st->ap_n_cnt = 0;
+    st->ap_n_del = 0;
+    cw_buf_reset(&st->ap_vbuf);
+    cw_buf_reset(&st->ap_dbuf);
+    if (grow((void **)&st->ap_grp, &st->ap_grp_cap, st->n_groups, sizeof(*st->ap_grp)) != 0 ||
+        ap_plan_reads(st) != 0) {
+        return CW_ERROR;
+    }
+    err = pipe_run(st, st->ap_n_cmd, ap_build, ap_reply_reads, NULL, "apply read");
+    if (err != CW_OK) {
+        return err;
+    }
+    st->ap_now = cw_time_now_ms();
+    for (size_t gi = 0; gi < st->n_groups; gi++) {
+        if (ap_compute(st, gi, st->ap_now) != 0) {
+            return CW_ERROR;
+        }
+    }
+    /* phase 2: what must be listed before it can be pruned */
+    st->ap_n_cmd = 0;
+    for (size_t gi = 0; gi < st->n_groups; gi++) {
+        const ap_grp_t *g = &st->ap_grp[gi];
+        if (g->applied == 0) {
+            continue;
+        }
+        if (g->need_keys && ap_cmd_push(st, (uint32_t)gi, AP_HKEYS, 0)) {
+            return CW_ERROR;
+        }
+        for (int s = 0; s < st->layout->n_sets; s++) {
+            if (((g->sprune >> s) & 1) && ap_cmd_push(st, (uint32_t)gi, AP_HGETALL_S, s)) {
+                return CW_ERROR;
+            }
+        }
+    }
+    n_prune = st->ap_n_cmd;
+    if (n_prune > 0) {
+        err = pipe_run(st, n_prune, ap_build, ap_reply_prune, NULL, "apply prune");
+        if (err != CW_OK) {
+            return err;
+        }
+    }
+    for (int p = 0; p < CW_STATE_MAX_PARTITIONS; p++) {
+        st->ap_wmax[p] = AP_NONE;
+    }
+    if (ap_plan_writes(st) != 0 || st->ap_vbuf.oom || st->ap_dbuf.oom) {
+        return CW_ERROR;
+    }
+    return pipe_run(st, st->ap_n_cmd, ap_build, ap_reply_writes, aborted, "apply write");
 }
 
 cw_err_t cw_state_batch_exec(cw_state_t *st, cw_account_state_t **out, size_t *n_out) {
-    exec_ctx_t ctx;
     cw_err_t err;
+    int aborted = 0;
     *out = NULL;
     *n_out = 0;
     if (st->n_groups == 0) {
@@ -1153,10 +1910,67 @@ cw_err_t cw_state_batch_exec(cw_state_t *st, cw_account_state_t **out, size_t *n
     if (err != CW_OK) {
         return err;
     }
-    ctx.now = cw_time_now_ms();
-    err = pipe_run(st, st->n_groups, build_apply, reply_apply, &ctx, "apply");
-    if (err != CW_OK) {
-        return err;
+    for (int attempt = 0;; attempt++) {
+        uint64_t dup0 = st->duplicates;
+        err = ap_run(st, &aborted);
+        if (err != CW_OK || aborted) {
+            st->duplicates = dup0; /* counted again by the next attempt */
+            /* a half-done transaction (WATCH, queued commands) must not
+             * leak into the next call on this connection */
+            drop(st, err != CW_OK ? "apply failed" : "apply aborted");
+        }
+        if (err != CW_OK) {
+            return err;
+        }
+        if (!aborted) {
+            break;
+        }
+        if (attempt == 4) {
+            CW_LOG(CW_LOG_WARN, CW_STATE_COMP,
+                   "apply: accounts changed by another writer 5 times in a row; retrying later");
+            return CW_RETRY;
+        }
+        err = cw_state_connect(st);
+        if (err != CW_OK) {
+            return err;
+        }
+    }
+    for (size_t gi = 0; gi < st->n_groups; gi++) {
+        const ap_grp_t *g = &st->ap_grp[gi];
+        cw_account_state_t *a = &st->exec_out[gi];
+        int64_t timer = -1, dm;
+        memset(a, 0, sizeof(*a));
+        cw_strlcpy(a->account_id, ap_id(st, gi), sizeof(a->account_id));
+        a->partition = st->groups[gi].partition;
+        a->last_event_ms = g->f[AP_LM] == AP_NONE ? -1 : g->f[AP_LM];
+        if (g->applied > 0) {
+            timer = st->conf->time_mode == CW_TIME_WALL ? st->ap_now
+                                                        : (ap_day(g->wmin) + 1) * CW_MS_PER_DAY - 1;
+        }
+        /* the timer after ZADD LT */
+        dm = g->due == AP_NONE ? timer : (timer >= 0 && timer < g->due ? timer : g->due);
+        if (st->conf->time_mode == CW_TIME_WALL) {
+            /* decided at once, as of now: COMMIT replaces the due mark only if
+             * it is still the one this apply set */
+            a->asof_ms = st->ap_now;
+            a->due_ms = dm == st->ap_now ? dm : -1;
+        } else {
+            /* the account's day-end timer (set or kept by the apply) */
+            a->asof_ms = a->last_event_ms;
+            a->due_ms = dm;
+        }
+    }
+    if (st->conf->time_mode == CW_TIME_WALL) {
+        /* wall mode decides now: read every touched account back */
+        err = read_accounts(st, st->exec_out, st->n_groups, "apply read back");
+        if (err != CW_OK) {
+            return err;
+        }
+        for (size_t i = 0; i < st->n_groups; i++) {
+            if (st->exec_out[i].partition < 0 || st->read_miss[i]) {
+                st->exec_out[i].partition = st->groups[i].partition;
+            }
+        }
     }
     *out = st->exec_out;
     *n_out = st->n_groups;
@@ -1191,42 +2005,67 @@ cw_err_t cw_state_watermark(cw_state_t *st, int partition, int64_t *wm_out) {
     return pipe_run(st, 1, build_prepared, reply_wm, wm_out, "watermark");
 }
 
-typedef struct read_ctx {
-    const char *id;
-    cw_account_state_t *out;
-    int found;
-} read_ctx_t;
-
-static cw_err_t reply_read(cw_state_t *st, size_t i, const redisReply *r, void *vctx) {
-    read_ctx_t *ctx = vctx;
+/* HMGET a p lm → {partition, last event ms} (-1 each when absent). */
+static cw_err_t reply_plm(cw_state_t *st, size_t i, const redisReply *r, void *vctx) {
+    int64_t *plm = vctx;
+    (void)st;
     (void)i;
-    if (r->type == REDIS_REPLY_NIL) {
-        ctx->found = 0;
-        return CW_OK;
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != 2) {
+        return CW_ERROR;
     }
-    ctx->found = 1;
-    return parse_read(st, r, ctx->id, -1, ctx->out);
+    for (size_t k = 0; k < 2; k++) {
+        if (rep_i64(r->element[k], &plm[k]) != 0) {
+            plm[k] = -1;
+        }
+    }
+    return CW_OK;
+}
+
+/* The account's "current time" in event mode: its partition's watermark, at
+ * least its latest event (now when it has neither). */
+static cw_err_t current_asof(cw_state_t *st, const char *account_id, int64_t *asof) {
+    int64_t plm[2] = {-1, -1}, wm = -1;
+    cw_err_t err;
+    args_reset(st);
+    arg_str(st, "HMGET");
+    arg_key(st, "a", account_id, NULL);
+    arg_str(st, "p");
+    arg_str(st, "lm");
+    err = pipe_run(st, 1, build_prepared, reply_plm, plm, "read");
+    if (err == CW_OK && plm[0] >= 0 && plm[0] <= INT32_MAX) {
+        err = cw_state_watermark(st, (int)plm[0], &wm);
+    }
+    if (err != CW_OK) {
+        return err;
+    }
+    *asof = wm >= 0 ? wm : plm[1] >= 0 ? plm[1] : cw_time_now_ms();
+    if (plm[1] >= 0 && *asof < plm[1]) {
+        *asof = plm[1];
+    }
+    return CW_OK;
 }
 
 cw_err_t cw_state_read(cw_state_t *st, const char *account_id, int64_t asof_ms,
                        cw_account_state_t *out) {
-    read_ctx_t ctx = {account_id, out, 0};
     cw_err_t err = cw_state_connect(st);
     if (err != CW_OK) {
         return err;
     }
-    args_read(st, account_id, asof_ms < 0 ? -1 : asof_ms, cw_time_now_ms());
-    err = pipe_run(st, 1, build_prepared, reply_read, &ctx, "read");
+    if (asof_ms < 0 && st->conf->time_mode == CW_TIME_WALL) {
+        asof_ms = cw_time_now_ms();
+    } else if (asof_ms < 0 && (err = current_asof(st, account_id, &asof_ms)) != CW_OK) {
+        return err;
+    }
+    memset(out, 0, sizeof(*out));
+    cw_strlcpy(out->account_id, account_id, sizeof(out->account_id));
+    out->due_ms = -1;
+    out->asof_ms = asof_ms;
+    err = read_accounts(st, out, 1, "read");
     if (err != CW_OK) {
         return err;
     }
-    return ctx.found ? CW_OK : CW_NOENT;
+    return st->read_miss[0] ? CW_NOENT : CW_OK;
 }
-
-typedef struct due_ctx {
-    int partition;
-    int64_t now;
-} due_ctx_t;
 
 /* ZRANGEBYSCORE ... WITHSCORES: [member, score, ...] into due_out. */
 static cw_err_t reply_due_list(cw_state_t *st, size_t i, const redisReply *r, void *ctx) {
@@ -1269,31 +2108,6 @@ static cw_err_t reply_due_list(cw_state_t *st, size_t i, const redisReply *r, vo
     return CW_OK;
 }
 
-static cw_err_t build_due_read(cw_state_t *st, size_t i, void *vctx) {
-    const due_ctx_t *ctx = vctx;
-    const cw_account_state_t *a = &st->due_out[i];
-    int64_t asof = st->conf->time_mode == CW_TIME_WALL ? ctx->now : a->due_ms;
-    args_read(st, a->account_id, asof, ctx->now);
-    return args_send(st);
-}
-
-static cw_err_t reply_due_read(cw_state_t *st, size_t i, const redisReply *r, void *vctx) {
-    const due_ctx_t *ctx = vctx;
-    cw_account_state_t *a = &st->due_out[i];
-    char id[CW_FIELD_MAX];
-    int64_t due_ms = a->due_ms;
-    cw_err_t err;
-    if (r->type == REDIS_REPLY_NIL) {
-        st->due_miss[i] = 1; /* expired or deleted: its timer is dropped below */
-        return CW_OK;
-    }
-    cw_strlcpy(id, a->account_id, sizeof(id));
-    err = parse_read(st, r, id, due_ms, a);
-    /* the timer lives in this partition's zset: commit must update it there */
-    a->partition = ctx->partition;
-    return err;
-}
-
 /* Cleanup of due accounts that no longer exist: ZREM due, ZREM atrisk, SREM accounts. */
 typedef struct due_gone_ctx {
     int partition;
@@ -1332,7 +2146,7 @@ static cw_err_t reply_ignore(cw_state_t *st, size_t i, const redisReply *r, void
 
 cw_err_t cw_state_due(cw_state_t *st, int partition, int64_t upto_ms, size_t max,
                       cw_account_state_t **out, size_t *n_out) {
-    due_ctx_t ctx = {partition, cw_time_now_ms()};
+    int64_t now = cw_time_now_ms();
     size_t n_gone = 0, k = 0;
     cw_err_t err;
     *out = NULL;
@@ -1358,11 +2172,19 @@ cw_err_t cw_state_due(cw_state_t *st, int partition, int64_t upto_ms, size_t max
     if (err != CW_OK || st->n_due == 0) {
         return err;
     }
-    err = pipe_run(st, st->n_due, build_due_read, reply_due_read, &ctx, "due read");
+    for (size_t i = 0; i < st->n_due; i++) {
+        cw_account_state_t *a = &st->due_out[i];
+        a->asof_ms = st->conf->time_mode == CW_TIME_WALL ? now : a->due_ms;
+    }
+    err = read_accounts(st, st->due_out, st->n_due, "due read");
     if (err != CW_OK) {
         return err;
     }
     for (size_t i = 0; i < st->n_due; i++) {
+        /* a missing account's timer is dropped below; the others' timers
+         * live in this partition's zset: commit must update it there */
+        st->due_miss[i] = st->read_miss[i];
+        st->due_out[i].partition = partition;
         n_gone += st->due_miss[i];
     }
     if (n_gone > 0) {
@@ -1399,6 +2221,33 @@ cw_err_t cw_state_due(cw_state_t *st, int partition, int64_t upto_ms, size_t max
 
 /* ---- decisions ---- */
 
+/* The stored form of a score ("%.15g"), into tmp; its length. */
+static int score_str(double score, char *tmp, size_t size) {
+    return snprintf(tmp, size, "%.15g", score);
+}
+
+/* 1 when the decision would store exactly what its read found (score as
+ * stored, band, tier, phase, conditions, alert times; no alert, no
+ * snapshot): only the timer has to move. Most day ends of a quiet account
+ * are like that, and a timer move is a far cheaper script run. */
+static int changes_only_timer(const cw_commit_t *c) {
+    const cw_account_state_t *a = c->acct;
+    char x[40], y[40];
+    if (!a->has_score || c->snapshot_json != NULL || c->n_alerts > 0 || c->band != a->band ||
+        c->tier != a->tier || c->phase != a->phase || c->active_mask != a->active_mask ||
+        c->last_alert_ms == NULL) {
+        return 0;
+    }
+    for (int r = 0; r < CW_REASON__COUNT; r++) {
+        if (c->last_alert_ms[r] != a->last_alert_ms[r]) {
+            return 0;
+        }
+    }
+    score_str(c->score, x, sizeof(x));
+    score_str(a->score, y, sizeof(y));
+    return strcmp(x, y) == 0;
+}
+
 static cw_err_t build_commit(cw_state_t *st, size_t i, void *vctx) {
     const cw_commit_t *c = &((const cw_commit_t *)vctx)[i];
     const cw_account_state_t *a = c->acct;
@@ -1418,7 +2267,7 @@ static cw_err_t build_commit(cw_state_t *st, size_t i, void *vctx) {
     arg_i64(st, c->next_due_ms);
     {
         char tmp[40];
-        int n = snprintf(tmp, sizeof(tmp), "%.15g", c->score);
+        int n = score_str(c->score, tmp, sizeof(tmp));
         arg_mem(st, tmp, (size_t)n);
     }
     arg_i64(st, c->band);
@@ -1430,7 +2279,9 @@ static cw_err_t build_commit(cw_state_t *st, size_t i, void *vctx) {
     }
     arg_str(st, c->last_alert_id != NULL ? c->last_alert_id : "");
     arg_i64(st, a->asof_ms);
-    arg_str(st, c->reschedule_only ? "T" : c->snapshot_json != NULL ? "1" : "0");
+    arg_str(st, c->reschedule_only || changes_only_timer(c) ? "T"
+                : c->snapshot_json != NULL                  ? "1"
+                                                            : "0");
     arg_str(st, c->snapshot_json != NULL ? c->snapshot_json : "");
     {
         int n =

@@ -4,7 +4,8 @@
  * partition-scoped rescoring timers, the alert outbox and the at-risk
  * ranking. All writes go through Lua scripts (EVALSHA, loaded on connect)
  * so each account's update is atomic, and through one pipelined round trip
- * per batch.
+ * per batch. Reads are plain HGETALL/HVALS/LRANGE in one MULTI/EXEC per
+ * account, evaluated in C by cw_view (Lua reads cost Redis ~4x the CPU).
  *
  * Keys (P = redis.key_prefix, {id} = account id as a cluster hash tag):
  *   P:a:{id}         hash: attributes, facts, last decision, per-day counters
@@ -15,8 +16,9 @@
  *                    activity, so distinct counts over any window <= 52 days
  *                    are exact
  *   P:h:{id}         list of "<asof_ms>,<score>" (score history, newest first)
- *   P:due:<p>        zset account -> time it must be rescored (timers, and
- *                    "dirty" marks written atomically with each apply)
+ *   P:due:<p>        zset account -> time it must be rescored (timers; each
+ *                    apply moves its account's earlier, atomically: now in
+ *                    wall mode, its first day's end in event mode)
  *   P:wm             hash partition -> event-time watermark (max event ts)
  *   P:outbox:<p>     hash alert_id -> alert JSON not yet acked by Kafka
  *   P:atrisk         zset account -> score (lowest first = most at risk)
@@ -54,6 +56,9 @@ typedef struct cw_state cw_state_t;
  * must not have removed what that read needs. */
 #define CW_STATE_SLACK_DAYS 7
 
+/* Partitions 0 .. CW_STATE_MAX_PARTITIONS - 1 are supported. */
+#define CW_STATE_MAX_PARTITIONS 256
+
 /** @brief Create (does not connect yet). NULL + errstr on a bad redis.url. */
 cw_state_t *cw_state_new(const cw_conf_t *conf, const cw_layout_t *layout, char *errstr,
                          size_t errstr_size);
@@ -73,16 +78,21 @@ void cw_state_batch_begin(cw_state_t *st);
 /**
  * @brief Add one decoded event at (partition, offset) to the batch; events of
  * one account are coalesced into one script call. The event is copied.
- * @returns CW_OK, or CW_ERROR when the batch is full (caller execs first).
+ * @returns CW_OK, or CW_ERROR when the batch is full (caller execs first) or
+ * the partition is out of range.
  */
 cw_err_t cw_state_batch_add(cw_state_t *st, int partition, int64_t offset, const cw_event_t *ev);
 /** @brief Number of events in the current batch. */
 size_t cw_state_batch_len(const cw_state_t *st);
 /**
- * @brief Apply the batch (one pipelined EVALSHA per account) and read back
- * each touched account as of its as-of time (event mode: the account's
- * latest event time; wall mode: now). Also advances the partitions'
- * watermarks. Safe to call again after CW_RETRY (idempotent).
+ * @brief Apply the batch (one pipelined EVALSHA per account) and advance
+ * the partitions' watermarks. Wall mode: every touched account is then read
+ * back as of now (one more pipelined round trip) for the caller to decide.
+ * Event mode: nothing is read — decisions are made by the day-end timers —
+ * and each returned entry holds only account_id, partition, last_event_ms
+ * (also asof_ms) and due_ms (the account's timer after the apply: the end
+ * of the day of its earliest applied event, or an earlier timer it had).
+ * Safe to call again after CW_RETRY (idempotent).
  * @param out,n_out the touched accounts (owned by st, valid until next call)
  */
 cw_err_t cw_state_batch_exec(cw_state_t *st, cw_account_state_t **out, size_t *n_out);
@@ -128,7 +138,11 @@ typedef struct cw_commit {
  * @brief Persist decisions atomically per account (one pipelined EVALSHA
  * each): score, band, masks, alert times, history, at-risk rank, next
  * timer, and the alerts into the partition's outbox. An account whose due
- * mark changed since it was read keeps the newer mark.
+ * mark changed since it was read keeps the newer mark. A decision that
+ * would store exactly what its read found (same stored score, band, tier,
+ * phase, conditions and alert times; no alert, no snapshot) only moves the
+ * timer, like reschedule_only (key TTLs are then not refreshed: they run
+ * from the account's last applied event).
  */
 cw_err_t cw_state_commit(cw_state_t *st, const cw_commit_t *commits, size_t n);
 

@@ -99,6 +99,9 @@ cw_sink_t *cw_sink_kafka_new(const cw_conf_t *conf, cw_sink_dr_cb *cb, void *opa
         set(kc, "message.timeout.ms", "0", errstr, errstr_size) ||
         set(kc, "linger.ms", "5", errstr, errstr_size) ||
         set(kc, "queue.buffering.max.messages", "200000", errstr, errstr_size) ||
+        /* a bounded backlog (default 1 GB): a full queue makes the pipeline
+         * poll deliveries and retry, which is the back-pressure we want */
+        set(kc, "queue.buffering.max.kbytes", CW_SINK_QUEUE_KB, errstr, errstr_size) ||
         set(kc, "client.id", "churnwatch-producer", errstr, errstr_size) ||
         cw_sink_apply_props(kc, conf, errstr, errstr_size) != 0) {
         rd_kafka_conf_destroy(kc);

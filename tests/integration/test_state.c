@@ -104,17 +104,44 @@ static cw_event_t usage(const char *acct, const char *user, const char *feature,
     return ev_make(CW_EV_USAGE, acct, user, feature, ts, count);
 }
 
+/* In event mode an apply only (re)schedules the account's day-end timer and
+ * returns its latest event time and due score; these tests then read each
+ * touched account as of its latest event, as the day-end timer of that day
+ * would see it at that moment (due_ms kept from the apply). */
+static cw_account_state_t applied[64];
+
+static cw_err_t read_back(cw_state_t *s, cw_account_state_t **out, size_t n) {
+    cr_assert_leq(n, sizeof(applied) / sizeof(applied[0]));
+    for (size_t i = 0; i < n; i++) {
+        int64_t due = (*out)[i].due_ms;
+        cw_err_t r = cw_state_read(s, (*out)[i].account_id, (*out)[i].last_event_ms, &applied[i]);
+        if (r != CW_OK) {
+            return r;
+        }
+        applied[i].due_ms = due;
+    }
+    *out = applied;
+    return CW_OK;
+}
+
 /* Apply events[0..n) at offsets first.. on one partition; CW status. */
 static cw_err_t apply(cw_state_t *s, const cw_event_t *evs, size_t n, int partition,
                       int64_t first_offset, cw_account_state_t **out, size_t *n_out) {
     cw_account_state_t *dummy;
     size_t dn;
+    cw_err_t r;
     cw_state_batch_begin(s);
     for (size_t i = 0; i < n; i++) {
         cr_assert_eq(cw_state_batch_add(s, partition, first_offset + (int64_t)i, &evs[i]), CW_OK);
     }
     cr_assert_eq(cw_state_batch_len(s), n);
-    return cw_state_batch_exec(s, out ? out : &dummy, n_out ? n_out : &dn);
+    out = out ? out : &dummy;
+    n_out = n_out ? n_out : &dn;
+    r = cw_state_batch_exec(s, out, n_out);
+    if (r == CW_OK && conf->time_mode == CW_TIME_EVENT) {
+        r = read_back(s, out, *n_out);
+    }
+    return r;
 }
 
 static const cw_account_state_t *find_out(cw_account_state_t *out, size_t n, const char *id) {
@@ -561,58 +588,55 @@ static cw_commit_t commit_of(const cw_account_state_t *a, double score, int band
 
 static const int64_t no_alerts[CW_REASON__COUNT] = {-1, -1, -1, -1, -1, -1};
 
-/* Dirty marks, timers, cw_state_due and the stale-commit rule. The due
- * score of an account is the earliest of its timer and its dirty marks: a
- * mark never postpones an earlier timer (ZADD LT), and a commit made on a
- * read whose due score has since changed keeps the newer, earlier mark. */
+/* Timers, cw_state_due and the stale-commit rule (event mode). An apply
+ * sets the account's timer to the end of the day of its earliest applied
+ * event, never later than the timer it had (ZADD LT); a commit made on a
+ * read whose due score has since changed keeps the newer, earlier one. */
+#define DE(day) (T((day) + 1, 0) - 1)
 Test(state, due_marks_and_timers) {
     cw_account_state_t *out, *due;
     size_t n_out, n_due;
     cw_event_t e = login("tim", "u", T(2, 5));
     cr_assert_eq(apply(st, &e, 1, 4, 0, &out, &n_out), CW_OK);
-    cr_expect_eq(out[0].due_ms, T(2, 5)); /* its own dirty mark */
+    cr_expect_eq(out[0].due_ms, DE(2)); /* the end of its event's day */
     cr_expect_eq(cw_h_redis_int(redis, "ZCARD t:due:4"), 1);
-    /* nothing due before the mark, the account at it */
-    cr_assert_eq(cw_state_due(st, 4, T(2, 4), 10, &due, &n_due), CW_OK);
+    /* nothing due before the day end, the account at it */
+    cr_assert_eq(cw_state_due(st, 4, DE(2) - 1, 10, &due, &n_due), CW_OK);
     cr_expect_eq(n_due, 0);
-    cr_assert_eq(cw_state_due(st, 4, T(2, 5), 10, &due, &n_due), CW_OK);
+    cr_assert_eq(cw_state_due(st, 4, DE(2), 10, &due, &n_due), CW_OK);
     cr_assert_eq(n_due, 1);
     cr_expect_str_eq(due[0].account_id, "tim");
-    cr_expect_eq(due[0].due_ms, T(2, 5));
-    cr_expect_eq(due[0].asof_ms, T(2, 5));
+    cr_expect_eq(due[0].due_ms, DE(2));
+    cr_expect_eq(due[0].asof_ms, DE(2)); /* read as of the timer (event mode) */
     cr_expect_eq(due[0].partition, 4);
     cr_expect_eq(win(&due[0], CW_WIN_LOGINS_7D), 1);
-    /* the commit of the apply's read replaces the mark with the next timer */
-    cw_commit_t c = commit_of(&out[0], 70, CW_BAND_HEALTHY, T(4, 0), NULL, no_alerts);
+    /* the commit of the timer's read moves it to the next timer */
+    cw_commit_t c = commit_of(&due[0], 70, CW_BAND_HEALTHY, DE(3), NULL, no_alerts);
     cr_assert_eq(cw_state_commit(st, &c, 1), CW_OK);
-    cr_assert_eq(cw_state_due(st, 4, T(3, 23), 10, &due, &n_due), CW_OK);
+    cr_assert_eq(cw_state_due(st, 4, DE(3) - 1, 10, &due, &n_due), CW_OK);
     cr_expect_eq(n_due, 0);
-    cr_assert_eq(cw_state_due(st, 4, T(4, 0), 10, &due, &n_due), CW_OK);
+    cr_assert_eq(cw_state_due(st, 4, DE(3), 10, &due, &n_due), CW_OK);
     cr_assert_eq(n_due, 1);
-    cr_expect_eq(due[0].due_ms, T(4, 0));
-    cr_expect_eq(due[0].asof_ms, T(4, 0)); /* read as of the timer (event mode) */
+    cr_expect_eq(due[0].due_ms, DE(3));
     cr_expect_eq(due[0].has_score, 1);
-    /* an event marks the account dirty before the timer's decision is
-     * committed: the earlier mark wins, and the stale commit keeps it */
+    /* a late event (day 2) arrives before the day-3 decision is committed:
+     * the earlier timer wins, and the stale commit keeps it */
     cw_account_state_t timer_read = due[0];
-    cw_event_t e2 = login("tim", "u", T(3, 2));
+    cw_event_t e2 = login("tim", "u", T(2, 8));
     cr_assert_eq(apply(st, &e2, 1, 4, 1, &out, &n_out), CW_OK);
-    cr_expect_eq(out[0].due_ms, T(3, 2));
-    c = commit_of(&timer_read, 71, CW_BAND_HEALTHY, T(5, 0), NULL, no_alerts);
+    cr_expect_eq(out[0].due_ms, DE(2));
+    c = commit_of(&timer_read, 71, CW_BAND_HEALTHY, DE(4), NULL, no_alerts);
     cr_assert_eq(cw_state_commit(st, &c, 1), CW_OK);
-    cr_assert_eq(cw_state_due(st, 4, T(3, 2), 10, &due, &n_due), CW_OK);
+    cr_assert_eq(cw_state_due(st, 4, DE(3), 10, &due, &n_due), CW_OK);
     cr_assert_eq(n_due, 1);
-    cr_expect_eq(due[0].due_ms, T(3, 2));
+    cr_expect_eq(due[0].due_ms, DE(2));
+    cr_expect_eq(win(&due[0], CW_WIN_LOGINS_7D), 2);
     cw_account_state_t mark_read = due[0];
-    /* a later event does not postpone the earlier mark */
+    /* a later event does not postpone the earlier timer */
     cw_event_t e3 = login("tim", "u", T(3, 5));
     cr_assert_eq(apply(st, &e3, 1, 4, 2, &out, &n_out), CW_OK);
-    cr_expect_eq(out[0].due_ms, -1); /* the due score is not this read's */
-    c = commit_of(&out[0], 72, CW_BAND_HEALTHY, T(6, 0), NULL, no_alerts);
-    cr_assert_eq(cw_state_commit(st, &c, 1), CW_OK);
-    cr_assert_eq(cw_state_due(st, 4, T(3, 2), 10, &due, &n_due), CW_OK);
-    cr_assert_eq(n_due, 1);
-    /* the commit of the mark's read owns the due score: -1 removes the timer */
+    cr_expect_eq(out[0].due_ms, DE(2));
+    /* the commit of the timer's own read owns the due score: -1 removes it */
     c = commit_of(&mark_read, 73, CW_BAND_HEALTHY, -1, NULL, no_alerts);
     cr_assert_eq(cw_state_commit(st, &c, 1), CW_OK);
     cr_expect_eq(cw_h_redis_int(redis, "ZCARD t:due:4"), 0);
@@ -624,12 +648,12 @@ Test(state, due_marks_and_timers) {
         many[i] = login(id, "u", T(5, i));
     }
     cr_assert_eq(apply(st, many, 5, 4, 10, NULL, NULL), CW_OK);
-    cr_assert_eq(cw_state_due(st, 4, T(6, 0), 3, &due, &n_due), CW_OK);
+    cr_assert_eq(cw_state_due(st, 4, DE(5), 3, &due, &n_due), CW_OK);
     cr_expect_eq(n_due, 3);
-    cr_expect_str_eq(due[0].account_id, "m0"); /* earliest first */
+    cr_expect_str_eq(due[0].account_id, "m0"); /* by member for one day end */
     /* a due account whose state expired is dropped from the timers */
     cw_h_redis_int(redis, "DEL t:a:{m0}");
-    cr_assert_eq(cw_state_due(st, 4, T(6, 0), 10, &due, &n_due), CW_OK);
+    cr_assert_eq(cw_state_due(st, 4, DE(5), 10, &due, &n_due), CW_OK);
     cr_expect_eq(n_due, 4);
     cr_expect_eq(cw_h_redis_int(redis, "ZCARD t:due:4"), 4);
 }
@@ -781,6 +805,7 @@ Test(state, redis_killed_then_restarted) {
     cr_expect_eq(cw_state_connected(st), 1);
     cr_expect_eq(cw_state_reconnects(st), 1);
     cr_assert_eq(n_out, 1);
+    cr_assert_eq(read_back(st, &out, n_out), CW_OK);
     /* the restarted server is empty: only the re-executed batch counts */
     check_all_queries(&out[0], evs + 2, 2);
     cr_expect_eq(win(&out[0], CW_WIN_USAGE_7D), 3);
@@ -917,7 +942,7 @@ Test(state, nothing_due_repeatedly) {
     }
     cw_event_t e = login("later", "u", T(2, 5));
     cr_assert_eq(apply(st, &e, 1, 7, 0, NULL, NULL), CW_OK);
-    cr_assert_eq(cw_state_due(st, 7, T(2, 5), 10, &due, &n_due), CW_OK);
+    cr_assert_eq(cw_state_due(st, 7, DE(2), 10, &due, &n_due), CW_OK);
     cr_expect_eq(n_due, 1);
     cr_assert_eq(cw_state_due(st, 7, T(1, 0), 10, &due, &n_due), CW_OK);
     cr_expect_eq(n_due, 0);

@@ -20,6 +20,9 @@
  *                    apply moves its account's earlier, atomically: now in
  *                    wall mode, its first day's end in event mode)
  *   P:wm             hash partition -> event-time watermark (max event ts)
+ *   P:fence:<p>      counter INCRed by every apply of partition p; applies
+ *                    WATCH it (optimistic concurrency between two consumers
+ *                    of one partition during a rebalance)
  *   P:outbox:<p>     hash alert_id -> alert JSON not yet acked by Kafka
  *   P:atrisk         zset account -> score (lowest first = most at risk)
  *   P:accounts       set of known account ids (for dashboards / explain)

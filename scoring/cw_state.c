@@ -2,17 +2,15 @@
  * cw_state.c — the per-account state in Redis (see cw_state.h for the key
  * layout, the failure model and ownership).
  *
- * Every write is a Lua script so one account's update is atomic: APPLY
- * (events in, idempotent by Kafka offset, prunes old buckets, sets the
- * account's timer) and COMMIT (the decision, history, ranking, next timer
- * and outbox). Reads are plain commands — HGETALL of the account hash,
- * HVALS of its queried sets, LRANGE of its history, in one MULTI/EXEC per
- * account — and cw_view computes the windows in C (Lua cost Redis ~80 us a
- * read; Redis CPU is the throughput bottleneck). The scripts are generated once per
- * layout (cw_state_lua.h: a prelude describing the layout, then shared
- * code), loaded with SCRIPT LOAD on connect and called with EVALSHA; a
- * NOSCRIPT reply (server restarted or flushed) reloads them and retries the
- * affected calls once.
+ * Plain commands only, computed in C: the apply of a batch and the commit
+ * of a chunk of decisions are each one optimistic transaction (WATCH of a
+ * fence key per partition, reads, MULTI ... EXEC; see "apply" and
+ * "commit" below), and an account read is HGETALL of its hash, HVALS of its
+ * queried sets and LRANGE of its history in one MULTI/EXEC, evaluated by
+ * cw_view. This used to be Lua scripts; the Lua VM cost Redis several times
+ * the CPU of the commands themselves, and Redis CPU is the throughput
+ * bottleneck (bench/README.md). The one script left, the watermark maximum
+ * (cw_state_lua.h), is sent with EVAL.
  *
  * Round trips: a batch is one pipeline — every command is appended with
  * redisAppendCommandArgv (binary-safe keys), then every reply is read.
@@ -51,7 +49,6 @@
 #define CW_STATE_SCAN_COUNT "500" /* HSCAN page size of the outbox scan */
 
 /* The scripts, indices into sha[] / src[]. */
-enum { CW_SCRIPT_COMMIT = 0, CW_SCRIPT__COUNT };
 
 /* Event flags understood by APPLY. */
 #define CW_FL_ACTIVITY 1
@@ -92,9 +89,6 @@ struct cw_state {
     int ever_connected;
     uint64_t reconnects;
     uint64_t duplicates;
-    /* scripts: generated sources (owned) and their SHAs on the server */
-    cw_buf_t src[CW_SCRIPT__COUNT];
-    char sha[CW_SCRIPT__COUNT][41];
     /* batch */
     cw_bev_t *evs;
     size_t n_evs, cap_evs, max_evs;
@@ -115,9 +109,6 @@ struct cw_state {
     const char **argv;
     size_t argc, arg_cap, arg_start;
     int arg_oom;
-    /* pipeline bookkeeping */
-    size_t *pend;
-    size_t pend_cap;
     /* apply scratch (see "apply" below), reset per batch */
     struct ap_grp *ap_grp;
     size_t ap_grp_cap;
@@ -132,6 +123,9 @@ struct cw_state {
     cw_buf_t ap_vbuf; /* attribute values read or set */
     cw_buf_t ap_dbuf; /* names to delete */
     int64_t ap_now;
+    int tx_aborted;        /* the last EXEC was aborted (WATCH) */
+    struct cm_read *cm_rd; /* commit: what each commit's writes depend on */
+    size_t cm_rd_cap;
     int64_t ap_wmax[CW_STATE_MAX_PARTITIONS];
     /* reads: views into one EXEC reply (scratch, grows to the largest) */
     cw_sv_t *sv;
@@ -250,46 +244,6 @@ static int parse_url(cw_state_t *st, const char *url, char *errstr, size_t errst
 
 /* ---- script generation ---- */
 
-/* A Lua string literal: bytes outside a safe set become \ddd escapes. */
-static void lua_str(cw_buf_t *b, const char *s) {
-    cw_buf_puts(b, "\"");
-    for (const unsigned char *p = (const unsigned char *)s; *p != '\0'; p++) {
-        if (isalnum(*p) || *p == ':' || *p == '_' || *p == '-' || *p == '.') {
-            cw_buf_append(b, p, 1);
-        } else {
-            cw_buf_printf(b, "\\%03u", (unsigned)*p);
-        }
-    }
-    cw_buf_puts(b, "\"");
-}
-
-/* The layout prelude every script starts with (see cw_state_lua.h): what
- * the plan says each counter and set keeps. */
-static int gen_prelude(const cw_conf_t *conf, const cw_layout_t *l, const cw_view_plan_t *plan,
-                       cw_buf_t *b) {
-    cw_buf_puts(b, "local CN = {");
-    for (int c = 0; c < l->n_counters; c++) {
-        cw_buf_puts(b, c ? "," : "");
-        lua_str(b, l->counters[c].name);
-    }
-    cw_buf_puts(b, "}\nlocal CR = {");
-    for (int c = 0; c < l->n_counters; c++) {
-        cw_buf_printf(b, "%s%d", c ? "," : "", plan->cr[c]);
-    }
-    cw_buf_puts(b, "}\nlocal SN = {");
-    for (int s = 0; s < l->n_sets; s++) {
-        cw_buf_puts(b, s ? "," : "");
-        lua_str(b, l->sets[s].name);
-    }
-    cw_buf_puts(b, "}\nlocal SR = {");
-    for (int s = 0; s < l->n_sets; s++) {
-        cw_buf_printf(b, "%s%d", s ? "," : "", plan->sr[s]);
-    }
-    cw_buf_printf(b, "}\nlocal TTL = %d\nlocal HL = %d\n", (plan->max_retention + 2) * 86400,
-                  conf->history_len > 0 ? conf->history_len : 30);
-    return b->oom ? -1 : 0;
-}
-
 /* ---- command arguments ---- */
 
 static void args_reset(cw_state_t *st) {
@@ -382,12 +336,6 @@ static cw_err_t args_send(cw_state_t *st) {
 }
 
 /* EVALSHA <sha> <numkeys> */
-static void arg_evalsha(cw_state_t *st, int script, int numkeys) {
-    arg_str(st, "EVALSHA");
-    arg_str(st, st->sha[script]);
-    arg_i64(st, numkeys);
-}
-
 /* ---- connection ---- */
 
 /* Free the context: a context that saw an error is never reused. */
@@ -435,27 +383,6 @@ static cw_err_t cmd_blocking(cw_state_t *st, int argc, const char **argv, const 
         return err;
     }
     *out = r;
-    return CW_OK;
-}
-
-static cw_err_t scripts_load(cw_state_t *st) {
-    for (int s = 0; s < CW_SCRIPT__COUNT; s++) {
-        const char *argv[3] = {"SCRIPT", "LOAD", st->src[s].data};
-        size_t lens[3] = {6, 4, st->src[s].len};
-        redisReply *r = NULL;
-        cw_err_t err = cmd_blocking(st, 3, argv, lens, "SCRIPT LOAD", &r);
-        if (err != CW_OK) {
-            return err;
-        }
-        if (r->type != REDIS_REPLY_STRING || r->len != 40) {
-            CW_LOG(CW_LOG_ERROR, CW_STATE_COMP, "SCRIPT LOAD: unexpected reply type %d", r->type);
-            freeReplyObject(r);
-            return CW_ERROR;
-        }
-        memcpy(st->sha[s], r->str, 40);
-        st->sha[s][40] = '\0';
-        freeReplyObject(r);
-    }
     return CW_OK;
 }
 
@@ -516,11 +443,6 @@ cw_err_t cw_state_connect(cw_state_t *st) {
             return err;
         }
     }
-    err = scripts_load(st);
-    if (err != CW_OK) {
-        drop(st, "SCRIPT LOAD");
-        return err;
-    }
     if (st->ever_connected) {
         st->reconnects++;
     }
@@ -557,81 +479,50 @@ static cw_err_t build_prepared(cw_state_t *st, size_t i, void *ctx) {
 
 /*
  * Run n commands as one pipeline: append all, then read every reply.
- * Commands answered NOSCRIPT are re-run once after reloading the scripts.
  * I/O error: the connection is dropped, CW_RETRY. Error replies are
  * CW_ERROR (or CW_RETRY when transient) after all replies were drained.
  */
 static cw_err_t pipe_run(cw_state_t *st, size_t n, pipe_build_t build, pipe_reply_t on_reply,
                          void *ctx, const char *what) {
     cw_err_t worst = CW_OK;
-    size_t np = n;
+    int64_t t0 = st->rtt_cb != NULL ? cw_time_mono_us() : 0;
     if (n == 0) {
         return CW_OK;
     }
-    if (grow((void **)&st->pend, &st->pend_cap, n, sizeof(*st->pend)) != 0) {
-        return CW_ERROR;
-    }
-    for (size_t i = 0; i < n; i++) {
-        st->pend[i] = i;
-    }
-    for (int attempt = 0;; attempt++) {
-        size_t nretry = 0;
-        int64_t t0 = st->rtt_cb != NULL ? cw_time_mono_us() : 0;
-        for (size_t k = 0; k < np; k++) {
-            cw_err_t err = build(st, st->pend[k], ctx);
-            if (err != CW_OK) {
-                /* commands already appended cannot be taken back: discard
-                 * the connection, and with it the half-built pipeline */
-                drop(st, what);
-                return err;
-            }
-        }
-        for (size_t k = 0; k < np; k++) {
-            redisReply *r = NULL;
-            if (redisGetReply(st->c, (void **)&r) != REDIS_OK || r == NULL) {
-                freeReplyObject(r);
-                drop(st, what);
-                return CW_RETRY;
-            }
-            if (r->type == REDIS_REPLY_ERROR && r->len >= 8 &&
-                strncmp(r->str, "NOSCRIPT", 8) == 0) {
-                st->pend[nretry++] = st->pend[k]; /* nretry <= k: in place */
-            } else if (r->type == REDIS_REPLY_ERROR) {
-                cw_err_t err = reply_error(r, what);
-                worst = err > worst ? err : worst;
-            } else {
-                cw_err_t err = on_reply(st, st->pend[k], r, ctx);
-                if (err == CW_ERROR) {
-                    CW_LOG(CW_LOG_ERROR, CW_STATE_COMP,
-                           "%s: unexpected reply (type %d, %zu elements) to command %zu", what,
-                           r->type, r->type == REDIS_REPLY_ARRAY ? r->elements : (size_t)0,
-                           st->pend[k]);
-                }
-                worst = err > worst ? err : worst;
-            }
-            freeReplyObject(r);
-        }
-        if (st->rtt_cb != NULL) {
-            st->rtt_cb(st->rtt_opaque, (double)(cw_time_mono_us() - t0) / 1e6);
-        }
-        if (nretry == 0) {
-            return worst;
-        }
-        if (attempt > 0) {
-            CW_LOG(CW_LOG_ERROR, CW_STATE_COMP, "%s: NOSCRIPT again after reloading", what);
-            return CW_ERROR;
-        }
-        CW_LOG(CW_LOG_INFO, CW_STATE_COMP, "%s: scripts missing on the server, reloading", what);
-        cw_err_t err = scripts_load(st);
+    for (size_t k = 0; k < n; k++) {
+        cw_err_t err = build(st, k, ctx);
         if (err != CW_OK) {
-            if (err == CW_RETRY || st->c == NULL) {
-                return CW_RETRY;
-            }
-            drop(st, "SCRIPT LOAD");
+            /* commands already appended cannot be taken back: discard
+             * the connection, and with it the half-built pipeline */
+            drop(st, what);
             return err;
         }
-        np = nretry;
     }
+    for (size_t k = 0; k < n; k++) {
+        redisReply *r = NULL;
+        if (redisGetReply(st->c, (void **)&r) != REDIS_OK || r == NULL) {
+            freeReplyObject(r);
+            drop(st, what);
+            return CW_RETRY;
+        }
+        if (r->type == REDIS_REPLY_ERROR) {
+            cw_err_t err = reply_error(r, what);
+            worst = err > worst ? err : worst;
+        } else {
+            cw_err_t err = on_reply(st, k, r, ctx);
+            if (err == CW_ERROR) {
+                CW_LOG(CW_LOG_ERROR, CW_STATE_COMP,
+                       "%s: unexpected reply (type %d, %zu elements) to command %zu", what, r->type,
+                       r->type == REDIS_REPLY_ARRAY ? r->elements : (size_t)0, k);
+            }
+            worst = err > worst ? err : worst;
+        }
+        freeReplyObject(r);
+    }
+    if (st->rtt_cb != NULL) {
+        st->rtt_cb(st->rtt_opaque, (double)(cw_time_mono_us() - t0) / 1e6);
+    }
+    return worst;
 }
 
 /* ---- reading accounts ---- */
@@ -780,8 +671,6 @@ static cw_err_t read_accounts(cw_state_t *st, cw_account_state_t *a, size_t n, c
 
 cw_state_t *cw_state_new(const cw_conf_t *conf, const cw_layout_t *layout, char *errstr,
                          size_t errstr_size) {
-    static const char *const bodies[CW_SCRIPT__COUNT] = {CW_LUA_COMMIT};
-    cw_buf_t prelude = CW_BUF_INIT;
     cw_state_t *st = calloc(1, sizeof(*st));
     if (st == NULL) {
         snprintf(errstr, errstr_size, "state: out of memory");
@@ -798,23 +687,6 @@ cw_state_t *cw_state_new(const cw_conf_t *conf, const cw_layout_t *layout, char 
         cw_state_destroy(st);
         return NULL;
     }
-    if (gen_prelude(conf, layout, &st->plan, &prelude) != 0) {
-        snprintf(errstr, errstr_size, "state: out of memory");
-        cw_buf_free(&prelude);
-        cw_state_destroy(st);
-        return NULL;
-    }
-    for (int s = 0; s < CW_SCRIPT__COUNT; s++) {
-        cw_buf_append(&st->src[s], prelude.data, prelude.len);
-        cw_buf_puts(&st->src[s], bodies[s]);
-        if (st->src[s].oom) {
-            snprintf(errstr, errstr_size, "state: out of memory");
-            cw_buf_free(&prelude);
-            cw_state_destroy(st);
-            return NULL;
-        }
-    }
-    cw_buf_free(&prelude);
     st->max_evs = conf->kafka_batch_size > 0 ? (size_t)conf->kafka_batch_size * 2 : 20000;
     if (st->max_evs < CW_STATE_MIN_EVENTS) {
         st->max_evs = CW_STATE_MIN_EVENTS;
@@ -837,9 +709,6 @@ void cw_state_destroy(cw_state_t *st) {
         return;
     }
     redisFree(st->c); /* accepts NULL */
-    for (int s = 0; s < CW_SCRIPT__COUNT; s++) {
-        cw_buf_free(&st->src[s]);
-    }
     free(st->evs);
     free(st->groups);
     free(st->table);
@@ -850,7 +719,6 @@ void cw_state_destroy(cw_state_t *st) {
     free(st->arg_off);
     free(st->arg_len);
     free(st->argv);
-    free(st->pend);
     free(st->sv);
     free(st->read_miss);
     free(st->ap_grp);
@@ -858,6 +726,7 @@ void cw_state_destroy(cw_state_t *st) {
     free(st->ap_cnt);
     free(st->ap_del);
     free(st->ap_cmd);
+    free(st->cm_rd);
     cw_buf_free(&st->ap_vbuf);
     cw_buf_free(&st->ap_dbuf);
     free(st);
@@ -1009,7 +878,28 @@ enum {
     AP_ZADD,
     AP_WMAX,
     AP_FENCE,
-    AP_EXEC
+    AP_EXEC,
+    /* cw_state_commit */
+    CM_WATCH,
+    CM_FENCE,
+    CM_ZSCORE,
+    CM_HGET_BD,
+    CM_LINDEX,
+    CM_SET_SNAP,
+    CM_LSET,
+    CM_LPUSH,
+    CM_LTRIM,
+    CM_EXPIRE_H,
+    CM_EXPIRE_A,
+    CM_EXPIRE_SNAP,
+    CM_BAND_MOVE,
+    CM_HSET,
+    CM_HDEL,
+    CM_ZADD_RISK,
+    CM_TIMER_SET,
+    CM_TIMER_LT,
+    CM_TIMER_DEL,
+    CM_OUTBOX
 };
 
 typedef struct ap_cmd {
@@ -1756,13 +1646,15 @@ static cw_err_t ap_reply_prune(cw_state_t *st, size_t i, const redisReply *r, vo
     return CW_OK;
 }
 
+/* Replies of a MULTI ... EXEC: +OK, +QUEUED..., then EXEC's array (nil:
+ * aborted by a changed watched key, st->tx_aborted = 1). */
 static cw_err_t ap_reply_writes(cw_state_t *st, size_t i, const redisReply *r, void *vctx) {
-    int *aborted = vctx;
+    (void)vctx;
     if (st->ap_cmd[i].kind != AP_EXEC) {
         return r->type == REDIS_REPLY_STATUS ? CW_OK : CW_ERROR; /* +OK, +QUEUED */
     }
     if (r->type == REDIS_REPLY_NIL) {
-        *aborted = 1; /* a watched key changed */
+        st->tx_aborted = 1; /* a watched key changed */
         return CW_OK;
     }
     if (r->type != REDIS_REPLY_ARRAY) {
@@ -1914,7 +1806,10 @@ static cw_err_t ap_run(cw_state_t *st, int *aborted) {
     if (ap_plan_writes(st) != 0 || st->ap_vbuf.oom || st->ap_dbuf.oom) {
         return CW_ERROR;
     }
-    return pipe_run(st, st->ap_n_cmd, ap_build, ap_reply_writes, aborted, "apply write");
+    st->tx_aborted = 0;
+    err = pipe_run(st, st->ap_n_cmd, ap_build, ap_reply_writes, NULL, "apply write");
+    *aborted = st->tx_aborted;
+    return err;
 }
 
 cw_err_t cw_state_batch_exec(cw_state_t *st, cw_account_state_t **out, size_t *n_out) {
@@ -2270,70 +2165,359 @@ static int changes_only_timer(const cw_commit_t *c) {
     return strcmp(x, y) == 0;
 }
 
-static cw_err_t build_commit(cw_state_t *st, size_t i, void *vctx) {
-    const cw_commit_t *c = &((const cw_commit_t *)vctx)[i];
-    const cw_account_state_t *a = c->acct;
-    int p = a->partition >= 0 ? a->partition : 0;
-    const char *id = a->account_id;
+/*
+ * COMMIT in plain commands, like the apply: phase 1 WATCHes the fences of
+ * the chunk's partitions and reads what the writes depend on (the timer's
+ * current score, the stored band, the newest history entry); phase 2 writes
+ * every decision in one MULTI/EXEC (and INCRs the fences). An aborted EXEC
+ * (another writer of one of these partitions) is recomputed. Re-running a
+ * commit whose EXEC reply was lost writes the same again: the band has
+ * already moved, the history entry of the same as-of is replaced, the timer
+ * is already where the commit put it. (This was a Lua script; same rules,
+ * same stored formats.)
+ */
+typedef struct cm_read {
+    int64_t due; /* the account's timer now; AP_NONE none */
+    int band;    /* stored band; -1 none */
+    int64_t top; /* as-of of the newest history entry; AP_NONE none */
+    int timer_only;
+} cm_read_t;
+
+static int cm_partition(const cw_commit_t *c) {
+    return c->acct->partition >= 0 && c->acct->partition < CW_STATE_MAX_PARTITIONS
+               ? c->acct->partition
+               : 0;
+}
+
+static cw_err_t cm_build(cw_state_t *st, size_t i, void *vctx) {
+    const ap_cmd_t *cmd = &st->ap_cmd[i];
+    const cw_commit_t *commits = vctx;
+    const cw_commit_t *c = cmd->kind == CM_WATCH || cmd->kind == CM_FENCE ||
+                                   cmd->kind == AP_MULTI || cmd->kind == AP_EXEC
+                               ? NULL
+                               : &commits[cmd->grp];
+    const cw_account_state_t *a = c != NULL ? c->acct : NULL;
+    const char *id = a != NULL ? a->account_id : "";
+    int p = c != NULL ? cm_partition(c) : (int)cmd->grp;
+    char tmp[64];
+    int n;
     args_reset(st);
-    arg_evalsha(st, CW_SCRIPT_COMMIT, 7);
-    arg_key(st, "a", id, NULL);
-    arg_key(st, "h", id, NULL);
-    arg_pkey(st, "due", p);
-    arg_key(st, "atrisk", NULL, NULL);
-    arg_pkey(st, "outbox", p);
-    arg_key(st, "snap", id, NULL);
-    arg_key(st, "bands", NULL, NULL);
-    arg_str(st, id);
-    arg_i64(st, a->due_ms);
-    arg_i64(st, c->next_due_ms);
-    {
-        char tmp[40];
-        int n = score_str(c->score, tmp, sizeof(tmp));
-        arg_mem(st, tmp, (size_t)n);
-    }
-    arg_i64(st, c->band);
-    arg_i64(st, c->tier);
-    arg_i64(st, c->phase);
-    arg_i64(st, c->active_mask);
-    for (int r = 0; r < CW_REASON__COUNT; r++) {
-        arg_i64(st, c->last_alert_ms != NULL ? c->last_alert_ms[r] : -1);
-    }
-    arg_str(st, c->last_alert_id != NULL ? c->last_alert_id : "");
-    arg_i64(st, a->asof_ms);
-    arg_str(st, c->reschedule_only || changes_only_timer(c) ? "T"
-                : c->snapshot_json != NULL                  ? "1"
-                                                            : "0");
-    arg_str(st, c->snapshot_json != NULL ? c->snapshot_json : "");
-    {
-        int n =
-            c->n_alerts < 0 ? 0 : (c->n_alerts > CW_REASON__COUNT ? CW_REASON__COUNT : c->n_alerts);
-        arg_i64(st, n);
-        for (int k = 0; k < n; k++) {
-            arg_str(st, c->alert_ids[k]);
-            arg_str(st, c->alert_json[k]);
+    switch (cmd->kind) {
+    case CM_WATCH:
+        arg_str(st, "WATCH");
+        arg_pkey(st, "fence", p);
+        break;
+    case CM_FENCE:
+        arg_str(st, "INCR");
+        arg_pkey(st, "fence", p);
+        break;
+    case AP_MULTI:
+        arg_str(st, "MULTI");
+        break;
+    case AP_EXEC:
+        arg_str(st, "EXEC");
+        break;
+    case CM_ZSCORE:
+        arg_str(st, "ZSCORE");
+        arg_pkey(st, "due", p);
+        arg_str(st, id);
+        break;
+    case CM_HGET_BD:
+        arg_str(st, "HGET");
+        arg_key(st, "a", id, NULL);
+        arg_str(st, "bd");
+        break;
+    case CM_LINDEX:
+        arg_str(st, "LINDEX");
+        arg_key(st, "h", id, NULL);
+        arg_str(st, "0");
+        break;
+    case CM_SET_SNAP:
+        arg_str(st, "SET");
+        arg_key(st, "snap", id, NULL);
+        arg_str(st, c->snapshot_json);
+        arg_str(st, "EX");
+        arg_i64(st, (int64_t)(st->plan.max_retention + 2) * 86400);
+        break;
+    case CM_LSET:
+    case CM_LPUSH:
+        arg_str(st, cmd->kind == CM_LSET ? "LSET" : "LPUSH");
+        arg_key(st, "h", id, NULL);
+        if (cmd->kind == CM_LSET) {
+            arg_str(st, "0");
         }
+        n = ap_fmt(tmp, sizeof(tmp), a->asof_ms);
+        arg_begin(st);
+        arg_piece(st, tmp, (size_t)n);
+        arg_piece(st, ",", 1);
+        n = score_str(c->score, tmp, sizeof(tmp));
+        arg_piece(st, tmp, (size_t)n);
+        arg_end(st);
+        break;
+    case CM_LTRIM:
+        arg_str(st, "LTRIM");
+        arg_key(st, "h", id, NULL);
+        arg_str(st, "0");
+        arg_i64(st, (st->conf->history_len > 0 ? st->conf->history_len : 30) - 1);
+        break;
+    case CM_EXPIRE_H:
+    case CM_EXPIRE_A:
+    case CM_EXPIRE_SNAP:
+        arg_str(st, "EXPIRE");
+        arg_key(st,
+                cmd->kind == CM_EXPIRE_H   ? "h"
+                : cmd->kind == CM_EXPIRE_A ? "a"
+                                           : "snap",
+                id, NULL);
+        arg_i64(st, (int64_t)(st->plan.max_retention + 2) * 86400);
+        break;
+    case CM_BAND_MOVE:
+        arg_str(st, "HINCRBY");
+        arg_key(st, "bands", NULL, NULL);
+        arg_i64(st, cmd->sub >= 0 ? c->band : -cmd->sub - 1); /* sub < 0: the old band */
+        arg_str(st, cmd->sub >= 0 ? "1" : "-1");
+        break;
+    case CM_HSET:
+        arg_str(st, "HSET");
+        arg_key(st, "a", id, NULL);
+        arg_str(st, "sc");
+        n = score_str(c->score, tmp, sizeof(tmp));
+        arg_mem(st, tmp, (size_t)n);
+        arg_str(st, "bd");
+        arg_i64(st, c->band);
+        arg_str(st, "ti");
+        arg_i64(st, c->tier);
+        arg_str(st, "ph");
+        arg_i64(st, c->phase);
+        arg_str(st, "am");
+        arg_i64(st, c->active_mask);
+        for (int r = 0; r < CW_REASON__COUNT; r++) {
+            if (c->last_alert_ms != NULL && c->last_alert_ms[r] >= 0) {
+                n = snprintf(tmp, sizeof(tmp), "a%d", r);
+                arg_mem(st, tmp, (size_t)n);
+                arg_i64(st, c->last_alert_ms[r]);
+            }
+        }
+        if (c->last_alert_id != NULL && c->last_alert_id[0] != '\0') {
+            arg_str(st, "lid");
+            arg_str(st, c->last_alert_id);
+        }
+        break;
+    case CM_HDEL:
+        arg_str(st, "HDEL");
+        arg_key(st, "a", id, NULL);
+        for (int r = 0; r < CW_REASON__COUNT; r++) {
+            if (c->last_alert_ms == NULL || c->last_alert_ms[r] < 0) {
+                n = snprintf(tmp, sizeof(tmp), "a%d", r);
+                arg_mem(st, tmp, (size_t)n);
+            }
+        }
+        break;
+    case CM_ZADD_RISK:
+        arg_str(st, "ZADD");
+        arg_key(st, "atrisk", NULL, NULL);
+        n = score_str(c->score, tmp, sizeof(tmp));
+        arg_mem(st, tmp, (size_t)n);
+        arg_str(st, id);
+        break;
+    case CM_TIMER_SET:
+    case CM_TIMER_LT:
+        arg_str(st, "ZADD");
+        arg_pkey(st, "due", p);
+        if (cmd->kind == CM_TIMER_LT) {
+            arg_str(st, "LT");
+        }
+        arg_i64(st, c->next_due_ms);
+        arg_str(st, id);
+        break;
+    case CM_TIMER_DEL:
+        arg_str(st, "ZREM");
+        arg_pkey(st, "due", p);
+        arg_str(st, id);
+        break;
+    case CM_OUTBOX:
+        arg_str(st, "HSET");
+        arg_pkey(st, "outbox", p);
+        arg_str(st, c->alert_ids[cmd->sub]);
+        arg_str(st, c->alert_json[cmd->sub]);
+        break;
+    default:
+        return CW_ERROR;
     }
     return args_send(st);
 }
 
-static cw_err_t reply_commit(cw_state_t *st, size_t i, const redisReply *r, void *ctx) {
-    (void)st;
-    (void)i;
-    (void)ctx;
-    return r->type == REDIS_REPLY_INTEGER ? CW_OK : CW_ERROR;
+static cw_err_t cm_reply_reads(cw_state_t *st, size_t i, const redisReply *r, void *vctx) {
+    const ap_cmd_t *cmd = &st->ap_cmd[i];
+    cm_read_t *rd = &st->cm_rd[cmd->grp];
+    (void)vctx;
+    switch (cmd->kind) {
+    case CM_WATCH:
+        return r->type == REDIS_REPLY_STATUS ? CW_OK : CW_ERROR;
+    case CM_ZSCORE: {
+        double d;
+        rd->due = AP_NONE;
+        if (r->type == REDIS_REPLY_STRING && cw_sv_dbl((cw_sv_t){r->str, r->len}, &d) == 0) {
+            rd->due = (int64_t)d;
+            return CW_OK;
+        }
+        return r->type == REDIS_REPLY_NIL ? CW_OK : CW_ERROR;
+    }
+    case CM_HGET_BD: {
+        int64_t v = r->type == REDIS_REPLY_STRING ? ap_rep_i64(r) : AP_NONE;
+        rd->band = v == AP_NONE || v < 0 || v > 1000 ? -1 : (int)v;
+        return r->type == REDIS_REPLY_STRING || r->type == REDIS_REPLY_NIL ? CW_OK : CW_ERROR;
+    }
+    case CM_LINDEX: {
+        const char *comma = r->type == REDIS_REPLY_STRING ? memchr(r->str, ',', r->len) : NULL;
+        int64_t v;
+        rd->top = AP_NONE;
+        if (comma != NULL && cw_sv_i64((cw_sv_t){r->str, (size_t)(comma - r->str)}, &v) == 0) {
+            rd->top = v;
+        }
+        return r->type == REDIS_REPLY_STRING || r->type == REDIS_REPLY_NIL ? CW_OK : CW_ERROR;
+    }
+    default:
+        return CW_ERROR;
+    }
+}
+
+/* Phase 2: every commit's writes, from its read. */
+static int cm_plan_writes(cw_state_t *st, const cw_commit_t *commits, size_t n) {
+    unsigned char seen[CW_STATE_MAX_PARTITIONS] = {0};
+    st->ap_n_cmd = 0;
+    if (ap_cmd_push(st, 0, AP_MULTI, 0)) {
+        return -1;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const cw_commit_t *c = &commits[i];
+        const cm_read_t *rd = &st->cm_rd[i];
+        uint32_t k = (uint32_t)i;
+        int64_t dm = c->acct->due_ms;
+        int p = cm_partition(c);
+        if (!rd->timer_only) {
+            int ndel = 0;
+            if (c->snapshot_json != NULL &&
+                (ap_cmd_push(st, k, CM_SET_SNAP, 0) ||
+                 (rd->top != AP_NONE && rd->top == c->acct->asof_ms
+                      ? ap_cmd_push(st, k, CM_LSET, 0)
+                      : ap_cmd_push(st, k, CM_LPUSH, 0) || ap_cmd_push(st, k, CM_LTRIM, 0)) ||
+                 ap_cmd_push(st, k, CM_EXPIRE_H, 0))) {
+                return -1;
+            }
+            if (rd->band != c->band &&
+                ((rd->band >= 0 && ap_cmd_push(st, k, CM_BAND_MOVE, -rd->band - 1)) ||
+                 ap_cmd_push(st, k, CM_BAND_MOVE, 0))) {
+                return -1;
+            }
+            for (int r = 0; r < CW_REASON__COUNT; r++) {
+                ndel += c->last_alert_ms == NULL || c->last_alert_ms[r] < 0;
+            }
+            if (ap_cmd_push(st, k, CM_HSET, 0) || (ndel > 0 && ap_cmd_push(st, k, CM_HDEL, 0)) ||
+                ap_cmd_push(st, k, CM_EXPIRE_A, 0) || ap_cmd_push(st, k, CM_EXPIRE_SNAP, 0) ||
+                ap_cmd_push(st, k, CM_ZADD_RISK, 0)) {
+                return -1;
+            }
+        }
+        /* the timer: replaced when it is still the one the read saw (or
+         * there is none); otherwise only moved earlier, so a newer earlier
+         * timer is kept */
+        if (rd->due == AP_NONE || (dm >= 0 && rd->due == dm)) {
+            if (c->next_due_ms >= 0 ? ap_cmd_push(st, k, CM_TIMER_SET, 0)
+                                    : rd->due != AP_NONE && ap_cmd_push(st, k, CM_TIMER_DEL, 0)) {
+                return -1;
+            }
+        } else if (c->next_due_ms >= 0 && ap_cmd_push(st, k, CM_TIMER_LT, 0)) {
+            return -1;
+        }
+        if (!rd->timer_only) {
+            int na = c->n_alerts < 0                  ? 0
+                     : c->n_alerts > CW_REASON__COUNT ? CW_REASON__COUNT
+                                                      : c->n_alerts;
+            for (int x = 0; x < na; x++) {
+                if (ap_cmd_push(st, k, CM_OUTBOX, x)) {
+                    return -1;
+                }
+            }
+        }
+        if (!seen[p]) {
+            seen[p] = 1;
+            if (ap_cmd_push(st, (uint32_t)p, CM_FENCE, 0)) {
+                return -1;
+            }
+        }
+    }
+    return ap_cmd_push(st, 0, AP_EXEC, 0);
+}
+
+static cw_err_t cm_run(cw_state_t *st, const cw_commit_t *commits, size_t n, int *aborted) {
+    unsigned char seen[CW_STATE_MAX_PARTITIONS] = {0};
+    cw_err_t err;
+    *aborted = 0;
+    if (grow((void **)&st->cm_rd, &st->cm_rd_cap, n, sizeof(*st->cm_rd)) != 0) {
+        return CW_ERROR;
+    }
+    st->ap_n_cmd = 0;
+    for (size_t i = 0; i < n; i++) {
+        int p = cm_partition(&commits[i]);
+        if (!seen[p]) {
+            seen[p] = 1;
+            if (ap_cmd_push(st, (uint32_t)p, CM_WATCH, 0)) {
+                return CW_ERROR;
+            }
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        const cw_commit_t *c = &commits[i];
+        cm_read_t *rd = &st->cm_rd[i];
+        uint32_t k = (uint32_t)i;
+        rd->due = AP_NONE;
+        rd->band = -1;
+        rd->top = AP_NONE;
+        rd->timer_only = c->reschedule_only || changes_only_timer(c);
+        if (ap_cmd_push(st, k, CM_ZSCORE, 0) ||
+            (!rd->timer_only && ap_cmd_push(st, k, CM_HGET_BD, 0)) ||
+            (!rd->timer_only && c->snapshot_json != NULL && ap_cmd_push(st, k, CM_LINDEX, 0))) {
+            return CW_ERROR;
+        }
+    }
+    err = pipe_run(st, st->ap_n_cmd, cm_build, cm_reply_reads, (void *)commits, "commit read");
+    if (err != CW_OK) {
+        return err;
+    }
+    if (cm_plan_writes(st, commits, n) != 0) {
+        return CW_ERROR;
+    }
+    st->tx_aborted = 0;
+    err = pipe_run(st, st->ap_n_cmd, cm_build, ap_reply_writes, (void *)commits, "commit");
+    *aborted = st->tx_aborted;
+    return err;
 }
 
 cw_err_t cw_state_commit(cw_state_t *st, const cw_commit_t *commits, size_t n) {
     cw_err_t err;
+    int aborted = 0;
     if (n == 0) {
         return CW_OK;
     }
-    err = cw_state_connect(st);
-    if (err != CW_OK) {
-        return err;
+    for (int attempt = 0;; attempt++) {
+        err = cw_state_connect(st);
+        if (err != CW_OK) {
+            return err;
+        }
+        err = cm_run(st, commits, n, &aborted);
+        if (err != CW_OK || aborted) {
+            drop(st, err != CW_OK ? "commit failed" : "commit aborted");
+        }
+        if (err != CW_OK || !aborted) {
+            return err;
+        }
+        if (attempt == 4) {
+            CW_LOG(CW_LOG_WARN, CW_STATE_COMP,
+                   "commit: partitions written by another writer 5 times in a row; retrying later");
+            return CW_RETRY;
+        }
     }
-    return pipe_run(st, n, build_commit, reply_commit, (void *)commits, "commit");
 }
 
 /* ---- outbox ---- */

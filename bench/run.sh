@@ -27,6 +27,8 @@
 #                       sustained (1000)
 #   BENCH_LAT_MODE      time.mode of the latency run: wall|event (wall)
 #   BENCH_IDLE_MS       --exit-on-idle of the throughput run (1000)
+#   BENCH_CW_KAFKA      extra "kafka" config members for the throughput run,
+#                       e.g. '"batch_size": 4096' (default: none)
 #   BENCH_SLOWLOG=1     log every Redis command of the throughput run and
 #                       print Redis time per script and command (small runs:
 #                       the slow log holds up to 2 M entries in Redis memory)
@@ -267,7 +269,8 @@ if [ "${BENCH_SLOWLOG:-0}" = 1 ]; then
   rcli slowlog reset >/dev/null
 fi
 MEM0=$(rcli info memory | awk -F: '/^used_memory:/ { print $2 + 0 }')
-write_conf "$T/cw.json" "$BROKERS" "cw-bench-$$" events churn-alerts account-scores events-dlq cw event
+write_conf "$T/cw.json" "$BROKERS" "cw-bench-$$" events churn-alerts account-scores events-dlq cw event \
+  "${BENCH_CW_KAFKA:-}"
 log "churnwatch run (cold start: new process, new consumer group, empty Redis)"
 RED0=$(cpu_s "$REDIS_PID")
 BRK0=$(cpu_s "$BROKER_PID")

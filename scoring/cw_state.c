@@ -46,6 +46,7 @@
 
 #define CW_STATE_COMP "state"
 #define CW_STATE_MIN_EVENTS 256   /* initial batch capacity */
+#define CW_STATE_PIPE_WINDOW 4096 /* commands in flight per pipelined round trip */
 #define CW_STATE_SCAN_COUNT "500" /* HSCAN page size of the outbox scan */
 
 /* The scripts, indices into sha[] / src[]. */
@@ -486,40 +487,43 @@ static cw_err_t pipe_run(cw_state_t *st, size_t n, pipe_build_t build, pipe_repl
                          void *ctx, const char *what) {
     cw_err_t worst = CW_OK;
     int64_t t0 = st->rtt_cb != NULL ? cw_time_mono_us() : 0;
-    if (n == 0) {
-        return CW_OK;
-    }
-    for (size_t k = 0; k < n; k++) {
-        cw_err_t err = build(st, k, ctx);
-        if (err != CW_OK) {
-            /* commands already appended cannot be taken back: discard
-             * the connection, and with it the half-built pipeline */
-            drop(st, what);
-            return err;
-        }
-    }
-    for (size_t k = 0; k < n; k++) {
-        redisReply *r = NULL;
-        if (redisGetReply(st->c, (void **)&r) != REDIS_OK || r == NULL) {
-            freeReplyObject(r);
-            drop(st, what);
-            return CW_RETRY;
-        }
-        if (r->type == REDIS_REPLY_ERROR) {
-            cw_err_t err = reply_error(r, what);
-            worst = err > worst ? err : worst;
-        } else {
-            cw_err_t err = on_reply(st, k, r, ctx);
-            if (err == CW_ERROR) {
-                CW_LOG(CW_LOG_ERROR, CW_STATE_COMP,
-                       "%s: unexpected reply (type %d, %zu elements) to command %zu", what, r->type,
-                       r->type == REDIS_REPLY_ARRAY ? r->elements : (size_t)0, k);
+    /* at most CW_STATE_PIPE_WINDOW commands in flight: the output buffer
+     * and the replies held stay bounded however large the batch (a batch's
+     * transaction may span windows: the server queues it until EXEC) */
+    for (size_t w0 = 0; w0 < n; w0 += CW_STATE_PIPE_WINDOW) {
+        size_t w1 = n - w0 < CW_STATE_PIPE_WINDOW ? n : w0 + CW_STATE_PIPE_WINDOW;
+        for (size_t k = w0; k < w1; k++) {
+            cw_err_t err = build(st, k, ctx);
+            if (err != CW_OK) {
+                /* commands already appended cannot be taken back: discard
+                 * the connection, and with it the half-built pipeline */
+                drop(st, what);
+                return err;
             }
-            worst = err > worst ? err : worst;
         }
-        freeReplyObject(r);
+        for (size_t k = w0; k < w1; k++) {
+            redisReply *r = NULL;
+            if (redisGetReply(st->c, (void **)&r) != REDIS_OK || r == NULL) {
+                freeReplyObject(r);
+                drop(st, what);
+                return CW_RETRY;
+            }
+            if (r->type == REDIS_REPLY_ERROR) {
+                cw_err_t err = reply_error(r, what);
+                worst = err > worst ? err : worst;
+            } else {
+                cw_err_t err = on_reply(st, k, r, ctx);
+                if (err == CW_ERROR) {
+                    CW_LOG(CW_LOG_ERROR, CW_STATE_COMP,
+                           "%s: unexpected reply (type %d, %zu elements) to command %zu", what,
+                           r->type, r->type == REDIS_REPLY_ARRAY ? r->elements : (size_t)0, k);
+                }
+                worst = err > worst ? err : worst;
+            }
+            freeReplyObject(r);
+        }
     }
-    if (st->rtt_cb != NULL) {
+    if (st->rtt_cb != NULL && n > 0) {
         st->rtt_cb(st->rtt_opaque, (double)(cw_time_mono_us() - t0) / 1e6);
     }
     return worst;
@@ -913,6 +917,7 @@ typedef struct ap_mem {
     const char *member; /* in the batch's event copy */
     int set;
     int touched; /* marked by an event within the set's retention */
+    int existed; /* found in the set (so the set key exists, with its TTL) */
     int64_t L, M;
 } ap_mem_t;
 
@@ -943,6 +948,8 @@ typedef struct ap_grp {
     int need_keys;
     int64_t last, due, cur, wmin, wmax;
     int is_new, applied;
+    int64_t x;   /* wall day the keys' TTLs were last refreshed ("x"); AP_NONE never */
+    int refresh; /* refresh them now */
     uint32_t mem0, n_mem, cnt0, n_cnt, del0, n_del;
 } ap_grp_t;
 
@@ -1020,6 +1027,7 @@ static ap_mem_t *ap_mem_find(cw_state_t *st, ap_grp_t *g, int set, const char *m
     st->ap_mem[st->ap_n_mem].touched = 0;
     st->ap_mem[st->ap_n_mem].L = AP_NONE;
     st->ap_mem[st->ap_n_mem].M = AP_NONE;
+    st->ap_mem[st->ap_n_mem].existed = 0;
     st->ap_n_mem++;
     g->n_mem++;
     return &st->ap_mem[st->ap_n_mem - 1];
@@ -1140,6 +1148,7 @@ static cw_err_t ap_build(cw_state_t *st, size_t i, void *vctx) {
             arg_piece(st, l->sets[s].name, strlen(l->sets[s].name));
             arg_end(st);
         }
+        arg_str(st, "x");
         n = snprintf(tmp, sizeof(tmp), "o:%d", p);
         arg_mem(st, tmp, (size_t)n);
         break;
@@ -1250,6 +1259,10 @@ static cw_err_t ap_build(cw_state_t *st, size_t i, void *vctx) {
                 arg_i64(st, g->cur);
             }
         }
+        if (g->refresh) {
+            arg_str(st, "x");
+            arg_i64(st, ap_day(st->ap_now));
+        }
         break;
     case AP_EXPIRE:
         arg_str(st, "EXPIRE");
@@ -1329,7 +1342,7 @@ static cw_err_t ap_reply_reads(cw_state_t *st, size_t i, const redisReply *r, vo
     g = &st->ap_grp[c->grp];
     switch (c->kind) {
     case AP_HMGET_A:
-        want = AP_NF + 4 + (size_t)l->n_counters + (size_t)l->n_sets + 1;
+        want = AP_NF + 4 + (size_t)l->n_counters + (size_t)l->n_sets + 2;
         if (r->type != REDIS_REPLY_ARRAY || r->elements != want) {
             return CW_ERROR;
         }
@@ -1355,6 +1368,7 @@ static cw_err_t ap_reply_reads(cw_state_t *st, size_t i, const redisReply *r, vo
         for (int s = 0; s < l->n_sets; s++) {
             g->ms[s] = ap_rep_day(r->element[AP_NF + 4 + l->n_counters + s]);
         }
+        g->x = ap_rep_i64(r->element[want - 2]);
         g->last = ap_rep_i64(r->element[want - 1]);
         if (g->last == AP_NONE) {
             g->last = -1;
@@ -1377,6 +1391,7 @@ static cw_err_t ap_reply_reads(cw_state_t *st, size_t i, const redisReply *r, vo
                 m->L = AP_NONE;
                 m->M = AP_NONE;
             }
+            m->existed = m->L != AP_NONE;
         }
         return e == r->elements ? CW_OK : CW_ERROR;
     }
@@ -1410,6 +1425,9 @@ static int ap_compute(cw_state_t *st, size_t gi, int64_t now) {
     }
     g->wmin = g->wmax = AP_NONE;
     g->is_new = g->f[AP_FM] == AP_NONE;
+    /* TTLs (retention + 2 days) are refreshed once a wall-clock day, and on
+     * keys this apply may create: EXPIRE was ~7 per account apply before */
+    g->refresh = g->is_new || g->x == AP_NONE || g->x < ap_day(now);
     /* redeliveries: at or below the last offset applied from this partition */
     for (int32_t e = st->groups[gi].head; e >= 0; e = st->evs[e].next) {
         cw_bev_t *b = &st->evs[e];
@@ -1728,13 +1746,22 @@ static int ap_plan_writes(cw_state_t *st) {
                 return -1;
             }
         }
-        if (ap_cmd_push(st, gg, AP_HSET_A, 0) || ap_cmd_push(st, gg, AP_EXPIRE, -1) ||
-            ap_cmd_push(st, gg, AP_EXPIRE, -2) || ap_cmd_push(st, gg, AP_EXPIRE, -3)) {
+        if (ap_cmd_push(st, gg, AP_HSET_A, 0) ||
+            (g->refresh &&
+             (ap_cmd_push(st, gg, AP_EXPIRE, -1) || ap_cmd_push(st, gg, AP_EXPIRE, -2) ||
+              ap_cmd_push(st, gg, AP_EXPIRE, -3)))) {
             return -1;
         }
-        /* a set key untouched for a TTL holds only members past the retention */
+        /* a set key untouched for a TTL holds only members past the
+         * retention; one where none of the marked members existed may be
+         * new (no TTL yet) */
         for (int s = 0; s < l->n_sets; s++) {
-            if (((hset >> s) & 1) && ap_cmd_push(st, gg, AP_EXPIRE, s)) {
+            int existed = 0;
+            for (uint32_t x = 0; x < g->n_mem; x++) {
+                existed |= st->ap_mem[g->mem0 + x].set == s && st->ap_mem[g->mem0 + x].existed;
+            }
+            if (((hset >> s) & 1) && (g->refresh || !existed) &&
+                ap_cmd_push(st, gg, AP_EXPIRE, s)) {
                 return -1;
             }
         }

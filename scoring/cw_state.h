@@ -27,9 +27,10 @@
  *   P:atrisk         zset account -> score (lowest first = most at risk)
  *   P:accounts       set of known account ids (for dashboards / explain)
  *   P:bands          hash band -> number of accounts in it (moved by commits)
- * Old day buckets are deleted by the apply script once they fall out of the
+ * Old day buckets are deleted by the apply once they fall out of the
  * retention (longest window), and every key carries a TTL of retention +
- * 2 days so silent accounts do not leak memory.
+ * 2 days (refreshed once a wall-clock day while the account has events) so
+ * silent accounts do not leak memory.
  *
  * Failure model: any connection or protocol error returns CW_RETRY and
  * drops the connection; the next call reconnects (with the caller's

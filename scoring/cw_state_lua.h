@@ -18,7 +18,8 @@
  *   fm/lm first/last event ms   fl/ll first/last login ms   kc cancel ms
  *   k<i> first use of key feature i    arr/sea/pln/ren "<attr ts>,<value>"
  *   sc/bd/ti/ph/am score, band, tier, phase, active mask   a<r> last alert
- *   ms of reason r   lid last alert id
+ *   ms of reason r   lid last alert id   x wall-clock day the account's
+ *   key TTLs were last refreshed (once a day, not on every apply)
  * The score snapshot JSON (several hundred bytes) lives in its own string
  * key P:snap:{id}: a hash value over hash-max-listpack-value (64) would
  * turn the whole account hash into a hashtable, about 3x the memory.

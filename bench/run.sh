@@ -373,8 +373,10 @@ R[redis_cmds]=$(awk -F'[:,=]' -v n="$N_MSGS" '/^cmdstat_/ {
     c[name] = calls; u[name] = usec
   } END {
     if (c["evalsha"] == 0 && c["exec"] == 0) { print "no EVALSHA or EXEC"; exit }
-    printf "%d EVALSHA (%.2f per message, %.1f us each, %.1f s in total), %d EXEC (account reads, and one apply transaction per batch; %.2f per message, %.1f us each, %.1f s in total); top commands:",
-      c["evalsha"], c["evalsha"] / n, c["evalsha"] ? u["evalsha"] / c["evalsha"] : 0, u["evalsha"] / 1e6,
+    if (c["evalsha"] > 0)
+      printf "%d EVALSHA (%.2f per message, %.1f us each, %.1f s in total), ",
+        c["evalsha"], c["evalsha"] / n, u["evalsha"] / c["evalsha"], u["evalsha"] / 1e6
+    printf "%d EXEC (account reads, and the apply and commit transactions; %.2f per message, %.1f us each, %.1f s in total); top commands:",
       c["exec"], c["exec"] / n, c["exec"] ? u["exec"] / c["exec"] : 0, u["exec"] / 1e6
     for (k = 0; k < 6; k++) {
       best = ""; bu = -1
@@ -577,8 +579,8 @@ consumption check   ${R[check]}
 (e) Redis memory per account
                     ${R[e_mem]}
     widest account  ${R[e_hot]}
-    bound           day buckets older than the longest window are pruned by the apply
-                    script, distinct users/features keep one 52-bit day mask per member,
+    bound           day buckets older than the longest window are pruned by the apply,
+                    distinct users/features keep one 52-bit day mask per member,
                     history is capped at state.history_len, every key has a TTL of
                     retention + 2 days: per-account memory is bounded by
                     (window days x counters + members + history), not by event count.

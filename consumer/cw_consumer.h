@@ -26,7 +26,7 @@
 
 #define CW_MAX_PARTITIONS 256
 /* Prefetch bounds set by default (kafka.properties overrides them). */
-#define CW_CONSUMER_QUEUE_KB "8192"       /* queued.max.messages.kbytes */
+#define CW_CONSUMER_QUEUE_KB "4096"       /* queued.max.messages.kbytes */
 #define CW_CONSUMER_FETCH_BYTES "4194304" /* fetch.max.bytes */
 
 typedef struct cw_consumer cw_consumer_t;

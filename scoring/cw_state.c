@@ -336,7 +336,6 @@ static cw_err_t args_send(cw_state_t *st) {
     return CW_OK;
 }
 
-/* EVALSHA <sha> <numkeys> */
 /* ---- connection ---- */
 
 /* Free the context: a context that saw an error is never reused. */

@@ -9,12 +9,11 @@
  *
  * Why in C: the same arithmetic as a Lua script cost ~80 us of Redis CPU
  * per account read (Lua VM and string building, bench/README.md); Redis
- * CPU is the throughput bottleneck, this process's CPU is not.
+ * CPU is the throughput bottleneck.
  *
  * cw_view_plan_t is what the layout implies for storage: how many days each
- * counter/set keeps and how far back its queries read. cw_state uses the
- * same plan to generate the Lua prelude of its write scripts, so reads and
- * writes agree on retention.
+ * counter/set keeps and how far back its queries read. cw_state's apply
+ * prunes by the same plan, so reads and writes agree on retention.
  *
  * Ownership: every pointer argument is borrowed for the duration of the
  * call; results are written into caller-owned structs.

@@ -22,7 +22,7 @@
 #include <librdkafka/rdkafka.h>
 
 /* Producer backlog bound set by default (kafka.properties overrides it). */
-#define CW_SINK_QUEUE_KB "16384" /* queue.buffering.max.kbytes */
+#define CW_SINK_QUEUE_KB "4096" /* queue.buffering.max.kbytes */
 
 #include "cw_common.h"
 #include "cw_conf.h"

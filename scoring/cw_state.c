@@ -882,9 +882,7 @@ enum {
     AP_WMAX,
     AP_FENCE,
     AP_EXEC,
-    /* cw_state_commit */
-    CM_WATCH,
-    CM_FENCE,
+    /* cw_state_commit (and the frame above) */
     CM_ZSCORE,
     CM_HGET_BD,
     CM_LINDEX,
@@ -1101,6 +1099,31 @@ static int ap_plan_reads(cw_state_t *st) {
     return 0;
 }
 
+/* The frame shared by the apply and commit transactions: WATCH or INCR of a
+ * partition's fence, MULTI, EXEC. 1 when kind is one of them (built). */
+static int tx_frame(cw_state_t *st, int kind, int p) {
+    switch (kind) {
+    case AP_WATCH:
+        /* one fence per partition, not the accounts' keys: WATCH checks a
+         * client's watched keys linearly (~90 us a call at 10,000 keys) */
+        arg_str(st, "WATCH");
+        arg_pkey(st, "fence", p);
+        return 1;
+    case AP_FENCE:
+        arg_str(st, "INCR");
+        arg_pkey(st, "fence", p);
+        return 1;
+    case AP_MULTI:
+        arg_str(st, "MULTI");
+        return 1;
+    case AP_EXEC:
+        arg_str(st, "EXEC");
+        return 1;
+    default:
+        return 0;
+    }
+}
+
 static cw_err_t ap_build(cw_state_t *st, size_t i, void *vctx) {
     const ap_cmd_t *c = &st->ap_cmd[i];
     const cw_layout_t *l = st->layout;
@@ -1115,17 +1138,10 @@ static cw_err_t ap_build(cw_state_t *st, size_t i, void *vctx) {
     int n;
     (void)vctx;
     args_reset(st);
+    if (tx_frame(st, c->kind, p)) {
+        return args_send(st);
+    }
     switch (c->kind) {
-    case AP_WATCH:
-        /* one fence per partition, not the accounts' keys: WATCH checks a
-         * client's watched keys linearly (~90 us a call at 10,000 keys) */
-        arg_str(st, "WATCH");
-        arg_pkey(st, "fence", p);
-        break;
-    case AP_FENCE:
-        arg_str(st, "INCR");
-        arg_pkey(st, "fence", p);
-        break;
     case AP_HMGET_A:
         arg_str(st, "HMGET");
         arg_key(st, "a", id, NULL);
@@ -1173,12 +1189,6 @@ static cw_err_t ap_build(cw_state_t *st, size_t i, void *vctx) {
     case AP_HGETALL_S:
         arg_str(st, "HGETALL");
         ap_arg_set_key(st, id, c->sub);
-        break;
-    case AP_MULTI:
-        arg_str(st, "MULTI");
-        break;
-    case AP_EXEC:
-        arg_str(st, "EXEC");
         break;
     case AP_HINCRBY: {
         const ap_cnt_t *e = &st->ap_cnt[g->cnt0 + (uint32_t)c->sub];
@@ -2218,7 +2228,7 @@ static int cm_partition(const cw_commit_t *c) {
 static cw_err_t cm_build(cw_state_t *st, size_t i, void *vctx) {
     const ap_cmd_t *cmd = &st->ap_cmd[i];
     const cw_commit_t *commits = vctx;
-    const cw_commit_t *c = cmd->kind == CM_WATCH || cmd->kind == CM_FENCE ||
+    const cw_commit_t *c = cmd->kind == AP_WATCH || cmd->kind == AP_FENCE ||
                                    cmd->kind == AP_MULTI || cmd->kind == AP_EXEC
                                ? NULL
                                : &commits[cmd->grp];
@@ -2228,21 +2238,10 @@ static cw_err_t cm_build(cw_state_t *st, size_t i, void *vctx) {
     char tmp[64];
     int n;
     args_reset(st);
+    if (tx_frame(st, cmd->kind, p)) {
+        return args_send(st);
+    }
     switch (cmd->kind) {
-    case CM_WATCH:
-        arg_str(st, "WATCH");
-        arg_pkey(st, "fence", p);
-        break;
-    case CM_FENCE:
-        arg_str(st, "INCR");
-        arg_pkey(st, "fence", p);
-        break;
-    case AP_MULTI:
-        arg_str(st, "MULTI");
-        break;
-    case AP_EXEC:
-        arg_str(st, "EXEC");
-        break;
     case CM_ZSCORE:
         arg_str(st, "ZSCORE");
         arg_pkey(st, "due", p);
@@ -2378,7 +2377,7 @@ static cw_err_t cm_reply_reads(cw_state_t *st, size_t i, const redisReply *r, vo
     cm_read_t *rd = &st->cm_rd[cmd->grp];
     (void)vctx;
     switch (cmd->kind) {
-    case CM_WATCH:
+    case AP_WATCH:
         return r->type == REDIS_REPLY_STATUS ? CW_OK : CW_ERROR;
     case CM_ZSCORE: {
         double d;
@@ -2468,7 +2467,7 @@ static int cm_plan_writes(cw_state_t *st, const cw_commit_t *commits, size_t n) 
         }
         if (!seen[p]) {
             seen[p] = 1;
-            if (ap_cmd_push(st, (uint32_t)p, CM_FENCE, 0)) {
+            if (ap_cmd_push(st, (uint32_t)p, AP_FENCE, 0)) {
                 return -1;
             }
         }
@@ -2488,7 +2487,7 @@ static cw_err_t cm_run(cw_state_t *st, const cw_commit_t *commits, size_t n, int
         int p = cm_partition(&commits[i]);
         if (!seen[p]) {
             seen[p] = 1;
-            if (ap_cmd_push(st, (uint32_t)p, CM_WATCH, 0)) {
+            if (ap_cmd_push(st, (uint32_t)p, AP_WATCH, 0)) {
                 return CW_ERROR;
             }
         }

@@ -944,6 +944,7 @@ typedef struct ap_grp {
     unsigned sprune; /* sets pruned now (m:<set> = cur) */
     int need_keys;
     int64_t last, due, cur, wmin, wmax;
+    int64_t base; /* day retention is counted back from (<= cur) */
     int is_new, applied;
     int64_t x;   /* wall day the keys' TTLs were last refreshed ("x"); AP_NONE never */
     int refresh; /* refresh them now */
@@ -1511,6 +1512,33 @@ static int ap_compute(cw_state_t *st, size_t gi, int64_t now) {
     g->cur = st->conf->time_mode == CW_TIME_WALL
                  ? ap_day(now)
                  : ap_day(g->f[AP_LM] != AP_NONE ? g->f[AP_LM] : g->wmax);
+    /* Retention is counted from the oldest day a pending decision will read:
+     * in event mode a day-end timer can lag the newest applied event by a
+     * whole batch's span of event time, and its as-of read needs the days
+     * before it (pruning from the newest event dropped them once the lag
+     * passed CW_STATE_SLACK_DAYS: a replay then read too few tickets) */
+    g->base = g->cur;
+    if (st->conf->time_mode != CW_TIME_WALL) {
+        /* the timer: the end of the earliest day this apply changed, among
+         * events still within the retention of the newest one (an older
+         * event changes nothing a decision reads, and must not send the
+         * timers back over days whose data is gone) */
+        int64_t lim = g->cur - st->plan.max_retention, due = g->due;
+        g->wmin = AP_NONE;
+        for (int32_t e = st->groups[gi].head; e >= 0; e = st->evs[e].next) {
+            int64_t ts = st->evs[e].ev.ts_ms;
+            if (!st->evs[e].skip && ap_day(ts) >= lim && (g->wmin == AP_NONE || ts < g->wmin)) {
+                g->wmin = ts;
+            }
+        }
+        if (g->wmin != AP_NONE) {
+            int64_t timer = (ap_day(g->wmin) + 1) * CW_MS_PER_DAY - 1;
+            due = due == AP_NONE || timer < due ? timer : due;
+        }
+        if (due != AP_NONE && ap_day(due) < g->cur) {
+            g->base = ap_day(due);
+        }
+    }
     /* counters (coalesced per day and counter) and set masks, in event order */
     g->cnt0 = (uint32_t)st->ap_n_cnt;
     for (int32_t e = st->groups[gi].head; e >= 0; e = st->evs[e].next) {
@@ -1523,7 +1551,7 @@ static int ap_compute(cw_state_t *st, size_t gi, int64_t now) {
         for (int k = 0; k < ops.n_counters; k++) {
             int c = ops.counter[k];
             uint32_t x;
-            if (d < g->cur - pl->cr[c]) {
+            if (d < g->base - pl->cr[c]) {
                 continue; /* already out of the counter's retention */
             }
             for (x = 0; x < g->n_cnt; x++) {
@@ -1550,7 +1578,7 @@ static int ap_compute(cw_state_t *st, size_t gi, int64_t now) {
             int s = ops.set[k];
             const char *mem = ap_member(l, ev, s);
             ap_mem_t *m;
-            if (mem[0] == '\0' || d < g->cur - pl->sr[s] ||
+            if (mem[0] == '\0' || d < g->base - pl->sr[s] ||
                 (m = ap_mem_find(st, g, s, mem, 0)) == NULL) {
                 continue;
             }
@@ -1573,7 +1601,7 @@ static int ap_compute(cw_state_t *st, size_t gi, int64_t now) {
     /* counter days below the retention: O(days removed) via m:<counter> */
     g->del0 = (uint32_t)st->ap_n_del;
     for (int c = 0; c < l->n_counters; c++) {
-        int64_t cut = g->cur - pl->cr[c];
+        int64_t cut = g->base - pl->cr[c];
         int64_t m = g->mc[c] == AP_I32_NONE ? AP_NONE : g->mc[c];
         int64_t nm = m;
         if (m != AP_NONE && m < cut) {
@@ -1635,7 +1663,7 @@ static cw_err_t ap_reply_prune(cw_state_t *st, size_t i, const redisReply *r, vo
             for (int cc = 0; cc < l->n_counters; cc++) {
                 const char *name = l->counters[cc].name;
                 int64_t m = g->mc[cc] == AP_I32_NONE ? AP_NONE : g->mc[cc];
-                int64_t cut = g->cur - pl->cr[cc];
+                int64_t cut = g->base - pl->cr[cc];
                 if (m != AP_NONE && cut - m > AP_PRUNE_SCAN_DAYS && d < cut &&
                     strlen(name) == f->len - (size_t)(colon + 1 - f->str) &&
                     memcmp(name, colon + 1, strlen(name)) == 0 &&
@@ -1658,7 +1686,7 @@ static cw_err_t ap_reply_prune(cw_state_t *st, size_t i, const redisReply *r, vo
         if (mem->type != REDIS_REPLY_STRING) {
             continue;
         }
-        if (ap_pair(r->element[k + 1], &L, &M) == 0 && M >= 0 && L >= g->cur - pl->sr[c->sub]) {
+        if (ap_pair(r->element[k + 1], &L, &M) == 0 && M >= 0 && L >= g->base - pl->sr[c->sub]) {
             continue;
         }
         for (uint32_t x = 0; x < g->n_mem && !keep; x++) {
@@ -1774,7 +1802,9 @@ static int ap_plan_writes(cw_state_t *st) {
                 return -1;
             }
         }
-        if ((g->is_new && ap_cmd_push(st, gg, AP_SADD, 0)) || ap_cmd_push(st, gg, AP_ZADD, 0)) {
+        if ((g->is_new && ap_cmd_push(st, gg, AP_SADD, 0)) ||
+            ((st->conf->time_mode == CW_TIME_WALL || g->wmin != AP_NONE) &&
+             ap_cmd_push(st, gg, AP_ZADD, 0))) {
             return -1;
         }
         {
@@ -1896,9 +1926,10 @@ cw_err_t cw_state_batch_exec(cw_state_t *st, cw_account_state_t **out, size_t *n
         cw_strlcpy(a->account_id, ap_id(st, gi), sizeof(a->account_id));
         a->partition = st->groups[gi].partition;
         a->last_event_ms = g->f[AP_LM] == AP_NONE ? -1 : g->f[AP_LM];
-        if (g->applied > 0) {
-            timer = st->conf->time_mode == CW_TIME_WALL ? st->ap_now
-                                                        : (ap_day(g->wmin) + 1) * CW_MS_PER_DAY - 1;
+        if (g->applied > 0 && st->conf->time_mode == CW_TIME_WALL) {
+            timer = st->ap_now;
+        } else if (g->applied > 0 && g->wmin != AP_NONE) {
+            timer = (ap_day(g->wmin) + 1) * CW_MS_PER_DAY - 1;
         }
         /* the timer after ZADD LT */
         dm = g->due == AP_NONE ? timer : (timer >= 0 && timer < g->due ? timer : g->due);

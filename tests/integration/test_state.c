@@ -431,23 +431,43 @@ Test(state, redelivery_is_idempotent) {
     cr_expect_eq(cw_state_duplicates(st), 15);
 }
 
-/* Old day fields and set members are pruned; windows stay exact. */
+/* The pipeline's day-end decision for (account, day) has been made: the
+ * account's timer moves to the next day end (what a commit does). */
+static void decided(const char *id, int partition, int day) {
+    cw_h_redis_int(redis, "ZADD t:due:%d %lld %s", partition, (long long)(T(day + 2, 0) - 1), id);
+}
+
+/* Old day fields and set members are pruned once no pending decision needs
+ * them; windows stay exact. */
 Test(state, pruning_bounds_memory) {
     cw_event_t evs[200];
     size_t n = 0;
     long fields_at_60 = 0;
     redisContext *c;
     redisReply *r;
-    /* "early" only on day 0; then "daily" logs in every day for 150 days */
+    /* "early" only on day 0; then "daily" logs in every day for 150 days,
+     * one batch a day, each day decided before the next (as the timers do) */
     evs[n++] = login("prune", "early", T(0, 0));
     for (int d = 0; d < 150; d++) {
+        size_t first = n - (d == 0 ? 1 : 0);
         evs[n++] = login("prune", "daily", T(d, 12));
+        cr_assert_eq(apply(st, evs + first, n - first, 0, (int64_t)first, NULL, NULL), CW_OK);
+        decided("prune", 0, d);
         if (d == 60) {
-            cr_assert_eq(apply(st, evs, n, 0, 0, NULL, NULL), CW_OK);
             fields_at_60 = day_fields("prune", "cl");
         }
     }
-    cr_assert_eq(apply(st, evs, n, 0, 0, NULL, NULL), CW_OK); /* offsets 0..61 are dups */
+    /* a pending decision keeps what it will read: with the day-0 decision
+     * not made, a batch spanning 60 days (more than the login counter's
+     * retention) prunes nothing */
+    {
+        cw_event_t span[60];
+        for (int d = 0; d < 60; d++) {
+            span[d] = login("pending", "u", T(d, 12));
+        }
+        cr_assert_eq(apply(st, span, 60, 0, 0, NULL, NULL), CW_OK);
+        cr_expect_eq(day_fields("pending", "cl"), 60);
+    }
     /* the login counter keeps its retention (a few dozen days), not 150 */
     long fields = day_fields("prune", "cl");
     int ret = 0;
@@ -483,12 +503,17 @@ Test(state, pruning_bounds_memory) {
     check_all_queries(&a, evs, n);
     cr_expect_eq(win(&a, CW_WIN_LOGINS_30D), 30);
     cr_expect_eq(win(&a, CW_WIN_ACTIVE_USERS_30D), 1);
-    /* a very late event older than the retention is ignored by counters */
+    /* a very late event older than the retention is ignored by counters,
+     * and does not send the timer back */
     cw_event_t old = login("prune", "ghost", T(1, 0));
     cr_assert_eq(apply(st, &old, 1, 0, 1000, NULL, NULL), CW_OK);
     cr_expect_eq(day_fields("prune", "cl"), fields);
+    cr_expect_eq(cw_h_redis_int(redis, "ZCOUNT t:due:0 %lld %lld", (long long)(T(151, 0) - 1),
+                                (long long)(T(151, 0) - 1)),
+                 1);
     /* after a gap of more than 400 days (a replay of a silent account) the
      * old fields are found by a scan rather than day by day */
+    decided("prune", 0, 698);
     cw_event_t back = login("prune", "daily", T(700, 0));
     cr_assert_eq(apply(st, &back, 1, 0, 1001, NULL, NULL), CW_OK);
     cr_expect_eq(day_fields("prune", "cl"), 1);

@@ -54,10 +54,11 @@
 
 typedef struct cw_state cw_state_t;
 
-/* Days kept beyond the longest window: a day-end timer may read an account
- * as of a day up to this far behind its newest applied event (a batch or a
- * restart crossed the day end first); pruning relative to the newest event
- * must not have removed what that read needs. */
+/* Days kept beyond the longest window. The apply counts retention back
+ * from the account's oldest pending day-end decision (its timer), not from
+ * its newest event, so a decision made after a batch crossed its day end
+ * still reads every day it needs; the slack is margin on top (wall-clock
+ * reads, the last-login look-back). */
 #define CW_STATE_SLACK_DAYS 7
 
 /* Partitions 0 .. CW_STATE_MAX_PARTITIONS - 1 are supported. */

@@ -696,7 +696,9 @@ void cw_alert_json(const cw_model_t *model, const cw_account_state_t *acct, cons
         j_attributes(out, &ff, acct);
         j_key(out, &ff, "forced_danger");
         cw_buf_puts(out, score->forced_danger ? "true" : "false");
-        if (acct->cancel_ms >= 0) {
+        if (acct->cancel_ms >= 0 && acct->cancel_ms <= acct->asof_ms) {
+            /* a notice dated after the as-of time is not a fact of it (and
+             * is known or not depending on where batches fell) */
             j_key(out, &ff, "cancel_time");
             j_time(out, acct->cancel_ms);
         }

@@ -982,6 +982,18 @@ static const char *ap_id(const cw_state_t *st, size_t g) {
     return st->evs[st->groups[g].head].ev.account_id;
 }
 
+/* The timer this apply sets for group g (ZADD LT): now in wall mode, the
+ * end of its earliest in-retention event's day in event mode; -1 none. */
+static int64_t ap_timer(const cw_state_t *st, const ap_grp_t *g) {
+    if (g->applied == 0) {
+        return -1;
+    }
+    if (st->conf->time_mode == CW_TIME_WALL) {
+        return st->ap_now;
+    }
+    return g->wmin == AP_NONE ? -1 : (ap_day(g->wmin) + 1) * CW_MS_PER_DAY - 1;
+}
+
 static int ap_cmd_push(cw_state_t *st, uint32_t grp, int kind, int sub) {
     if (grow((void **)&st->ap_cmd, &st->ap_cmd_cap, st->ap_n_cmd + 1, sizeof(*st->ap_cmd)) != 0) {
         return -1;
@@ -1296,9 +1308,7 @@ static cw_err_t ap_build(cw_state_t *st, size_t i, void *vctx) {
         arg_str(st, "ZADD");
         arg_pkey(st, "due", p);
         arg_str(st, "LT");
-        arg_i64(st, st->conf->time_mode == CW_TIME_WALL
-                        ? st->ap_now
-                        : (ap_day(g->wmin) + 1) * CW_MS_PER_DAY - 1);
+        arg_i64(st, ap_timer(st, g));
         arg_str(st, id);
         break;
     case AP_WMAX:
@@ -1802,8 +1812,11 @@ static int ap_plan_writes(cw_state_t *st) {
                 return -1;
             }
         }
+        /* ZADD LT only when it moves the timer: an account whose timer is
+         * already at or before this apply's (most applies of a day) is left
+         * alone; the fence guarantees the timer read is still current */
         if ((g->is_new && ap_cmd_push(st, gg, AP_SADD, 0)) ||
-            ((st->conf->time_mode == CW_TIME_WALL || g->wmin != AP_NONE) &&
+            (ap_timer(st, g) >= 0 && (g->due == AP_NONE || ap_timer(st, g) < g->due) &&
              ap_cmd_push(st, gg, AP_ZADD, 0))) {
             return -1;
         }
@@ -1921,16 +1934,12 @@ cw_err_t cw_state_batch_exec(cw_state_t *st, cw_account_state_t **out, size_t *n
     for (size_t gi = 0; gi < st->n_groups; gi++) {
         const ap_grp_t *g = &st->ap_grp[gi];
         cw_account_state_t *a = &st->exec_out[gi];
-        int64_t timer = -1, dm;
+        int64_t timer, dm;
         memset(a, 0, sizeof(*a));
         cw_strlcpy(a->account_id, ap_id(st, gi), sizeof(a->account_id));
         a->partition = st->groups[gi].partition;
         a->last_event_ms = g->f[AP_LM] == AP_NONE ? -1 : g->f[AP_LM];
-        if (g->applied > 0 && st->conf->time_mode == CW_TIME_WALL) {
-            timer = st->ap_now;
-        } else if (g->applied > 0 && g->wmin != AP_NONE) {
-            timer = (ap_day(g->wmin) + 1) * CW_MS_PER_DAY - 1;
-        }
+        timer = ap_timer(st, g);
         /* the timer after ZADD LT */
         dm = g->due == AP_NONE ? timer : (timer >= 0 && timer < g->due ? timer : g->due);
         if (st->conf->time_mode == CW_TIME_WALL) {

@@ -406,11 +406,9 @@ static cw_err_t reschedule_all(cw_pipeline_t *pl, cw_account_state_t *accts, siz
     for (size_t i = 0; i <= n; i++) {
         if (i < n) {
             const cw_account_state_t *a = &accts[i];
-            /* Only a dirty mark (an apply's earliest new event, or one left
-             * by a crash) moves, to the end of its day. A day-end timer is
-             * already at or before the new events' first day (the apply's
-             * ZADD LT), and nothing due (every event a redelivery) stays
-             * so: moving either would re-decide days already decided. */
+            /* Only a dirty mark (a timer that is not a day end: written by
+             * versions before the apply set day-end timers itself) moves, to
+             * the end of its day; a day-end timer stays. */
             if (a->due_ms < 0 || is_day_end(a->due_ms)) {
                 continue;
             }
@@ -464,9 +462,8 @@ static cw_err_t fire_timers(cw_pipeline_t *pl) {
                 break;
             }
             if (pl->conf->time_mode == CW_TIME_EVENT) {
-                /* day ends decide; a dirty mark left by an apply whose
-                 * reschedule never committed (a crash in between) is only
-                 * moved to its day end, like the apply would have done */
+                /* day ends decide; a dirty mark left in Redis by an older
+                 * version is only moved to its day end */
                 size_t nd = 0;
                 for (size_t i = 0; i < n; i++) {
                     if (!is_day_end(accts[i].due_ms)) {
@@ -620,8 +617,9 @@ static cw_err_t process_batch(cw_pipeline_t *pl, size_t n) {
         for (size_t i = 0; i < na; i++) {
             /* Timers are scanned when a partition's watermark day moves;
              * late events can also leave one due at or below the current
-             * watermark (a dirty mark becomes the end of its day), and then
-             * the partition is scanned again after this batch. */
+             * watermark (a timer moved back to a late event's day end, or
+             * an older version's dirty mark), and then the partition is
+             * scanned again after this batch. */
             int p = accts[i].partition;
             int64_t due = accts[i].due_ms;
             if (p >= 0 && p < CW_MAX_PARTITIONS && due >= 0 &&
@@ -629,16 +627,15 @@ static cw_err_t process_batch(cw_pipeline_t *pl, size_t n) {
                 pl->rescan[p] = 1;
             }
         }
-        if (pl->conf->time_mode == CW_TIME_EVENT) {
-            r = reschedule_all(pl, accts, na);
-        } else {
+        /* event mode: the apply itself set each account's day-end timer */
+        if (pl->conf->time_mode == CW_TIME_WALL) {
             for (size_t i = 0; i < na; i++) {
                 accts[i].suppress_mask = 0; /* events decide at once */
             }
             r = decide_all(pl, accts, na);
-        }
-        if (r != CW_OK) {
-            return r;
+            if (r != CW_OK) {
+                return r;
+            }
         }
         pl->consumed_any = 1;
     }

@@ -49,14 +49,6 @@
 #define CW_STATE_PIPE_WINDOW 4096 /* commands in flight per pipelined round trip */
 #define CW_STATE_SCAN_COUNT "500" /* HSCAN page size of the outbox scan */
 
-/* The scripts, indices into sha[] / src[]. */
-
-/* Event flags understood by APPLY. */
-#define CW_FL_ACTIVITY 1
-#define CW_FL_LOGIN 2
-#define CW_FL_ACCOUNT 4
-#define CW_FL_CANCEL 8
-
 /* One event of the batch (a copy; groups link their events by index). */
 typedef struct cw_bev {
     cw_event_t ev;
@@ -101,7 +93,6 @@ struct cw_state {
     cw_account_state_t *exec_out;
     size_t exec_cap;
     cw_account_state_t *due_out;
-    unsigned char *due_miss; /* 1: the due account no longer exists */
     size_t due_cap, n_due;
     /* command arguments: one buffer, offsets/lengths, pointers at send */
     cw_buf_t abuf;
@@ -242,8 +233,6 @@ static int parse_url(cw_state_t *st, const char *url, char *errstr, size_t errst
              url);
     return -1;
 }
-
-/* ---- script generation ---- */
 
 /* ---- command arguments ---- */
 
@@ -717,7 +706,6 @@ void cw_state_destroy(cw_state_t *st) {
     free(st->table);
     free(st->exec_out);
     free(st->due_out);
-    free(st->due_miss);
     cw_buf_free(&st->abuf);
     free(st->arg_off);
     free(st->arg_len);
@@ -882,8 +870,7 @@ enum {
     AP_WMAX,
     AP_FENCE,
     AP_EXEC,
-    /* cw_state_commit (and the frame above) */
-    CM_ZSCORE,
+    /* cw_state_commit (and the shared ones above) */
     CM_HGET_BD,
     CM_LINDEX,
     CM_SET_SNAP,
@@ -1112,10 +1099,27 @@ static int ap_plan_reads(cw_state_t *st) {
     return 0;
 }
 
-/* The frame shared by the apply and commit transactions: WATCH or INCR of a
- * partition's fence, MULTI, EXEC. 1 when kind is one of them (built). */
-static int tx_frame(cw_state_t *st, int kind, int p) {
+/* ZSCORE of a timer: *due = its score, AP_NONE for none (nil). */
+static cw_err_t rep_timer(const redisReply *r, int64_t *due) {
+    double d;
+    *due = AP_NONE;
+    if (r->type == REDIS_REPLY_STRING && cw_sv_dbl((cw_sv_t){r->str, r->len}, &d) == 0) {
+        *due = (int64_t)d;
+        return CW_OK;
+    }
+    return r->type == REDIS_REPLY_NIL ? CW_OK : CW_ERROR;
+}
+
+/* The commands shared by the apply and commit transactions: WATCH or INCR
+ * of a partition's fence, MULTI, EXEC, and ZSCORE of an account's timer
+ * (id). 1 when kind is one of them (built). */
+static int tx_shared(cw_state_t *st, int kind, int p, const char *id) {
     switch (kind) {
+    case AP_ZSCORE:
+        arg_str(st, "ZSCORE");
+        arg_pkey(st, "due", p);
+        arg_str(st, id);
+        return 1;
     case AP_WATCH:
         /* one fence per partition, not the accounts' keys: WATCH checks a
          * client's watched keys linearly (~90 us a call at 10,000 keys) */
@@ -1151,7 +1155,7 @@ static cw_err_t ap_build(cw_state_t *st, size_t i, void *vctx) {
     int n;
     (void)vctx;
     args_reset(st);
-    if (tx_frame(st, c->kind, p)) {
+    if (tx_shared(st, c->kind, p, id)) {
         return args_send(st);
     }
     switch (c->kind) {
@@ -1189,11 +1193,6 @@ static cw_err_t ap_build(cw_state_t *st, size_t i, void *vctx) {
                 arg_str(st, m->member);
             }
         }
-        break;
-    case AP_ZSCORE:
-        arg_str(st, "ZSCORE");
-        arg_pkey(st, "due", p);
-        arg_str(st, id);
         break;
     case AP_HKEYS:
         arg_str(st, "HKEYS");
@@ -1415,16 +1414,8 @@ static cw_err_t ap_reply_reads(cw_state_t *st, size_t i, const redisReply *r, vo
         }
         return e == r->elements ? CW_OK : CW_ERROR;
     }
-    case AP_ZSCORE: {
-        double d;
-        g->due = AP_NONE;
-        if (r->type == REDIS_REPLY_STRING && cw_sv_dbl((cw_sv_t){r->str, r->len}, &d) == 0) {
-            g->due = (int64_t)d;
-        } else if (r->type != REDIS_REPLY_NIL) {
-            return CW_ERROR;
-        }
-        return CW_OK;
-    }
+    case AP_ZSCORE:
+        return rep_timer(r, &g->due);
     default:
         return CW_ERROR;
     }
@@ -2076,14 +2067,6 @@ static cw_err_t reply_due_list(cw_state_t *st, size_t i, const redisReply *r, vo
     if (grow((void **)&st->due_out, &st->due_cap, n, sizeof(*st->due_out)) != 0) {
         return CW_ERROR;
     }
-    {
-        size_t cap = st->due_cap > n ? st->due_cap : n;
-        unsigned char *m = realloc(st->due_miss, cap);
-        if (m == NULL) {
-            return CW_ERROR;
-        }
-        st->due_miss = m;
-    }
     for (size_t k = 0; k < n; k++) {
         const redisReply *mem = r->element[2 * k];
         double score;
@@ -2095,7 +2078,6 @@ static cw_err_t reply_due_list(cw_state_t *st, size_t i, const redisReply *r, vo
         memcpy(st->due_out[k].account_id, mem->str, mem->len);
         st->due_out[k].account_id[mem->len] = '\0';
         st->due_out[k].due_ms = (int64_t)score;
-        st->due_miss[k] = 0;
     }
     st->n_due = n;
     return CW_OK;
@@ -2174,11 +2156,11 @@ cw_err_t cw_state_due(cw_state_t *st, int partition, int64_t upto_ms, size_t max
         return err;
     }
     for (size_t i = 0; i < st->n_due; i++) {
-        /* a missing account's timer is dropped below; the others' timers
-         * live in this partition's zset: commit must update it there */
-        st->due_miss[i] = st->read_miss[i];
+        /* a missing account (read_miss) has its timer dropped below; the
+         * others' timers live in this partition's zset: commit must update
+         * it there */
         st->due_out[i].partition = partition;
-        n_gone += st->due_miss[i];
+        n_gone += st->read_miss[i];
     }
     if (n_gone > 0) {
         due_gone_ctx_t gctx = {partition, NULL};
@@ -2188,7 +2170,7 @@ cw_err_t cw_state_due(cw_state_t *st, int partition, int64_t upto_ms, size_t max
             return CW_ERROR;
         }
         for (size_t i = 0; i < st->n_due; i++) {
-            if (st->due_miss[i]) {
+            if (st->read_miss[i]) {
                 gctx.idx[m++] = i;
             }
         }
@@ -2198,7 +2180,7 @@ cw_err_t cw_state_due(cw_state_t *st, int partition, int64_t upto_ms, size_t max
             return err;
         }
         for (size_t i = 0; i < st->n_due; i++) { /* compact */
-            if (!st->due_miss[i]) {
+            if (!st->read_miss[i]) {
                 if (k != i) {
                     st->due_out[k] = st->due_out[i];
                 }
@@ -2222,7 +2204,7 @@ static int score_str(double score, char *tmp, size_t size) {
 /* 1 when the decision would store exactly what its read found (score as
  * stored, band, tier, phase, conditions, alert times; no alert, no
  * snapshot): only the timer has to move. Most day ends of a quiet account
- * are like that, and a timer move is a far cheaper script run. */
+ * are like that, and a timer move is two commands instead of a dozen. */
 static int changes_only_timer(const cw_commit_t *c) {
     const cw_account_state_t *a = c->acct;
     char x[40], y[40];
@@ -2278,15 +2260,10 @@ static cw_err_t cm_build(cw_state_t *st, size_t i, void *vctx) {
     char tmp[64];
     int n;
     args_reset(st);
-    if (tx_frame(st, cmd->kind, p)) {
+    if (tx_shared(st, cmd->kind, p, id)) {
         return args_send(st);
     }
     switch (cmd->kind) {
-    case CM_ZSCORE:
-        arg_str(st, "ZSCORE");
-        arg_pkey(st, "due", p);
-        arg_str(st, id);
-        break;
     case CM_HGET_BD:
         arg_str(st, "HGET");
         arg_key(st, "a", id, NULL);
@@ -2419,15 +2396,8 @@ static cw_err_t cm_reply_reads(cw_state_t *st, size_t i, const redisReply *r, vo
     switch (cmd->kind) {
     case AP_WATCH:
         return r->type == REDIS_REPLY_STATUS ? CW_OK : CW_ERROR;
-    case CM_ZSCORE: {
-        double d;
-        rd->due = AP_NONE;
-        if (r->type == REDIS_REPLY_STRING && cw_sv_dbl((cw_sv_t){r->str, r->len}, &d) == 0) {
-            rd->due = (int64_t)d;
-            return CW_OK;
-        }
-        return r->type == REDIS_REPLY_NIL ? CW_OK : CW_ERROR;
-    }
+    case AP_ZSCORE:
+        return rep_timer(r, &rd->due);
     case CM_HGET_BD: {
         int64_t v = r->type == REDIS_REPLY_STRING ? ap_rep_i64(r) : AP_NONE;
         rd->band = v == AP_NONE || v < 0 || v > 1000 ? -1 : (int)v;
@@ -2540,7 +2510,7 @@ static cw_err_t cm_run(cw_state_t *st, const cw_commit_t *commits, size_t n, int
         rd->band = -1;
         rd->top = AP_NONE;
         rd->timer_only = c->reschedule_only || changes_only_timer(c);
-        if (ap_cmd_push(st, k, CM_ZSCORE, 0) ||
+        if (ap_cmd_push(st, k, AP_ZSCORE, 0) ||
             (!rd->timer_only && ap_cmd_push(st, k, CM_HGET_BD, 0)) ||
             (!rd->timer_only && c->snapshot_json != NULL && ap_cmd_push(st, k, CM_LINDEX, 0))) {
             return CW_ERROR;

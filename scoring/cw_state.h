@@ -2,10 +2,12 @@
  * cw_state.h — the per-account state in Redis: rolling day-bucketed
  * counters and distinct sets, attributes, the last decision, the
  * partition-scoped rescoring timers, the alert outbox and the at-risk
- * ranking. All writes go through Lua scripts (EVALSHA, loaded on connect)
- * so each account's update is atomic, and through one pipelined round trip
- * per batch. Reads are plain HGETALL/HVALS/LRANGE in one MULTI/EXEC per
- * account, evaluated in C by cw_view (Lua reads cost Redis ~4x the CPU).
+ * ranking. Plain Redis commands computed in C: the apply of a batch and the
+ * commit of a chunk of decisions are each one optimistic transaction (WATCH
+ * of the partitions' fence keys, pipelined reads, MULTI ... EXEC); an
+ * account read is HGETALL/HVALS/LRANGE in one MULTI/EXEC, evaluated by
+ * cw_view. (These were Lua scripts; the Lua VM cost Redis several times the
+ * CPU of the commands, bench/README.md.)
  *
  * Keys (P = redis.key_prefix, {id} = account id as a cluster hash tag):
  *   P:a:{id}         hash: attributes, facts, last decision, per-day counters
@@ -20,9 +22,9 @@
  *                    apply moves its account's earlier, atomically: now in
  *                    wall mode, its first day's end in event mode)
  *   P:wm             hash partition -> event-time watermark (max event ts)
- *   P:fence:<p>      counter INCRed by every apply of partition p; applies
- *                    WATCH it (optimistic concurrency between two consumers
- *                    of one partition during a rebalance)
+ *   P:fence:<p>      counter INCRed by every apply and commit of partition
+ *                    p, which WATCH it (optimistic concurrency between two
+ *                    consumers of one partition during a rebalance)
  *   P:outbox:<p>     hash alert_id -> alert JSON not yet acked by Kafka
  *   P:atrisk         zset account -> score (lowest first = most at risk)
  *   P:accounts       set of known account ids (for dashboards / explain)
@@ -35,7 +37,9 @@
  * Failure model: any connection or protocol error returns CW_RETRY and
  * drops the connection; the next call reconnects (with the caller's
  * backoff). A batch that failed can be re-executed as a whole: the offsets
- * make it idempotent. REDIS_REPLY_ERROR from a script is CW_ERROR.
+ * make it idempotent. A REDIS_REPLY_ERROR is CW_ERROR (CW_RETRY for the
+ * transient ones: OOM, BUSY, LOADING, READONLY, ...). An EXEC aborted by a
+ * changed fence is recomputed, at most 5 times, then CW_RETRY.
  *
  * Ownership: cw_state_t owns its hiredis context and buffers. It keeps the
  * conf and layout pointers it was given (they must outlive it). Account
@@ -70,7 +74,7 @@ cw_state_t *cw_state_new(const cw_conf_t *conf, const cw_layout_t *layout, char 
 /** @brief Close and free; accepts NULL. */
 void cw_state_destroy(cw_state_t *st);
 
-/** @brief Connect if not connected (AUTH, SELECT, SCRIPT LOAD). CW_RETRY if down. */
+/** @brief Connect if not connected (AUTH, SELECT). CW_RETRY if down. */
 cw_err_t cw_state_connect(cw_state_t *st);
 /** @brief 1 when a live connection exists. */
 int cw_state_connected(const cw_state_t *st);
@@ -82,7 +86,7 @@ uint64_t cw_state_reconnects(const cw_state_t *st);
 void cw_state_batch_begin(cw_state_t *st);
 /**
  * @brief Add one decoded event at (partition, offset) to the batch; events of
- * one account are coalesced into one script call. The event is copied.
+ * one account are coalesced into one update. The event is copied.
  * @returns CW_OK, or CW_ERROR when the batch is full (caller execs first) or
  * the partition is out of range.
  */
@@ -90,7 +94,7 @@ cw_err_t cw_state_batch_add(cw_state_t *st, int partition, int64_t offset, const
 /** @brief Number of events in the current batch. */
 size_t cw_state_batch_len(const cw_state_t *st);
 /**
- * @brief Apply the batch (one pipelined EVALSHA per account) and advance
+ * @brief Apply the batch (one optimistic transaction) and advance
  * the partitions' watermarks. Wall mode: every touched account is then read
  * back as of now (one more pipelined round trip) for the caller to decide.
  * Event mode: nothing is read — decisions are made by the day-end timers —
@@ -140,8 +144,8 @@ typedef struct cw_commit {
 } cw_commit_t;
 
 /**
- * @brief Persist decisions atomically per account (one pipelined EVALSHA
- * each): score, band, masks, alert times, history, at-risk rank, next
+ * @brief Persist decisions in one optimistic transaction (reads, then MULTI
+ * ... EXEC): score, band, masks, alert times, history, at-risk rank, next
  * timer, and the alerts into the partition's outbox. An account whose due
  * mark changed since it was read keeps the newer mark. A decision that
  * would store exactly what its read found (same stored score, band, tier,
@@ -173,7 +177,7 @@ typedef void(cw_state_rtt_cb)(void *opaque, double seconds);
 void cw_state_set_rtt_cb(cw_state_t *st, cw_state_rtt_cb *cb, void *opaque);
 /**
  * @brief Accounts per band (index cw_band_t) from P:bands, which the commit
- * script moves on every band change. An account whose keys expired (silent
+ * moves on every band change. An account whose keys expired (silent
  * past retention + 2 days) is not taken out of its band's count.
  */
 cw_err_t cw_state_band_counts(cw_state_t *st, uint64_t counts[3]);

@@ -2,15 +2,33 @@
  * cw_pipeline.c — the processor loop behind `churnwatch run` (see
  * cw_pipeline.h for the data flow and the failure model).
  *
- * Everything runs on one thread, in a fixed order per iteration, so a
- * rebalance (served inside the consumer poll) never finds a half-done
- * batch: by the time the consumer is polled again, the previous batch is
- * applied in Redis and its offsets are stored. Scoring is done in chunks of
- * CHUNK accounts to keep memory flat however large a batch is.
+ * Threads. The main thread consumes, decodes, dead-letters, stores
+ * offsets and serves the producer's delivery reports. The Redis work of an
+ * iteration (apply, wall-mode decisions, outbox re-delivery, day-end
+ * timers) is split by partition among redis.connections "lanes": worker
+ * threads with their own Redis connection and scratch, partition p on lane
+ * p mod N. Partitions share no Redis state that is not commutative (fence,
+ * timers, outbox and watermark are per partition; P:bands is HINCRBY), so
+ * lanes run side by side and Redis works on one lane's commands while
+ * another lane computes. The main thread waits for every lane before it
+ * polls the consumer again, so a rebalance (served inside the consumer
+ * poll) never finds a half-done batch: by then the batch is applied in
+ * Redis and its offsets are stored. Scoring is done in chunks of CHUNK
+ * accounts to keep memory flat however large a batch is.
+ *
+ * Who touches what while lanes run: a lane writes only the per-partition
+ * entries of its own partitions (wm, rescan, timer_upto, scan_outbox), its
+ * own lane_t (state, scratch, stats) and the metrics (atomics); it produces
+ * with rd_kafka_producev (thread-safe) but never polls the producer, so
+ * every delivery report runs on the main thread. The main thread meanwhile
+ * only polls the producer and pauses the consumer if a lane reports Redis
+ * down.
  */
 #include "cw_pipeline.h"
 
+#include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -24,7 +42,7 @@
 #include "cw_state.h"
 
 #define CHUNK 256              /* accounts scored and committed per round trip */
-#define TIMER_BATCH 1000       /* due accounts fetched per partition per scan */
+#define TIMER_BATCH CHUNK      /* due accounts per scan: one commit, under the WATCH of the read */
 #define OUTBOX_RESCAN_MS 10000 /* re-send alerts whose delivery failed */
 #define MAX_ACKS 4096
 
@@ -33,15 +51,51 @@ typedef struct alert_ref {
     char id[CW_ALERT_ID_MAX];
 } alert_ref_t;
 
+/* One lane: a worker thread with its own Redis connection, owning the
+ * partitions p with p % n_lanes == id (see the top of this file). */
+typedef struct lane {
+    cw_pipeline_t *pl; /* borrowed back-pointer */
+    int id;
+    cw_state_t *state; /* owned: this lane's Redis connection and batch */
+    pthread_t thread;
+    int started;
+    int64_t backoff_ms;
+    atomic_int redis_down; /* set while retrying: the main thread pauses fetching */
+    /* results of one step, read by the main thread after the join */
+    cw_err_t r_apply;          /* the batch's apply (and wall-mode decisions) */
+    cw_err_t r_work;           /* the apply, then outbox scan and timers */
+    const char *stage;         /* named in the log when r_work is an error */
+    cw_pipeline_stats_t stats; /* counted by the lane, folded into pl->stats */
+    /* scoring scratch, reused */
+    cw_score_t scores[CHUNK];
+    cw_decision_t decisions[CHUNK];
+    cw_commit_t commits[CHUNK];
+    size_t snap_off[CHUNK], snap_len[CHUNK];
+    size_t alert_off[CHUNK][CW_REASON__COUNT], alert_len[CHUNK][CW_REASON__COUNT];
+    cw_buf_t json; /* all JSON of one chunk */
+} lane_t;
+
 struct cw_pipeline {
     const cw_conf_t *conf; /* borrowed */
     cw_pipeline_opts_t opts;
     cw_layout_t layout;
     cw_consumer_t *consumer; /* owned */
     cw_sink_t *sink;         /* owned */
-    cw_state_t *state;       /* owned */
+    lane_t *lanes;           /* owned array of n_lanes */
+    int n_lanes;
+    pthread_t main_thread;
     volatile sig_atomic_t stop;
     int fatal;
+
+    /* lane hand-off: gen counts steps; pending lanes still working */
+    pthread_mutex_t mu;
+    pthread_cond_t cv_work, cv_done;
+    int sync_ok; /* mu and the condition variables exist */
+    uint64_t gen;
+    int pending;
+    int quit;
+    int step_batch;      /* this step has a batch to apply */
+    int step_rescan_all; /* this step re-sends every outbox (failed deliveries) */
 
     rd_kafka_message_t **msgs; /* owned array; messages destroyed per batch */
     int owned[CW_MAX_PARTITIONS];
@@ -56,18 +110,11 @@ struct cw_pipeline {
     int64_t last_gauges_ms;                /* gauges refreshed once a second */
     int64_t last_activity_ms;
     int64_t last_outbox_scan_ms;
-    int64_t backoff_ms;
+    int paused; /* fetching paused while a lane retries Redis */
 
-    /* scoring scratch, reused */
-    cw_score_t scores[CHUNK];
-    cw_decision_t decisions[CHUNK];
-    cw_commit_t commits[CHUNK];
-    size_t snap_off[CHUNK], snap_len[CHUNK];
-    size_t alert_off[CHUNK][CW_REASON__COUNT], alert_len[CHUNK][CW_REASON__COUNT];
-    cw_buf_t json; /* all JSON of one chunk */
     cw_buf_t dlq;
 
-    /* delivered alerts waiting to be removed from the outbox */
+    /* delivered alerts waiting to be removed from the outbox (main thread) */
     int ack_part[MAX_ACKS];
     char ack_id[MAX_ACKS][CW_ALERT_ID_MAX];
     size_t n_acks;
@@ -78,6 +125,14 @@ struct cw_pipeline {
 
     cw_pipeline_stats_t stats;
 };
+
+static lane_t *lane_of(cw_pipeline_t *pl, int p) {
+    return &pl->lanes[p % pl->n_lanes];
+}
+
+static int on_main(const cw_pipeline_t *pl) {
+    return pthread_equal(pthread_self(), pl->main_thread);
+}
 
 /* ---- delivery reports ---- */
 
@@ -150,8 +205,14 @@ static void refresh_gauges(cw_pipeline_t *pl) {
         }
     }
     cw_metrics_set_assigned(pl->m, assigned);
-    cw_metrics_set_redis_up(pl->m, cw_state_connected(pl->state));
-    cw_metrics_set_redis_reconnects(pl->m, cw_state_reconnects(pl->state));
+    int up = 1;
+    uint64_t reconnects = 0;
+    for (int i = 0; i < pl->n_lanes; i++) {
+        up &= cw_state_connected(pl->lanes[i].state);
+        reconnects += cw_state_reconnects(pl->lanes[i].state);
+    }
+    cw_metrics_set_redis_up(pl->m, up);
+    cw_metrics_set_redis_reconnects(pl->m, reconnects);
     for (int t = 0; t < CW_SINK__COUNT; t++) {
         uint64_t delivered = 0, failed = 0;
         cw_sink_counts(pl->sink, (cw_sink_topic_t)t, &delivered, &failed);
@@ -161,65 +222,84 @@ static void refresh_gauges(cw_pipeline_t *pl) {
 
 /* ---- backoff ---- */
 
-/* Sleep with exponential backoff, serving producer delivery reports. The
- * consumer is not polled meanwhile: a message handed out now could not be
- * processed, and skipping it would let a later offset be stored past it.
- * If an outage outlasts max.poll.interval.ms the group rebalances and the
- * partitions resume from the committed offsets — redelivery that the
- * offset-idempotent apply absorbs. */
-static void backoff_wait(cw_pipeline_t *pl) {
-    pl->backoff_ms = pl->backoff_ms == 0 ? 100 : pl->backoff_ms * 2;
-    if (pl->backoff_ms > pl->conf->redis_backoff_max_ms) {
-        pl->backoff_ms = pl->conf->redis_backoff_max_ms;
+/* Sleep with exponential backoff. On the main thread, producer delivery
+ * reports are served meanwhile; a lane only sleeps (the main thread polls
+ * the producer while lanes work) and flags Redis down, and the main thread
+ * pauses fetching. The consumer is not polled meanwhile: a message handed
+ * out now could not be processed, and skipping it would let a later offset
+ * be stored past it. If an outage outlasts max.poll.interval.ms the group
+ * rebalances and the partitions resume from the committed offsets —
+ * redelivery that the offset-idempotent apply absorbs. */
+static void backoff_wait(lane_t *ln) {
+    cw_pipeline_t *pl = ln->pl;
+    ln->backoff_ms = ln->backoff_ms == 0 ? 100 : ln->backoff_ms * 2;
+    if (ln->backoff_ms > pl->conf->redis_backoff_max_ms) {
+        ln->backoff_ms = pl->conf->redis_backoff_max_ms;
     }
-    int64_t until = cw_time_mono_ms() + pl->backoff_ms;
+    int64_t until = cw_time_mono_ms() + ln->backoff_ms;
+    int main_thread = on_main(pl);
     while (!pl->stop && cw_time_mono_ms() < until) {
-        cw_sink_poll(pl->sink, 20);
+        if (main_thread) {
+            cw_sink_poll(pl->sink, 20);
+        } else {
+            struct timespec ts = {0, 20 * 1000 * 1000};
+            nanosleep(&ts, NULL);
+        }
     }
 }
 
-/* Run fn until it is not CW_RETRY; reconnect with backoff in between.
- * Returns the final result (CW_RETRY only if stopping). */
-#define WITH_REDIS(pl, call)                                                                       \
+static void set_paused(cw_pipeline_t *pl, int pause) {
+    if (pl->paused != pause) {
+        CW_LOG(CW_LOG_INFO, "pipeline", "%s",
+               pause ? "redis unavailable; pausing input and retrying"
+                     : "redis back; resuming input");
+        cw_consumer_pause(pl->consumer, pause);
+        cw_metrics_set_redis_up(pl->m, !pause);
+        pl->paused = pause;
+    }
+}
+
+/* Run call (a cw_state_* call on ln->state) until it is not CW_RETRY;
+ * reconnect with backoff in between. Returns the final result (CW_RETRY
+ * only if stopping). */
+#define WITH_REDIS(ln, call)                                                                       \
     ({                                                                                             \
         cw_err_t _r;                                                                               \
-        int _paused = 0;                                                                           \
         for (;;) {                                                                                 \
-            _r = cw_state_connect((pl)->state);                                                    \
+            _r = cw_state_connect((ln)->state);                                                    \
             if (_r == CW_OK) {                                                                     \
                 _r = (call);                                                                       \
             }                                                                                      \
-            if (_r != CW_RETRY || (pl)->stop) {                                                    \
+            if (_r != CW_RETRY || (ln)->pl->stop) {                                                \
                 break;                                                                             \
             }                                                                                      \
-            if (!_paused) {                                                                        \
-                CW_LOG(CW_LOG_WARN, "pipeline", "redis unavailable; pausing input and retrying");  \
-                cw_consumer_pause((pl)->consumer, 1);                                              \
-                _paused = 1;                                                                       \
+            if (on_main((ln)->pl)) {                                                               \
+                set_paused((ln)->pl, 1);                                                           \
+            } else {                                                                               \
+                atomic_store(&(ln)->redis_down, 1);                                                \
             }                                                                                      \
-            (pl)->stats.redis_retries++;                                                           \
-            cw_metrics_add((pl)->m, CW_CTR_REDIS_RETRIES, 1);                                      \
-            cw_metrics_set_redis_up((pl)->m, 0);                                                   \
-            backoff_wait(pl);                                                                      \
-        }                                                                                          \
-        if (_paused) {                                                                             \
-            CW_LOG(CW_LOG_INFO, "pipeline", "redis back; resuming input");                         \
-            cw_consumer_pause((pl)->consumer, 0);                                                  \
-            cw_metrics_set_redis_up((pl)->m, 1);                                                   \
+            (ln)->stats.redis_retries++;                                                           \
+            cw_metrics_add((ln)->pl->m, CW_CTR_REDIS_RETRIES, 1);                                  \
+            backoff_wait(ln);                                                                      \
         }                                                                                          \
         if (_r != CW_RETRY) {                                                                      \
-            (pl)->backoff_ms = 0;                                                                  \
+            (ln)->backoff_ms = 0;                                                                  \
         }                                                                                          \
         _r;                                                                                        \
     })
 
 /* ---- producing ---- */
 
+/* Produce one message; a full producer queue is waited out (the main
+ * thread polls delivery reports to make room, a lane sleeps while the main
+ * thread does). */
 static void produce(cw_pipeline_t *pl, cw_sink_topic_t t, const char *key, const char *val,
                     size_t len, void *opaque) {
     size_t klen = key != NULL ? strlen(key) : 0; /* NULL: no key */
+    int main_thread = on_main(pl);
+    int64_t next_log = 0;
     for (;;) {
-        cw_err_t r = cw_sink_send_wait(pl->sink, t, key, klen, val, len, NULL, opaque, 1000);
+        cw_err_t r = cw_sink_send(pl->sink, t, key, klen, val, len, NULL, opaque);
         if (r == CW_OK) {
             return;
         }
@@ -229,13 +309,22 @@ static void produce(cw_pipeline_t *pl, cw_sink_topic_t t, const char *key, const
                 free(opaque);
             }
             if (t == CW_SINK_DLQ) {
-                pl->dlq_failed = 1;
+                pl->dlq_failed = 1; /* dead letters are produced on the main thread */
             }
             return;
         }
-        CW_LOG(CW_LOG_WARN, "pipeline", "producer queue full; waiting");
         if (pl->stop) {
             return;
+        }
+        if (cw_time_mono_ms() >= next_log) {
+            CW_LOG(CW_LOG_WARN, "pipeline", "producer queue full; waiting");
+            next_log = cw_time_mono_ms() + 1000;
+        }
+        if (main_thread) {
+            cw_sink_poll(pl->sink, 10);
+        } else {
+            struct timespec ts = {0, 1000 * 1000};
+            nanosleep(&ts, NULL);
         }
     }
 }
@@ -253,82 +342,83 @@ static void produce_alert(cw_pipeline_t *pl, int partition, const char *account,
 /* ---- scoring ---- */
 
 /* Score, decide, commit and publish accounts[0..n) (n <= CHUNK). */
-static cw_err_t decide_chunk(cw_pipeline_t *pl, cw_account_state_t *accts, size_t n) {
+static cw_err_t decide_chunk(lane_t *ln, cw_account_state_t *accts, size_t n) {
+    cw_pipeline_t *pl = ln->pl;
     const cw_model_t *model = &pl->conf->model;
-    cw_buf_reset(&pl->json);
+    cw_buf_reset(&ln->json);
     for (size_t i = 0; i < n; i++) {
-        cw_score_t *sc = &pl->scores[i];
-        cw_decision_t *d = &pl->decisions[i];
+        cw_score_t *sc = &ln->scores[i];
+        cw_decision_t *d = &ln->decisions[i];
         cw_model_score(model, &pl->layout, &accts[i], sc);
         cw_alert_decide(model, &pl->layout, &accts[i], sc, d);
-        pl->snap_len[i] = 0;
+        ln->snap_len[i] = 0;
         if (d->score_changed) {
-            pl->snap_off[i] = pl->json.len;
-            cw_alert_snapshot_json(model, &accts[i], sc, d, &pl->json);
-            pl->snap_len[i] = pl->json.len - pl->snap_off[i];
-            cw_buf_append(&pl->json, "", 1); /* NUL-separate documents */
+            ln->snap_off[i] = ln->json.len;
+            cw_alert_snapshot_json(model, &accts[i], sc, d, &ln->json);
+            ln->snap_len[i] = ln->json.len - ln->snap_off[i];
+            cw_buf_append(&ln->json, "", 1); /* NUL-separate documents */
         }
         for (int a = 0; a < d->n_alerts; a++) {
-            pl->alert_off[i][a] = pl->json.len;
-            cw_alert_json(model, &accts[i], sc, d, a, &pl->json);
-            pl->alert_len[i][a] = pl->json.len - pl->alert_off[i][a];
-            cw_buf_append(&pl->json, "", 1);
+            ln->alert_off[i][a] = ln->json.len;
+            cw_alert_json(model, &accts[i], sc, d, a, &ln->json);
+            ln->alert_len[i][a] = ln->json.len - ln->alert_off[i][a];
+            cw_buf_append(&ln->json, "", 1);
         }
     }
-    if (pl->json.oom) {
+    if (ln->json.oom) {
         CW_LOG(CW_LOG_ERROR, "pipeline", "out of memory building documents");
         return CW_ERROR;
     }
     for (size_t i = 0; i < n; i++) {
-        cw_commit_t *c = &pl->commits[i];
-        cw_decision_t *d = &pl->decisions[i];
+        cw_commit_t *c = &ln->commits[i];
+        cw_decision_t *d = &ln->decisions[i];
         memset(c, 0, sizeof(*c));
         c->acct = &accts[i];
-        c->score = pl->scores[i].score;
+        c->score = ln->scores[i].score;
         c->band = d->band;
-        c->tier = pl->scores[i].tier;
-        c->phase = pl->scores[i].phase;
+        c->tier = ln->scores[i].tier;
+        c->phase = ln->scores[i].phase;
         c->active_mask = d->active_mask;
         c->last_alert_ms = d->last_alert_ms;
         c->last_alert_id = d->n_alerts > 0 ? d->alerts[d->n_alerts - 1].alert_id : "";
         c->next_due_ms = d->next_due_ms;
-        c->snapshot_json = pl->snap_len[i] ? pl->json.data + pl->snap_off[i] : NULL;
+        c->snapshot_json = ln->snap_len[i] ? ln->json.data + ln->snap_off[i] : NULL;
         c->n_alerts = d->n_alerts;
         for (int a = 0; a < d->n_alerts; a++) {
             c->alert_ids[a] = d->alerts[a].alert_id;
-            c->alert_json[a] = pl->json.data + pl->alert_off[i][a];
+            c->alert_json[a] = ln->json.data + ln->alert_off[i][a];
         }
     }
-    cw_err_t r = WITH_REDIS(pl, cw_state_commit(pl->state, pl->commits, n));
+    cw_err_t r = WITH_REDIS(ln, cw_state_commit(ln->state, ln->commits, n));
     if (r != CW_OK) {
         return r;
     }
     /* Decisions are durable (alerts in the outbox); now publish. */
     for (size_t i = 0; i < n; i++) {
-        cw_decision_t *d = &pl->decisions[i];
+        cw_decision_t *d = &ln->decisions[i];
         cw_metrics_band_change(pl->m, accts[i].has_score ? accts[i].band : -1, (cw_band_t)d->band);
-        if (pl->snap_len[i]) {
-            produce(pl, CW_SINK_SCORE, accts[i].account_id, pl->json.data + pl->snap_off[i],
-                    pl->snap_len[i], NULL);
-            pl->stats.snapshots++;
+        if (ln->snap_len[i]) {
+            produce(pl, CW_SINK_SCORE, accts[i].account_id, ln->json.data + ln->snap_off[i],
+                    ln->snap_len[i], NULL);
+            ln->stats.snapshots++;
             cw_metrics_add(pl->m, CW_CTR_SNAPSHOTS, 1);
         }
         for (int a = 0; a < d->n_alerts; a++) {
             produce_alert(pl, accts[i].partition, accts[i].account_id, d->alerts[a].alert_id,
-                          pl->json.data + pl->alert_off[i][a], pl->alert_len[i][a]);
-            pl->stats.alerts[d->alerts[a].reason]++;
+                          ln->json.data + ln->alert_off[i][a], ln->alert_len[i][a]);
+            ln->stats.alerts[d->alerts[a].reason]++;
             cw_metrics_alert(pl->m, d->alerts[a].reason);
             CW_LOG(CW_LOG_INFO, "alert", "%s %s score=%.1f id=%s", accts[i].account_id,
-                   cw_reason_name(d->alerts[a].reason), pl->scores[i].score, d->alerts[a].alert_id);
+                   cw_reason_name(d->alerts[a].reason), ln->scores[i].score, d->alerts[a].alert_id);
         }
     }
     return CW_OK;
 }
 
-static cw_err_t decide_all(cw_pipeline_t *pl, cw_account_state_t *accts, size_t n) {
+static cw_err_t decide_all(lane_t *ln, cw_account_state_t *accts, size_t n) {
     for (size_t off = 0; off < n; off += CHUNK) {
         size_t k = n - off < CHUNK ? n - off : CHUNK;
-        cw_err_t r = decide_chunk(pl, accts + off, k);
+        cw_err_t r = decide_chunk(ln, accts + off, k);
         if (r != CW_OK) {
             return r;
         }
@@ -374,12 +464,13 @@ static void dead_letter(cw_pipeline_t *pl, const rd_kafka_message_t *m, const ch
 
 /* ---- timers, outbox ---- */
 
-static cw_err_t load_watermark(cw_pipeline_t *pl, int p) {
+static cw_err_t load_watermark(lane_t *ln, int p) {
+    cw_pipeline_t *pl = ln->pl;
     if (pl->wm[p] != -2) {
         return CW_OK;
     }
     int64_t wm = -1;
-    cw_err_t r = WITH_REDIS(pl, cw_state_watermark(pl->state, p, &wm));
+    cw_err_t r = WITH_REDIS(ln, cw_state_watermark(ln->state, p, &wm));
     if (r == CW_OK) {
         pl->wm[p] = wm;
     }
@@ -401,7 +492,7 @@ static int64_t day_end_of(int64_t ms) {
     return (cw_time_day(ms) + 1) * CW_MS_PER_DAY - 1;
 }
 
-static cw_err_t reschedule_all(cw_pipeline_t *pl, cw_account_state_t *accts, size_t n) {
+static cw_err_t reschedule_all(lane_t *ln, cw_account_state_t *accts, size_t n) {
     size_t k = 0;
     for (size_t i = 0; i <= n; i++) {
         if (i < n) {
@@ -412,14 +503,14 @@ static cw_err_t reschedule_all(cw_pipeline_t *pl, cw_account_state_t *accts, siz
             if (a->due_ms < 0 || is_day_end(a->due_ms)) {
                 continue;
             }
-            cw_commit_t *c = &pl->commits[k++];
+            cw_commit_t *c = &ln->commits[k++];
             memset(c, 0, sizeof(*c));
             c->acct = a;
             c->reschedule_only = 1;
             c->next_due_ms = day_end_of(a->due_ms);
         }
         if (k > 0 && (k == CHUNK || i == n)) {
-            cw_err_t r = WITH_REDIS(pl, cw_state_commit(pl->state, pl->commits, k));
+            cw_err_t r = WITH_REDIS(ln, cw_state_commit(ln->state, ln->commits, k));
             if (r != CW_OK) {
                 return r;
             }
@@ -430,14 +521,16 @@ static cw_err_t reschedule_all(cw_pipeline_t *pl, cw_account_state_t *accts, siz
 }
 
 /* Rescore accounts whose windows rolled (timers due at or before "now" of
- * their partition: the watermark in event mode, the wall clock otherwise). */
-static cw_err_t fire_timers(cw_pipeline_t *pl) {
+ * their partition: the watermark in event mode, the wall clock otherwise),
+ * on the lane's partitions. */
+static cw_err_t fire_timers(lane_t *ln) {
+    cw_pipeline_t *pl = ln->pl;
     int64_t wall = cw_time_now_ms();
-    for (int p = 0; p < CW_MAX_PARTITIONS; p++) {
+    for (int p = ln->id; p < CW_MAX_PARTITIONS; p += pl->n_lanes) {
         if (!pl->owned[p]) {
             continue;
         }
-        if (load_watermark(pl, p) != CW_OK) {
+        if (load_watermark(ln, p) != CW_OK) {
             return CW_RETRY;
         }
         int64_t upto = pl->conf->time_mode == CW_TIME_WALL ? wall : pl->wm[p];
@@ -454,7 +547,7 @@ static cw_err_t fire_timers(cw_pipeline_t *pl) {
         for (;;) {
             cw_account_state_t *accts = NULL;
             size_t n = 0;
-            cw_err_t r = WITH_REDIS(pl, cw_state_due(pl->state, p, upto, TIMER_BATCH, &accts, &n));
+            cw_err_t r = WITH_REDIS(ln, cw_state_due(ln->state, p, upto, TIMER_BATCH, &accts, &n));
             if (r != CW_OK) {
                 return r;
             }
@@ -472,17 +565,17 @@ static cw_err_t fire_timers(cw_pipeline_t *pl) {
                         accts[i] = tmp;
                     }
                 }
-                r = reschedule_all(pl, accts, nd);
+                r = reschedule_all(ln, accts, nd);
                 if (r == CW_OK) {
-                    r = decide_all(pl, accts + nd, n - nd);
+                    r = decide_all(ln, accts + nd, n - nd);
                 }
             } else {
-                r = decide_all(pl, accts, n);
+                r = decide_all(ln, accts, n);
             }
             if (r != CW_OK) {
                 return r;
             }
-            pl->stats.rescored_timer += n;
+            ln->stats.rescored_timer += n;
             cw_metrics_add(pl->m, CW_CTR_TIMER_RESCORED, n);
             /* each decision schedules the account's next day end, which may
              * itself be due already when the watermark jumped several days:
@@ -513,22 +606,26 @@ static void outbox_cb(void *opaque, const char *alert_id, const char *json, size
     produce_alert(pl, p, account, alert_id, json, len);
 }
 
-static cw_err_t scan_outboxes(cw_pipeline_t *pl, int all) {
-    for (int p = 0; p < CW_MAX_PARTITIONS; p++) {
+/* Re-send what the lane's partitions' outboxes hold: at assignment, or
+ * every outbox (all) after a failed alert delivery. */
+static cw_err_t scan_outboxes(lane_t *ln, int all) {
+    cw_pipeline_t *pl = ln->pl;
+    for (int p = ln->id; p < CW_MAX_PARTITIONS; p += pl->n_lanes) {
         if (!pl->owned[p] || (!all && !pl->scan_outbox[p])) {
             continue;
         }
         void *ctx[2] = {pl, &p};
-        cw_err_t r = WITH_REDIS(pl, cw_state_outbox_scan(pl->state, p, outbox_cb, ctx));
+        cw_err_t r = WITH_REDIS(ln, cw_state_outbox_scan(ln->state, p, outbox_cb, ctx));
         if (r != CW_OK) {
             return r;
         }
         pl->scan_outbox[p] = 0;
     }
-    pl->last_outbox_scan_ms = cw_time_mono_ms();
     return CW_OK;
 }
 
+/* Remove delivered alerts from the outboxes (main thread, lanes idle: on
+ * the first lane's connection). */
 static cw_err_t ack_alerts(cw_pipeline_t *pl) {
     if (pl->n_acks == 0) {
         return CW_OK;
@@ -537,7 +634,8 @@ static cw_err_t ack_alerts(cw_pipeline_t *pl) {
     for (size_t i = 0; i < pl->n_acks; i++) {
         ids[i] = pl->ack_id[i];
     }
-    cw_err_t r = WITH_REDIS(pl, cw_state_outbox_ack(pl->state, pl->ack_part, ids, pl->n_acks));
+    cw_err_t r = WITH_REDIS(&pl->lanes[0],
+                            cw_state_outbox_ack(pl->lanes[0].state, pl->ack_part, ids, pl->n_acks));
     if (r == CW_OK) {
         pl->n_acks = 0;
     }
@@ -546,13 +644,17 @@ static cw_err_t ack_alerts(cw_pipeline_t *pl) {
 
 /* ---- one batch ---- */
 
-static cw_err_t process_batch(cw_pipeline_t *pl, size_t n) {
+/* Decode a consumed batch into the lanes' state batches (main thread);
+ * malformed messages are dead-lettered (*dlq_sent set). pl->step_batch is
+ * set when some lane has events to apply. */
+static cw_err_t decode_batch(cw_pipeline_t *pl, size_t n, int *dlq_sent) {
     cw_event_limits_t lim = cw_event_limits_from_conf(pl->conf);
     cw_event_t ev;
     char reason[CW_REASON_MAX], detail[CW_DETAIL_MAX];
-    int dlq_sent = 0;
 
-    cw_state_batch_begin(pl->state);
+    for (int i = 0; i < pl->n_lanes; i++) {
+        cw_state_batch_begin(pl->lanes[i].state);
+    }
     for (size_t i = 0; i < n; i++) {
         rd_kafka_message_t *m = pl->msgs[i];
         int p = m->partition;
@@ -569,7 +671,6 @@ static cw_err_t process_batch(cw_pipeline_t *pl, size_t n) {
         if (p < 0 || p >= CW_MAX_PARTITIONS) {
             CW_LOG(CW_LOG_ERROR, "consumer", "partition %d beyond %d not supported", p,
                    CW_MAX_PARTITIONS);
-            pl->fatal = 1;
             return CW_ERROR;
         }
         pl->eof[p] = 0;
@@ -577,7 +678,7 @@ static cw_err_t process_batch(cw_pipeline_t *pl, size_t n) {
         if (cw_event_decode(m->payload, m->len, m->key, m->key_len, &lim, &ev, reason, detail) !=
             CW_OK) {
             dead_letter(pl, m, reason, detail);
-            dlq_sent = 1;
+            *dlq_sent = 1;
             continue;
         }
         pl->stats.events_in[ev.type]++;
@@ -585,62 +686,156 @@ static cw_err_t process_batch(cw_pipeline_t *pl, size_t n) {
         if (ev.type == CW_EV_UNKNOWN) {
             continue;
         }
-        if (cw_state_batch_add(pl->state, p, m->offset, &ev) != CW_OK) {
+        if (cw_state_batch_add(lane_of(pl, p)->state, p, m->offset, &ev) != CW_OK) {
             CW_LOG(CW_LOG_ERROR, "pipeline", "state batch full");
-            pl->fatal = 1;
             return CW_ERROR;
         }
+        pl->step_batch = 1;
     }
+    return CW_OK;
+}
 
-    if (cw_state_batch_len(pl->state) > 0) {
-        cw_account_state_t *accts = NULL;
-        for (int p = 0; p < CW_MAX_PARTITIONS; p++) {
-            if (pl->owned[p] && load_watermark(pl, p) != CW_OK) {
-                return CW_RETRY;
-            }
-        }
-        size_t na = 0;
-        uint64_t dup0 = cw_state_duplicates(pl->state);
-        cw_err_t r = WITH_REDIS(pl, cw_state_batch_exec(pl->state, &accts, &na));
-        if (r != CW_OK) {
-            return r;
-        }
-        uint64_t dups = cw_state_duplicates(pl->state) - dup0;
-        pl->stats.duplicates += dups;
-        cw_metrics_add(pl->m, CW_CTR_DUPLICATES, dups);
-        for (size_t i = 0; i < na; i++) {
-            int p = accts[i].partition;
-            if (p >= 0 && p < CW_MAX_PARTITIONS && accts[i].last_event_ms > pl->wm[p]) {
-                pl->wm[p] = accts[i].last_event_ms;
-            }
-        }
-        for (size_t i = 0; i < na; i++) {
-            /* Timers are scanned when a partition's watermark day moves;
-             * late events can also leave one due at or below the current
-             * watermark (a timer moved back to a late event's day end, or
-             * an older version's dirty mark), and then the partition is
-             * scanned again after this batch. */
-            int p = accts[i].partition;
-            int64_t due = accts[i].due_ms;
-            if (p >= 0 && p < CW_MAX_PARTITIONS && due >= 0 &&
-                (is_day_end(due) ? due : day_end_of(due)) <= pl->wm[p]) {
-                pl->rescan[p] = 1;
-            }
-        }
-        /* event mode: the apply itself set each account's day-end timer */
-        if (pl->conf->time_mode == CW_TIME_WALL) {
-            for (size_t i = 0; i < na; i++) {
-                accts[i].suppress_mask = 0; /* events decide at once */
-            }
-            r = decide_all(pl, accts, na);
-            if (r != CW_OK) {
-                return r;
-            }
-        }
-        pl->consumed_any = 1;
+/* Apply the lane's share of the batch; in wall mode, decide at once. */
+static cw_err_t lane_apply(lane_t *ln) {
+    cw_pipeline_t *pl = ln->pl;
+    if (cw_state_batch_len(ln->state) == 0) {
+        return CW_OK;
     }
+    cw_account_state_t *accts = NULL;
+    for (int p = ln->id; p < CW_MAX_PARTITIONS; p += pl->n_lanes) {
+        if (pl->owned[p] && load_watermark(ln, p) != CW_OK) {
+            return CW_RETRY;
+        }
+    }
+    size_t na = 0;
+    uint64_t dup0 = cw_state_duplicates(ln->state);
+    cw_err_t r = WITH_REDIS(ln, cw_state_batch_exec(ln->state, &accts, &na));
+    if (r != CW_OK) {
+        return r;
+    }
+    uint64_t dups = cw_state_duplicates(ln->state) - dup0;
+    ln->stats.duplicates += dups;
+    cw_metrics_add(pl->m, CW_CTR_DUPLICATES, dups);
+    for (size_t i = 0; i < na; i++) {
+        int p = accts[i].partition;
+        if (p >= 0 && p < CW_MAX_PARTITIONS && accts[i].last_event_ms > pl->wm[p]) {
+            pl->wm[p] = accts[i].last_event_ms;
+        }
+    }
+    for (size_t i = 0; i < na; i++) {
+        /* Timers are scanned when a partition's watermark day moves;
+         * late events can also leave one due at or below the current
+         * watermark (a timer moved back to a late event's day end, or
+         * an older version's dirty mark), and then the partition is
+         * scanned again after this batch. */
+        int p = accts[i].partition;
+        int64_t due = accts[i].due_ms;
+        if (p >= 0 && p < CW_MAX_PARTITIONS && due >= 0 &&
+            (is_day_end(due) ? due : day_end_of(due)) <= pl->wm[p]) {
+            pl->rescan[p] = 1;
+        }
+    }
+    /* event mode: the apply itself set each account's day-end timer */
+    if (pl->conf->time_mode == CW_TIME_WALL) {
+        for (size_t i = 0; i < na; i++) {
+            accts[i].suppress_mask = 0; /* events decide at once */
+        }
+        r = decide_all(ln, accts, na);
+    }
+    return r;
+}
 
-    /* Dead letters must be acknowledged before their offsets are stored. */
+/* One lane's work of an iteration: its share of the batch, then its
+ * partitions' outboxes and due timers (timers only after a good apply). */
+static void lane_step(lane_t *ln) {
+    cw_pipeline_t *pl = ln->pl;
+    ln->r_apply = pl->step_batch ? lane_apply(ln) : CW_OK;
+    ln->r_work = ln->r_apply;
+    ln->stage = "batch";
+    if (ln->r_work == CW_OK) {
+        ln->stage = "outbox scan";
+        ln->r_work = scan_outboxes(ln, pl->step_rescan_all);
+    }
+    if (ln->r_work == CW_OK) {
+        ln->stage = "timers";
+        ln->r_work = fire_timers(ln);
+    }
+}
+
+static void *lane_main(void *arg) {
+    lane_t *ln = arg;
+    cw_pipeline_t *pl = ln->pl;
+    uint64_t seen = 0;
+    pthread_mutex_lock(&pl->mu);
+    for (;;) {
+        while (pl->gen == seen && !pl->quit) {
+            pthread_cond_wait(&pl->cv_work, &pl->mu);
+        }
+        if (pl->quit) {
+            break;
+        }
+        seen = pl->gen;
+        pthread_mutex_unlock(&pl->mu);
+        lane_step(ln);
+        pthread_mutex_lock(&pl->mu);
+        if (--pl->pending == 0) {
+            pthread_cond_signal(&pl->cv_done);
+        }
+    }
+    pthread_mutex_unlock(&pl->mu);
+    return NULL;
+}
+
+static void stats_add(cw_pipeline_stats_t *dst, cw_pipeline_stats_t *src) {
+    for (size_t i = 0; i < sizeof(dst->alerts) / sizeof(dst->alerts[0]); i++) {
+        dst->alerts[i] += src->alerts[i];
+    }
+    dst->duplicates += src->duplicates;
+    dst->snapshots += src->snapshots;
+    dst->rescored_timer += src->rescored_timer;
+    dst->redis_retries += src->redis_retries;
+    memset(src, 0, sizeof(*src));
+}
+
+/* Run one step on every lane and wait for all of them, serving delivery
+ * reports meanwhile and pausing fetching while a lane retries Redis. */
+static void run_lanes(cw_pipeline_t *pl) {
+    pthread_mutex_lock(&pl->mu);
+    pl->pending = pl->n_lanes;
+    pl->gen++;
+    pthread_cond_broadcast(&pl->cv_work);
+    while (pl->pending > 0) {
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_nsec += 1000 * 1000;
+        if (until.tv_nsec >= 1000 * 1000 * 1000) {
+            until.tv_sec++;
+            until.tv_nsec -= 1000 * 1000 * 1000;
+        }
+        pthread_cond_timedwait(&pl->cv_done, &pl->mu, &until);
+        if (pl->pending == 0) {
+            break;
+        }
+        pthread_mutex_unlock(&pl->mu);
+        cw_sink_poll(pl->sink, 0);
+        for (int i = 0; i < pl->n_lanes; i++) {
+            if (atomic_exchange(&pl->lanes[i].redis_down, 0)) {
+                set_paused(pl, 1);
+            }
+        }
+        pthread_mutex_lock(&pl->mu);
+    }
+    pthread_mutex_unlock(&pl->mu);
+    for (int i = 0; i < pl->n_lanes; i++) {
+        atomic_store(&pl->lanes[i].redis_down, 0);
+        stats_add(&pl->stats, &pl->lanes[i].stats);
+    }
+    set_paused(pl, 0);
+}
+
+/* After the lanes applied the batch: dead letters must be acknowledged
+ * before the offsets are stored. */
+static cw_err_t store_offsets(cw_pipeline_t *pl, int dlq_sent) {
     if (dlq_sent) {
         while (pl->dlq_inflight > 0 && !pl->dlq_failed) {
             cw_sink_poll(pl->sink, 10);
@@ -648,7 +843,6 @@ static cw_err_t process_batch(cw_pipeline_t *pl, size_t n) {
         if (pl->dlq_failed) {
             CW_LOG(CW_LOG_ERROR, "pipeline",
                    "dead-letter delivery failed; stopping without committing those offsets");
-            pl->fatal = 1;
             return CW_ERROR;
         }
     }
@@ -656,6 +850,43 @@ static cw_err_t process_batch(cw_pipeline_t *pl, size_t n) {
     memset(pl->next_off, 0, sizeof(pl->next_off));
     pl->stats.batches++;
     cw_metrics_add(pl->m, CW_CTR_BATCHES, 1);
+    return CW_OK;
+}
+
+/* One iteration's work on n consumed messages (n may be 0: timers and
+ * outboxes only). *stage names what failed. */
+static cw_err_t process(cw_pipeline_t *pl, size_t n, const char **stage) {
+    int dlq_sent = 0;
+    pl->step_batch = 0;
+    *stage = "batch";
+    cw_err_t r = n > 0 ? decode_batch(pl, n, &dlq_sent) : CW_OK;
+    if (r != CW_OK) {
+        return r;
+    }
+    int64_t now = cw_time_mono_ms();
+    pl->step_rescan_all = pl->alert_failed && now - pl->last_outbox_scan_ms > OUTBOX_RESCAN_MS;
+    if (pl->step_rescan_all) {
+        pl->alert_failed = 0;
+        pl->last_outbox_scan_ms = now;
+    }
+    run_lanes(pl);
+    for (int i = 0; i < pl->n_lanes; i++) {
+        if (pl->lanes[i].r_apply != CW_OK) {
+            return pl->lanes[i].r_apply;
+        }
+    }
+    if (pl->step_batch) {
+        pl->consumed_any = 1;
+    }
+    if (n > 0 && (r = store_offsets(pl, dlq_sent)) != CW_OK) {
+        return r;
+    }
+    for (int i = 0; i < pl->n_lanes; i++) {
+        if (pl->lanes[i].r_work != CW_OK) {
+            *stage = pl->lanes[i].stage;
+            return pl->lanes[i].r_work;
+        }
+    }
     return CW_OK;
 }
 
@@ -685,12 +916,23 @@ cw_pipeline_t *cw_pipeline_new(const cw_conf_t *conf, const cw_pipeline_opts_t *
         snprintf(errstr, errstr_size, "out of memory");
         goto fail;
     }
-    pl->state = cw_state_new(conf, &pl->layout, errstr, errstr_size);
-    if (pl->state == NULL) {
+    pl->n_lanes = conf->redis_connections;
+    pl->lanes = calloc((size_t)pl->n_lanes, sizeof(*pl->lanes));
+    if (pl->lanes == NULL) {
+        snprintf(errstr, errstr_size, "out of memory");
         goto fail;
     }
-    if (pl->m != NULL) {
-        cw_state_set_rtt_cb(pl->state, on_redis_rtt, pl->m);
+    for (int i = 0; i < pl->n_lanes; i++) {
+        lane_t *ln = &pl->lanes[i];
+        ln->pl = pl;
+        ln->id = i;
+        ln->state = cw_state_new(conf, &pl->layout, errstr, errstr_size);
+        if (ln->state == NULL) {
+            goto fail;
+        }
+        if (pl->m != NULL) {
+            cw_state_set_rtt_cb(ln->state, on_redis_rtt, pl->m);
+        }
     }
     pl->sink = cw_sink_kafka_new(conf, on_delivery, pl, errstr, errstr_size);
     if (pl->sink == NULL) {
@@ -699,6 +941,20 @@ cw_pipeline_t *cw_pipeline_new(const cw_conf_t *conf, const cw_pipeline_opts_t *
     pl->consumer = cw_consumer_new(conf, on_rebalance, pl, errstr, errstr_size);
     if (pl->consumer == NULL) {
         goto fail;
+    }
+    if (pthread_mutex_init(&pl->mu, NULL) != 0 || pthread_cond_init(&pl->cv_work, NULL) != 0 ||
+        pthread_cond_init(&pl->cv_done, NULL) != 0) {
+        snprintf(errstr, errstr_size, "cannot create the lanes' mutex");
+        goto fail;
+    }
+    pl->sync_ok = 1;
+    pl->main_thread = pthread_self();
+    for (int i = 0; i < pl->n_lanes; i++) {
+        if (pthread_create(&pl->lanes[i].thread, NULL, lane_main, &pl->lanes[i]) != 0) {
+            snprintf(errstr, errstr_size, "cannot start lane thread %d", i);
+            goto fail;
+        }
+        pl->lanes[i].started = 1;
     }
     return pl;
 fail:
@@ -729,6 +985,7 @@ static int all_idle(const cw_pipeline_t *pl) {
 
 int cw_pipeline_run(cw_pipeline_t *pl) {
     int64_t last_stats = cw_time_mono_ms();
+    pl->main_thread = pthread_self(); /* the thread that polls the consumer and producer */
     pl->last_activity_ms = cw_time_mono_ms();
     pl->last_outbox_scan_ms = cw_time_mono_ms();
     CW_LOG(CW_LOG_INFO, "pipeline", "consuming %s from %s (time mode %s)",
@@ -743,30 +1000,17 @@ int cw_pipeline_run(cw_pipeline_t *pl) {
         for (size_t i = 0; i < n; i++) {
             real += pl->msgs[i]->err == 0;
         }
-        if (n > 0) {
-            int64_t t0 = cw_time_mono_us();
-            r = process_batch(pl, n);
-            if (real > 0) {
-                cw_metrics_observe(pl->m, CW_HIST_BATCH, (double)(cw_time_mono_us() - t0) / 1e6);
-            }
-            for (size_t i = 0; i < n; i++) {
-                rd_kafka_message_destroy(pl->msgs[i]);
-                pl->msgs[i] = NULL;
-            }
+        int64_t t0 = cw_time_mono_us();
+        r = process(pl, n, &stage);
+        if (real > 0) {
+            cw_metrics_observe(pl->m, CW_HIST_BATCH, (double)(cw_time_mono_us() - t0) / 1e6);
+        }
+        for (size_t i = 0; i < n; i++) {
+            rd_kafka_message_destroy(pl->msgs[i]);
+            pl->msgs[i] = NULL;
         }
         if (real > 0) {
             pl->last_activity_ms = cw_time_mono_ms();
-        }
-        if (r == CW_OK) {
-            int rescan =
-                pl->alert_failed && cw_time_mono_ms() - pl->last_outbox_scan_ms > OUTBOX_RESCAN_MS;
-            pl->alert_failed = rescan ? 0 : pl->alert_failed;
-            stage = "outbox scan";
-            r = scan_outboxes(pl, rescan);
-        }
-        if (r == CW_OK) {
-            stage = "timers";
-            r = fire_timers(pl);
         }
         cw_sink_poll(pl->sink, 0);
         if (r == CW_OK) {
@@ -803,12 +1047,12 @@ int cw_pipeline_run(cw_pipeline_t *pl) {
     while (cw_sink_outq(pl->sink) > 0 && cw_time_mono_ms() < deadline) {
         cw_sink_poll(pl->sink, 50);
     }
-    if (!pl->fatal && pl->n_acks > 0 && cw_state_connect(pl->state) == CW_OK) {
+    if (!pl->fatal && pl->n_acks > 0 && cw_state_connect(pl->lanes[0].state) == CW_OK) {
         const char *ids[MAX_ACKS];
         for (size_t i = 0; i < pl->n_acks; i++) {
             ids[i] = pl->ack_id[i];
         }
-        cw_state_outbox_ack(pl->state, pl->ack_part, ids, pl->n_acks);
+        cw_state_outbox_ack(pl->lanes[0].state, pl->ack_part, ids, pl->n_acks);
         pl->n_acks = 0;
     }
     if (!pl->fatal) {
@@ -824,11 +1068,30 @@ void cw_pipeline_destroy(cw_pipeline_t *pl) {
     if (pl == NULL) {
         return;
     }
+    if (pl->sync_ok) {
+        pthread_mutex_lock(&pl->mu);
+        pl->quit = 1;
+        pthread_cond_broadcast(&pl->cv_work);
+        pthread_mutex_unlock(&pl->mu);
+    }
+    for (int i = 0; pl->lanes != NULL && i < pl->n_lanes; i++) {
+        if (pl->lanes[i].started) {
+            pthread_join(pl->lanes[i].thread, NULL);
+        }
+    }
+    if (pl->sync_ok) {
+        pthread_mutex_destroy(&pl->mu);
+        pthread_cond_destroy(&pl->cv_work);
+        pthread_cond_destroy(&pl->cv_done);
+    }
     cw_consumer_destroy(pl->consumer);
     cw_sink_destroy(pl->sink, 5000);
-    cw_state_destroy(pl->state);
+    for (int i = 0; pl->lanes != NULL && i < pl->n_lanes; i++) {
+        cw_state_destroy(pl->lanes[i].state);
+        cw_buf_free(&pl->lanes[i].json);
+    }
+    free(pl->lanes);
     free(pl->msgs);
-    cw_buf_free(&pl->json);
     cw_buf_free(&pl->dlq);
     free(pl);
 }

@@ -9,6 +9,12 @@
  * consumer) → fire due rescoring timers of the owned partitions → ack
  * delivered alerts out of the outbox.
  *
+ * The Redis work of a batch (apply, decisions, timers) runs on
+ * redis.connections worker threads ("lanes"), partition p on lane p mod N,
+ * each with its own Redis connection; the calling thread consumes,
+ * decodes, dead-letters, stores offsets and serves delivery reports, and
+ * waits for every lane before it polls the consumer again.
+ *
  * Failure handling: Redis down → pause fetching, reconnect with
  * exponential backoff, re-execute the same batch (idempotent), resume.
  * Producer queue full → poll and retry. A dead-letter message that cannot
@@ -21,8 +27,8 @@
  * the gauges (consumer lag, assigned partitions, Redis up, reconnects,
  * producer outcomes) are refreshed for /metrics and /readyz.
  *
- * Ownership: cw_pipeline_t owns its consumer, sink and state; it borrows
- * conf and opts.metrics (both must outlive it).
+ * Ownership: cw_pipeline_t owns its consumer, sink and lanes (threads and
+ * their states); it borrows conf and opts.metrics (both must outlive it).
  */
 #ifndef CW_PIPELINE_H
 #define CW_PIPELINE_H

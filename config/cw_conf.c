@@ -393,6 +393,15 @@ static const cw_key_t conf_keys[] = {
      .min = 1,
      .max = 600000,
      .desc = "Cap of the reconnect backoff, milliseconds."},
+    {.type = KT_INT,
+     .name = "redis.connections",
+     .def = "2",
+     .off = COFF(redis_connections),
+     .min = 1,
+     .max = 16,
+     .desc = "Redis connections, each served by its own worker thread; the assigned partitions "
+             "are split among them (partition mod N), so Redis executes one connection's "
+             "commands while the processor computes another's (bench/: 2 on 2 cores)."},
     {.type = KT_STRING,
      .name = "http.listen",
      .def = "",

@@ -145,6 +145,7 @@ typedef struct cw_conf {
     int redis_db;
     int redis_timeout_ms;     /* per-command timeout (default 5000) */
     int redis_backoff_max_ms; /* reconnect backoff cap (default 5000) */
+    int redis_connections;    /* lanes: worker threads, one connection each (default 2) */
     /* http */
     char http_listen[CW_STR_MAX]; /* "" = no listener */
     /* time & validation */

@@ -46,7 +46,7 @@
 
 #define CW_STATE_COMP "state"
 #define CW_STATE_MIN_EVENTS 256   /* initial batch capacity */
-#define CW_STATE_PIPE_WINDOW 4096 /* commands in flight per pipelined round trip */
+#define CW_STATE_PIPE_WINDOW 2048 /* commands in flight per pipelined round trip */
 #define CW_STATE_SCAN_COUNT "500" /* HSCAN page size of the outbox scan */
 
 /* One event of the batch (a copy; groups link their events by index). */
@@ -65,6 +65,14 @@ typedef struct cw_group {
     uint32_t n;    /* events */
     uint64_t hash; /* of (account, partition) */
 } cw_group_t;
+
+/* What a commit's writes depend on, read under the WATCH of its fence. */
+typedef struct cm_read {
+    int64_t due; /* the account's timer now; INT64_MIN none */
+    int band;    /* stored band; -1 none */
+    int64_t top; /* as-of of the newest history entry; INT64_MIN none */
+    int timer_only;
+} cm_read_t;
 
 struct cw_state {
     const cw_conf_t *conf;     /* not owned; outlives st */
@@ -115,9 +123,17 @@ struct cw_state {
     cw_buf_t ap_vbuf; /* attribute values read or set */
     cw_buf_t ap_dbuf; /* names to delete */
     int64_t ap_now;
-    int tx_aborted;        /* the last EXEC was aborted (WATCH) */
-    struct cm_read *cm_rd; /* commit: what each commit's writes depend on */
+    int tx_aborted;   /* the last EXEC was aborted (WATCH) */
+    cm_read_t *cm_rd; /* commit: what each commit's writes depend on */
     size_t cm_rd_cap;
+    /* due reads made under WATCH (see cw_state_due): what the commit of
+     * those accounts depends on, read already; valid while pre_watch */
+    cm_read_t *pre_rd;
+    size_t pre_rd_cap;
+    int pre_watch;
+    redisReply *held[CW_MAX_SETS + 3]; /* one account's replies, until its last arrives */
+    size_t n_held;
+    int hold; /* set by a reply callback: pipe_run must not free this reply */
     int64_t ap_wmax[CW_STATE_MAX_PARTITIONS];
     /* reads: views into one EXEC reply (scratch, grows to the largest) */
     cw_sv_t *sv;
@@ -329,6 +345,7 @@ static cw_err_t args_send(cw_state_t *st) {
 
 /* Free the context: a context that saw an error is never reused. */
 static void drop(cw_state_t *st, const char *why) {
+    st->pre_watch = 0;
     if (st->c != NULL) {
         CW_LOG(CW_LOG_WARN, CW_STATE_COMP, "redis connection lost (%s): %s", why,
                st->c->err ? st->c->errstr : "protocol error");
@@ -508,7 +525,11 @@ static cw_err_t pipe_run(cw_state_t *st, size_t n, pipe_build_t build, pipe_repl
                 }
                 worst = err > worst ? err : worst;
             }
-            freeReplyObject(r);
+            if (st->hold) {
+                st->hold = 0; /* the callback keeps it (and frees it) */
+            } else {
+                freeReplyObject(r);
+            }
         }
     }
     if (st->rtt_cb != NULL && n > 0) {
@@ -536,24 +557,20 @@ static int set_is_read(const cw_layout_t *l, int s) {
     return 0;
 }
 
-static cw_err_t build_reads(cw_state_t *st, size_t i, void *vctx) {
-    const reads_ctx_t *ctx = vctx;
-    const char *id = ctx->a[i / ctx->per].account_id;
-    size_t k = i % ctx->per;
+/* Command k of an account read (id): 0 HGETALL a, 1 LRANGE h, 2.. HVALS of
+ * the queried sets in layout order. */
+static cw_err_t build_read_cmd(cw_state_t *st, const char *id, size_t k) {
     args_reset(st);
     if (k == 0) {
-        arg_str(st, "MULTI");
-    } else if (k == 1) {
         arg_str(st, "HGETALL");
         arg_key(st, "a", id, NULL);
-    } else if (k == 2) {
+    } else if (k == 1) {
         arg_str(st, "LRANGE");
         arg_key(st, "h", id, NULL);
         arg_str(st, "0");
         arg_str(st, "-1");
-    } else if (k + 1 < ctx->per) {
-        /* the (k - 3)th set that has queries */
-        size_t want = k - 3;
+    } else {
+        size_t want = k - 2; /* the want-th set that has queries */
         for (int s = 0; s < st->layout->n_sets; s++) {
             if (set_is_read(st->layout, s) && want-- == 0) {
                 char suffix[CW_KEYNAME_MAX + 2];
@@ -563,10 +580,20 @@ static cw_err_t build_reads(cw_state_t *st, size_t i, void *vctx) {
                 break;
             }
         }
-    } else {
-        arg_str(st, "EXEC");
     }
     return args_send(st);
+}
+
+static cw_err_t build_reads(cw_state_t *st, size_t i, void *vctx) {
+    const reads_ctx_t *ctx = vctx;
+    size_t k = i % ctx->per;
+    st->pre_watch = 0; /* its EXEC ends a WATCH */
+    if (k == 0 || k + 1 == ctx->per) {
+        args_reset(st);
+        arg_str(st, k == 0 ? "MULTI" : "EXEC");
+        return args_send(st);
+    }
+    return build_read_cmd(st, ctx->a[i / ctx->per].account_id, k - 1);
 }
 
 /* Views of an array reply's string elements, appended at st->sv[*used]. */
@@ -586,14 +613,53 @@ static int sv_push(cw_state_t *st, const redisReply *r, size_t *used) {
     return 0;
 }
 
-static cw_err_t reply_reads(cw_state_t *st, size_t i, const redisReply *r, void *vctx) {
-    const reads_ctx_t *ctx = vctx;
-    size_t acct = i / ctx->per, k = i % ctx->per;
+/* Evaluate account a from its replies: hash (HGETALL a), hist (LRANGE h)
+ * and sets[] (HVALS of each queried set, in layout order). An empty hash is
+ * an unknown account (*miss = 1). */
+static cw_err_t eval_account(cw_state_t *st, const redisReply *hash, const redisReply *hist,
+                             const redisReply *const *set_r, cw_account_state_t *a,
+                             unsigned char *miss) {
     const cw_layout_t *l = st->layout;
     size_t used = 0, off_hist, off_set[CW_MAX_SETS], n_set[CW_MAX_SETS];
     const cw_sv_t *sets[CW_MAX_SETS];
-    cw_account_state_t *a = &ctx->a[acct];
-    size_t e = 2; /* EXEC element of the first set */
+    size_t e = 0;
+    if (hash->type != REDIS_REPLY_ARRAY || hist->type != REDIS_REPLY_ARRAY) {
+        return CW_ERROR;
+    }
+    if (hash->elements == 0) {
+        *miss = 1; /* unknown (or expired) account */
+        return CW_OK;
+    }
+    if (sv_push(st, hash, &used) != 0) {
+        return CW_ERROR;
+    }
+    off_hist = used;
+    if (sv_push(st, hist, &used) != 0) {
+        return CW_ERROR;
+    }
+    for (int s = 0; s < l->n_sets; s++) {
+        off_set[s] = used;
+        n_set[s] = 0;
+        if (set_is_read(l, s)) {
+            if (sv_push(st, set_r[e++], &used) != 0) {
+                return CW_ERROR;
+            }
+            n_set[s] = used - off_set[s];
+        }
+    }
+    /* st->sv may have moved while growing: take the pointers now */
+    for (int s = 0; s < l->n_sets; s++) {
+        sets[s] = st->sv + off_set[s];
+    }
+    *miss = 0;
+    cw_view_eval(l, &st->plan, a->asof_ms, st->sv, hash->elements / 2, sets, n_set,
+                 st->sv + off_hist, hist->elements, a);
+    return CW_OK;
+}
+
+static cw_err_t reply_reads(cw_state_t *st, size_t i, const redisReply *r, void *vctx) {
+    const reads_ctx_t *ctx = vctx;
+    size_t acct = i / ctx->per, k = i % ctx->per;
     if (k + 1 < ctx->per) {
         return CW_OK; /* +OK / +QUEUED */
     }
@@ -605,38 +671,8 @@ static cw_err_t reply_reads(cw_state_t *st, size_t i, const redisReply *r, void 
             return reply_error(r->element[x], "read");
         }
     }
-    if (r->element[0]->type != REDIS_REPLY_ARRAY) {
-        return CW_ERROR;
-    }
-    if (r->element[0]->elements == 0) {
-        st->read_miss[acct] = 1; /* unknown (or expired) account */
-        return CW_OK;
-    }
-    if (sv_push(st, r->element[0], &used) != 0) {
-        return CW_ERROR;
-    }
-    off_hist = used;
-    if (sv_push(st, r->element[1], &used) != 0) {
-        return CW_ERROR;
-    }
-    for (int s = 0; s < l->n_sets; s++) {
-        off_set[s] = used;
-        n_set[s] = 0;
-        if (set_is_read(l, s)) {
-            if (sv_push(st, r->element[e++], &used) != 0) {
-                return CW_ERROR;
-            }
-            n_set[s] = used - off_set[s];
-        }
-    }
-    /* st->sv may have moved while growing: take the pointers now */
-    for (int s = 0; s < l->n_sets; s++) {
-        sets[s] = st->sv + off_set[s];
-    }
-    st->read_miss[acct] = 0;
-    cw_view_eval(l, &st->plan, a->asof_ms, st->sv, r->element[0]->elements / 2, sets, n_set,
-                 st->sv + off_hist, r->element[1]->elements, a);
-    return CW_OK;
+    return eval_account(st, r->element[0], r->element[1], (const redisReply *const *)r->element + 2,
+                        &ctx->a[acct], &st->read_miss[acct]);
 }
 
 /*
@@ -878,8 +914,6 @@ enum {
     CM_LPUSH,
     CM_LTRIM,
     CM_EXPIRE_H,
-    CM_EXPIRE_A,
-    CM_EXPIRE_SNAP,
     CM_BAND_MOVE,
     CM_HSET,
     CM_HDEL,
@@ -926,9 +960,12 @@ typedef struct ap_grp {
     unsigned ach;                  /* attributes changed */
     int32_t mc[CW_MAX_COUNTERS];   /* m:<counter> read; INT32_MIN none */
     int32_t mc_new[CW_MAX_COUNTERS];
-    uint32_t mch; /* m:<counter> changed */
-    int32_t ms[CW_MAX_SETS];
-    unsigned sprune; /* sets pruned now (m:<set> = cur) */
+    uint32_t mch;                /* m:<counter> changed */
+    int32_t ms[CW_MAX_SETS];     /* legacy m:<set> (day of the last prune) read */
+    int32_t ns[CW_MAX_SETS];     /* n:<set> read: no member's last day is below it */
+    int32_t ns_new[CW_MAX_SETS]; /* n:<set> to write */
+    unsigned nsch;               /* n:<set> changed */
+    unsigned sprune;             /* sets listed and pruned now (phase 2) */
     int need_keys;
     int64_t last, due, cur, wmin, wmax;
     int64_t base; /* day retention is counted back from (<= cur) */
@@ -1114,6 +1151,9 @@ static cw_err_t rep_timer(const redisReply *r, int64_t *due) {
  * of a partition's fence, MULTI, EXEC, and ZSCORE of an account's timer
  * (id). 1 when kind is one of them (built). */
 static int tx_shared(cw_state_t *st, int kind, int p, const char *id) {
+    if (kind == AP_EXEC) {
+        st->pre_watch = 0; /* EXEC ends every WATCH */
+    }
     switch (kind) {
     case AP_ZSCORE:
         arg_str(st, "ZSCORE");
@@ -1177,6 +1217,12 @@ static cw_err_t ap_build(cw_state_t *st, size_t i, void *vctx) {
         for (int s = 0; s < l->n_sets; s++) {
             arg_begin(st);
             arg_piece(st, "m:", 2);
+            arg_piece(st, l->sets[s].name, strlen(l->sets[s].name));
+            arg_end(st);
+        }
+        for (int s = 0; s < l->n_sets; s++) {
+            arg_begin(st);
+            arg_piece(st, "n:", 2);
             arg_piece(st, l->sets[s].name, strlen(l->sets[s].name));
             arg_end(st);
         }
@@ -1272,12 +1318,12 @@ static cw_err_t ap_build(cw_state_t *st, size_t i, void *vctx) {
             }
         }
         for (int s = 0; s < l->n_sets; s++) {
-            if (g->sprune & (1u << s)) {
+            if (g->nsch & (1u << s)) {
                 arg_begin(st);
-                arg_piece(st, "m:", 2);
+                arg_piece(st, "n:", 2);
                 arg_piece(st, l->sets[s].name, strlen(l->sets[s].name));
                 arg_end(st);
-                arg_i64(st, g->cur);
+                arg_i64(st, g->ns_new[s]);
             }
         }
         if (g->refresh) {
@@ -1361,7 +1407,7 @@ static cw_err_t ap_reply_reads(cw_state_t *st, size_t i, const redisReply *r, vo
     g = &st->ap_grp[c->grp];
     switch (c->kind) {
     case AP_HMGET_A:
-        want = AP_NF + 4 + (size_t)l->n_counters + (size_t)l->n_sets + 2;
+        want = AP_NF + 4 + (size_t)l->n_counters + 2 * (size_t)l->n_sets + 2;
         if (r->type != REDIS_REPLY_ARRAY || r->elements != want) {
             return CW_ERROR;
         }
@@ -1386,6 +1432,7 @@ static cw_err_t ap_reply_reads(cw_state_t *st, size_t i, const redisReply *r, vo
         }
         for (int s = 0; s < l->n_sets; s++) {
             g->ms[s] = ap_rep_day(r->element[AP_NF + 4 + l->n_counters + s]);
+            g->ns[s] = ap_rep_day(r->element[AP_NF + 4 + l->n_counters + l->n_sets + s]);
         }
         g->x = ap_rep_i64(r->element[want - 2]);
         g->last = ap_rep_i64(r->element[want - 1]);
@@ -1627,15 +1674,34 @@ static int ap_compute(cw_state_t *st, size_t gi, int64_t now) {
             g->mch |= 1u << c;
         }
     }
-    /* sets: members out of the retention, once per day per set (phase 2) */
+    /* sets: members out of the retention are listed and deleted (phase 2)
+     * only when one can be: n:<set> is a lower bound of the members' last
+     * days (events only raise a member's last day; new members lower it).
+     * A set written by an older version (m:<set>, the day it was last
+     * pruned, and no n:<set>) is listed once, which also sets n:<set>. */
     for (int s = 0; s < l->n_sets; s++) {
-        int32_t ps = g->ms[s];
-        int touched = 0;
-        for (uint32_t k = 0; k < g->n_mem && !touched; k++) {
-            touched = st->ap_mem[g->mem0 + k].set == s && st->ap_mem[g->mem0 + k].touched;
+        int64_t low = AP_NONE, cut = g->base - pl->sr[s];
+        for (uint32_t k = 0; k < g->n_mem; k++) {
+            const ap_mem_t *m = &st->ap_mem[g->mem0 + k];
+            if (m->set == s && m->touched && (low == AP_NONE || m->L < low)) {
+                low = m->L;
+            }
         }
-        if ((ps == AP_I32_NONE || ps < g->cur) && (ps != AP_I32_NONE || touched)) {
+        int legacy = g->ms[s] != AP_I32_NONE && g->ns[s] == AP_I32_NONE;
+        if (legacy || (g->ns[s] != AP_I32_NONE && g->ns[s] < cut)) {
             g->sprune |= 1u << s;
+            g->ns_new[s] = low == AP_NONE ? (int32_t)g->cur : (int32_t)low; /* phase 2 lowers it */
+            g->nsch |= 1u << s;
+            if (g->ms[s] != AP_I32_NONE) {
+                char name[CW_KEYNAME_MAX + 4];
+                int nn = snprintf(name, sizeof(name), "m:%s", l->sets[s].name);
+                if (ap_del_push(st, (uint32_t)gi, -1, name, (size_t)nn) != 0) {
+                    return -1;
+                }
+            }
+        } else if (low != AP_NONE && (g->ns[s] == AP_I32_NONE || low < g->ns[s])) {
+            g->ns_new[s] = (int32_t)low;
+            g->nsch |= 1u << s;
         }
     }
     return st->ap_vbuf.oom || st->ap_dbuf.oom ? -1 : 0;
@@ -1688,6 +1754,9 @@ static cw_err_t ap_reply_prune(cw_state_t *st, size_t i, const redisReply *r, vo
             continue;
         }
         if (ap_pair(r->element[k + 1], &L, &M) == 0 && M >= 0 && L >= g->base - pl->sr[c->sub]) {
+            if (L < g->ns_new[c->sub]) {
+                g->ns_new[c->sub] = (int32_t)L; /* kept: the bound must cover it */
+            }
             continue;
         }
         for (uint32_t x = 0; x < g->n_mem && !keep; x++) {
@@ -2087,12 +2156,18 @@ static cw_err_t reply_due_list(cw_state_t *st, size_t i, const redisReply *r, vo
 typedef struct due_gone_ctx {
     int partition;
     size_t *idx; /* indices into due_out of missing accounts */
+    int unwatch; /* one more command: UNWATCH */
 } due_gone_ctx_t;
 
 static cw_err_t build_due_gone(cw_state_t *st, size_t i, void *vctx) {
     const due_gone_ctx_t *ctx = vctx;
-    const char *id = st->due_out[ctx->idx[i / 3]].account_id;
     args_reset(st);
+    if (ctx->unwatch && i == 0) {
+        arg_str(st, "UNWATCH");
+        return args_send(st);
+    }
+    i -= (size_t)ctx->unwatch;
+    const char *id = st->due_out[ctx->idx[i / 3]].account_id;
     switch (i % 3) {
     case 0:
         arg_str(st, "ZREM");
@@ -2117,6 +2192,94 @@ static cw_err_t reply_ignore(cw_state_t *st, size_t i, const redisReply *r, void
     (void)r;
     (void)ctx;
     return CW_OK;
+}
+
+/*
+ * The due accounts' reads, under WATCH: WATCH P:fence:<p>, then per account
+ * ZSCORE of its timer, HGETALL a, LRANGE h and HVALS of the queried sets as
+ * plain commands (no MULTI: its EXEC would end the WATCH). The fence stays
+ * watched until the commit of these accounts, whose MULTI/EXEC then needs
+ * no reads of its own (st->pre_rd): any other writer of the partition INCRs
+ * the fence and aborts it, and the commit falls back to reading again.
+ */
+typedef struct wreads_ctx {
+    int partition;
+    size_t per; /* commands per account: ZSCORE, HGETALL, LRANGE, sets */
+} wreads_ctx_t;
+
+static void held_free(cw_state_t *st) {
+    for (size_t k = 0; k < st->n_held; k++) {
+        freeReplyObject(st->held[k]);
+    }
+    st->n_held = 0;
+}
+
+static cw_err_t build_wreads(cw_state_t *st, size_t i, void *vctx) {
+    const wreads_ctx_t *ctx = vctx;
+    args_reset(st);
+    if (i == 0) {
+        arg_str(st, "WATCH");
+        arg_pkey(st, "fence", ctx->partition);
+        return args_send(st);
+    }
+    size_t acct = (i - 1) / ctx->per, k = (i - 1) % ctx->per;
+    const char *id = st->due_out[acct].account_id;
+    if (k == 0) {
+        arg_str(st, "ZSCORE");
+        arg_pkey(st, "due", ctx->partition);
+        arg_str(st, id);
+        return args_send(st);
+    }
+    return build_read_cmd(st, id, k - 1);
+}
+
+/* Replies of build_wreads: held until an account's last one arrives. */
+static cw_err_t reply_wreads(cw_state_t *st, size_t i, const redisReply *r, void *vctx) {
+    const wreads_ctx_t *ctx = vctx;
+    if (i == 0) {
+        return r->type == REDIS_REPLY_STATUS ? CW_OK : CW_ERROR;
+    }
+    size_t acct = (i - 1) / ctx->per, k = (i - 1) % ctx->per;
+    if (k == 0) {
+        held_free(st); /* an account whose replies were short (an error reply) */
+    }
+    st->held[st->n_held++] = (redisReply *)r;
+    st->hold = 1;
+    if (k + 1 < ctx->per) {
+        return CW_OK;
+    }
+    cm_read_t *rd = &st->pre_rd[acct];
+    cw_err_t err = CW_ERROR;
+    if (st->n_held == ctx->per) {
+        const redisReply *hash = st->held[1], *hist = st->held[2];
+        err = rep_timer(st->held[0], &rd->due);
+        if (err == CW_OK) {
+            err = eval_account(st, hash, hist, (const redisReply *const *)st->held + 3,
+                               &st->due_out[acct], &st->read_miss[acct]);
+        }
+        rd->band = -1;
+        rd->top = INT64_MIN;
+        for (size_t f = 0; err == CW_OK && f + 1 < hash->elements; f += 2) {
+            const redisReply *name = hash->element[f], *v = hash->element[f + 1];
+            int64_t b;
+            if (name->type == REDIS_REPLY_STRING && name->len == 2 &&
+                memcmp(name->str, "bd", 2) == 0 && v->type == REDIS_REPLY_STRING &&
+                cw_sv_i64((cw_sv_t){v->str, v->len}, &b) == 0 && b >= 0 && b <= 1000) {
+                rd->band = (int)b;
+            }
+        }
+        if (err == CW_OK && hist->elements > 0 && hist->element[0]->type == REDIS_REPLY_STRING) {
+            const redisReply *h0 = hist->element[0];
+            const char *comma = memchr(h0->str, ',', h0->len);
+            int64_t v;
+            if (comma != NULL &&
+                cw_sv_i64((cw_sv_t){h0->str, (size_t)(comma - h0->str)}, &v) == 0) {
+                rd->top = v;
+            }
+        }
+    }
+    held_free(st);
+    return err;
 }
 
 cw_err_t cw_state_due(cw_state_t *st, int partition, int64_t upto_ms, size_t max,
@@ -2151,9 +2314,23 @@ cw_err_t cw_state_due(cw_state_t *st, int partition, int64_t upto_ms, size_t max
         cw_account_state_t *a = &st->due_out[i];
         a->asof_ms = st->conf->time_mode == CW_TIME_WALL ? now : a->due_ms;
     }
-    err = read_accounts(st, st->due_out, st->n_due, "due read");
-    if (err != CW_OK) {
-        return err;
+    {
+        wreads_ctx_t wctx = {partition, 3};
+        for (int s = 0; s < st->layout->n_sets; s++) {
+            wctx.per += (size_t)set_is_read(st->layout, s);
+        }
+        if (grow((void **)&st->read_miss, &st->read_miss_cap, st->n_due, 1) != 0 ||
+            grow((void **)&st->pre_rd, &st->pre_rd_cap, st->n_due, sizeof(*st->pre_rd)) != 0) {
+            return CW_ERROR;
+        }
+        memset(st->read_miss, 1, st->n_due);
+        st->pre_watch = 0;
+        err = pipe_run(st, 1 + st->n_due * wctx.per, build_wreads, reply_wreads, &wctx, "due read");
+        held_free(st);
+        if (err != CW_OK) {
+            return err;
+        }
+        st->pre_watch = 1;
     }
     for (size_t i = 0; i < st->n_due; i++) {
         /* a missing account (read_miss) has its timer dropped below; the
@@ -2163,7 +2340,7 @@ cw_err_t cw_state_due(cw_state_t *st, int partition, int64_t upto_ms, size_t max
         n_gone += st->read_miss[i];
     }
     if (n_gone > 0) {
-        due_gone_ctx_t gctx = {partition, NULL};
+        due_gone_ctx_t gctx = {partition, NULL, 0};
         size_t m = 0;
         gctx.idx = malloc(n_gone * sizeof(*gctx.idx));
         if (gctx.idx == NULL) {
@@ -2174,7 +2351,9 @@ cw_err_t cw_state_due(cw_state_t *st, int partition, int64_t upto_ms, size_t max
                 gctx.idx[m++] = i;
             }
         }
-        err = pipe_run(st, 3 * n_gone, build_due_gone, reply_ignore, &gctx, "due cleanup");
+        gctx.unwatch = n_gone == st->n_due; /* no commit will follow: end the WATCH */
+        err = pipe_run(st, 3 * n_gone + (size_t)gctx.unwatch, build_due_gone, reply_ignore, &gctx,
+                       "due cleanup");
         free(gctx.idx);
         if (err != CW_OK) {
             return err;
@@ -2183,11 +2362,13 @@ cw_err_t cw_state_due(cw_state_t *st, int partition, int64_t upto_ms, size_t max
             if (!st->read_miss[i]) {
                 if (k != i) {
                     st->due_out[k] = st->due_out[i];
+                    st->pre_rd[k] = st->pre_rd[i];
                 }
                 k++;
             }
         }
         st->n_due = k;
+        st->pre_watch = k > 0;
     }
     *out = st->due_out;
     *n_out = st->n_due;
@@ -2234,12 +2415,11 @@ static int changes_only_timer(const cw_commit_t *c) {
  * is already where the commit put it. (This was a Lua script; same rules,
  * same stored formats.)
  */
-typedef struct cm_read {
-    int64_t due; /* the account's timer now; AP_NONE none */
-    int band;    /* stored band; -1 none */
-    int64_t top; /* as-of of the newest history entry; AP_NONE none */
-    int timer_only;
-} cm_read_t;
+/* 1 when the read had an alert time for reason r that the decision drops
+ * (its field is deleted). */
+static int cm_alert_gone(const cw_commit_t *c, int r) {
+    return c->acct->last_alert_ms[r] >= 0 && (c->last_alert_ms == NULL || c->last_alert_ms[r] < 0);
+}
 
 static int cm_partition(const cw_commit_t *c) {
     return c->acct->partition >= 0 && c->acct->partition < CW_STATE_MAX_PARTITIONS
@@ -2303,14 +2483,8 @@ static cw_err_t cm_build(cw_state_t *st, size_t i, void *vctx) {
         arg_i64(st, (st->conf->history_len > 0 ? st->conf->history_len : 30) - 1);
         break;
     case CM_EXPIRE_H:
-    case CM_EXPIRE_A:
-    case CM_EXPIRE_SNAP:
         arg_str(st, "EXPIRE");
-        arg_key(st,
-                cmd->kind == CM_EXPIRE_H   ? "h"
-                : cmd->kind == CM_EXPIRE_A ? "a"
-                                           : "snap",
-                id, NULL);
+        arg_key(st, "h", id, NULL);
         arg_i64(st, (int64_t)(st->plan.max_retention + 2) * 86400);
         break;
     case CM_BAND_MOVE:
@@ -2349,7 +2523,7 @@ static cw_err_t cm_build(cw_state_t *st, size_t i, void *vctx) {
         arg_str(st, "HDEL");
         arg_key(st, "a", id, NULL);
         for (int r = 0; r < CW_REASON__COUNT; r++) {
-            if (c->last_alert_ms == NULL || c->last_alert_ms[r] < 0) {
+            if (cm_alert_gone(c, r)) {
                 n = snprintf(tmp, sizeof(tmp), "a%d", r);
                 arg_mem(st, tmp, (size_t)n);
             }
@@ -2432,12 +2606,15 @@ static int cm_plan_writes(cw_state_t *st, const cw_commit_t *commits, size_t n) 
         int p = cm_partition(c);
         if (!rd->timer_only) {
             int ndel = 0;
+            /* TTLs: SET ... EX gives the snapshot one; the history gets one
+             * when this LPUSH creates it; the apply refreshes every key's
+             * TTL once a wall-clock day (HSET/LPUSH keep a key's TTL) */
             if (c->snapshot_json != NULL &&
                 (ap_cmd_push(st, k, CM_SET_SNAP, 0) ||
                  (rd->top != AP_NONE && rd->top == c->acct->asof_ms
                       ? ap_cmd_push(st, k, CM_LSET, 0)
                       : ap_cmd_push(st, k, CM_LPUSH, 0) || ap_cmd_push(st, k, CM_LTRIM, 0)) ||
-                 ap_cmd_push(st, k, CM_EXPIRE_H, 0))) {
+                 (rd->top == AP_NONE && ap_cmd_push(st, k, CM_EXPIRE_H, 0)))) {
                 return -1;
             }
             if (rd->band != c->band &&
@@ -2446,10 +2623,9 @@ static int cm_plan_writes(cw_state_t *st, const cw_commit_t *commits, size_t n) 
                 return -1;
             }
             for (int r = 0; r < CW_REASON__COUNT; r++) {
-                ndel += c->last_alert_ms == NULL || c->last_alert_ms[r] < 0;
+                ndel += cm_alert_gone(c, r);
             }
             if (ap_cmd_push(st, k, CM_HSET, 0) || (ndel > 0 && ap_cmd_push(st, k, CM_HDEL, 0)) ||
-                ap_cmd_push(st, k, CM_EXPIRE_A, 0) || ap_cmd_push(st, k, CM_EXPIRE_SNAP, 0) ||
                 ap_cmd_push(st, k, CM_ZADD_RISK, 0)) {
                 return -1;
             }
@@ -2529,12 +2705,46 @@ static cw_err_t cm_run(cw_state_t *st, const cw_commit_t *commits, size_t n, int
     return err;
 }
 
+/* The fast path: commits of accounts that the last cw_state_due read
+ * under a WATCH that is still on (one partition); their reads are
+ * st->pre_rd. 1 when it applies. */
+static int cm_prefetched(cw_state_t *st, const cw_commit_t *commits, size_t n) {
+    if (!st->pre_watch) {
+        return 0;
+    }
+    if (grow((void **)&st->cm_rd, &st->cm_rd_cap, n, sizeof(*st->cm_rd)) != 0) {
+        return 0;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const cw_account_state_t *a = commits[i].acct;
+        if (a < st->due_out || a >= st->due_out + st->n_due) {
+            return 0;
+        }
+        st->cm_rd[i] = st->pre_rd[a - st->due_out];
+        st->cm_rd[i].timer_only = commits[i].reschedule_only || changes_only_timer(&commits[i]);
+    }
+    return 1;
+}
+
 cw_err_t cw_state_commit(cw_state_t *st, const cw_commit_t *commits, size_t n) {
     cw_err_t err;
     int aborted = 0;
     if (n == 0) {
         return CW_OK;
     }
+    if (cm_prefetched(st, commits, n)) {
+        st->pre_watch = 0; /* EXEC ends the WATCH, whatever happens */
+        if (cm_plan_writes(st, commits, n) != 0) {
+            return CW_ERROR;
+        }
+        st->tx_aborted = 0;
+        err = pipe_run(st, st->ap_n_cmd, cm_build, ap_reply_writes, (void *)commits, "commit");
+        if (err != CW_OK || !st->tx_aborted) {
+            return err;
+        }
+        /* another writer of the partition since the read: read again below */
+    }
+    st->pre_watch = 0;
     for (int attempt = 0;; attempt++) {
         err = cw_state_connect(st);
         if (err != CW_OK) {

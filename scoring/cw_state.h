@@ -29,10 +29,17 @@
  *   P:atrisk         zset account -> score (lowest first = most at risk)
  *   P:accounts       set of known account ids (for dashboards / explain)
  *   P:bands          hash band -> number of accounts in it (moved by commits)
- * Old day buckets are deleted by the apply once they fall out of the
- * retention (longest window), and every key carries a TTL of retention +
- * 2 days (refreshed once a wall-clock day while the account has events) so
+ * Old day buckets and set members are deleted by the apply once they fall
+ * out of the retention (longest window), and every key carries a TTL of
+ * retention + 2 days (refreshed by the apply once a wall-clock day while
+ * the account has events; a commit gives one only to a key it creates) so
  * silent accounts do not leak memory.
+ *
+ * Timers: cw_state_due reads its accounts after a WATCH of the partition's
+ * fence, as plain commands, and a cw_state_commit of (some of) those
+ * accounts that follows on the same cw_state_t reuses that read: its
+ * MULTI/EXEC is sent without reads of its own, and an EXEC aborted by
+ * another writer of the partition falls back to reading again.
  *
  * Failure model: any connection or protocol error returns CW_RETRY and
  * drops the connection; the next call reconnects (with the caller's
@@ -40,6 +47,9 @@
  * make it idempotent. A REDIS_REPLY_ERROR is CW_ERROR (CW_RETRY for the
  * transient ones: OOM, BUSY, LOADING, READONLY, ...). An EXEC aborted by a
  * changed fence is recomputed, at most 5 times, then CW_RETRY.
+ *
+ * Threads: a cw_state_t is one connection and is used by one thread at a
+ * time; the pipeline gives each of its lanes its own.
  *
  * Ownership: cw_state_t owns its hiredis context and buffers. It keeps the
  * conf and layout pointers it was given (they must outlive it). Account
@@ -121,6 +131,7 @@ cw_err_t cw_state_read(cw_state_t *st, const char *account_id, int64_t asof_ms,
 /**
  * @brief Accounts of a partition whose timer is due at or before upto_ms,
  * at most max, each read as of its due time (event mode) or now (wall).
+ * The read stays WATCHed for the next cw_state_commit (see the top).
  */
 cw_err_t cw_state_due(cw_state_t *st, int partition, int64_t upto_ms, size_t max,
                       cw_account_state_t **out, size_t *n_out);

@@ -14,7 +14,10 @@
  * Account hash fields (short names keep small hashes listpack-encoded):
  *   "<day>:<counter>" per-day counter    "o:<p>" last offset applied from p
  *   "m:<counter>" oldest day that may still hold a field of the counter
- *   "m:<set>" day the set was last pruned    "p" partition of the account
+ *   "n:<set>" no member of the set has a last day below this (members are
+ *   listed and pruned only when it falls out of the set's retention; "m:<set>",
+ *   the day of the last prune, is what older versions wrote: replaced by
+ *   n:<set> at the next prune)    "p" partition of the account
  *   fm/lm first/last event ms   fl/ll first/last login ms   kc cancel ms
  *   k<i> first use of key feature i    arr/sea/pln/ren "<attr ts>,<value>"
  *   sc/bd/ti/ph/am score, band, tier, phase, active mask   a<r> last alert

@@ -160,19 +160,6 @@ cw_err_t cw_sink_send(cw_sink_t *s, cw_sink_topic_t topic, const char *key, size
     return CW_ERROR;
 }
 
-cw_err_t cw_sink_send_wait(cw_sink_t *s, cw_sink_topic_t topic, const char *key, size_t keylen,
-                           const char *value, size_t len, rd_kafka_headers_t *headers,
-                           void *msg_opaque, int timeout_ms) {
-    int64_t deadline = cw_time_mono_ms() + timeout_ms;
-    for (;;) {
-        cw_err_t r = cw_sink_send(s, topic, key, keylen, value, len, headers, msg_opaque);
-        if (r != CW_RETRY || cw_time_mono_ms() >= deadline) {
-            return r;
-        }
-        rd_kafka_poll(s->rk, 10); /* serve delivery reports to make room */
-    }
-}
-
 void cw_sink_poll(cw_sink_t *s, int timeout_ms) {
     rd_kafka_poll(s->rk, timeout_ms);
 }

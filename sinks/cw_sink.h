@@ -12,6 +12,10 @@
  * itself until the broker acknowledges; a failed report is therefore rare
  * and the caller re-sends what its outbox still holds.
  *
+ * Threads: cw_sink_send may be called from several threads at once
+ * (rd_kafka_producev is thread-safe); cw_sink_poll — and so the delivery
+ * callback — from one thread only.
+ *
  * Ownership: cw_sink_t owns its rd_kafka_t. Keys and values are copied by
  * librdkafka (RD_KAFKA_MSG_F_COPY); msg_opaque is passed through untouched.
  * The conf pointer must outlive the sink.
@@ -57,12 +61,6 @@ void cw_sink_destroy(cw_sink_t *sink, int timeout_ms);
  */
 cw_err_t cw_sink_send(cw_sink_t *sink, cw_sink_topic_t topic, const char *key, size_t keylen,
                       const char *value, size_t len, rd_kafka_headers_t *headers, void *msg_opaque);
-
-/** @brief Like cw_sink_send but polls and retries while the queue is full
- * (up to timeout_ms); returns CW_RETRY if still full. */
-cw_err_t cw_sink_send_wait(cw_sink_t *sink, cw_sink_topic_t topic, const char *key, size_t keylen,
-                           const char *value, size_t len, rd_kafka_headers_t *headers,
-                           void *msg_opaque, int timeout_ms);
 
 /** @brief Serve delivery reports (calls the callback). */
 void cw_sink_poll(cw_sink_t *sink, int timeout_ms);

@@ -29,7 +29,8 @@ void cw_h_redis_kill(cw_h_redis_t *r);                /* SIGKILL the server (out
 void cw_h_redis_restart(cw_h_redis_t *r);             /* start again on the same socket, empty */
 void cw_h_redis_stop(cw_h_redis_t *r);                /* stop and remove the temp dir; NULL ok */
 /** @brief Run one command (printf-style, hiredis redisCommand) and return the
- * integer reply, or -1 on error/other type. */
+ * integer reply, or a string reply (HGET, ZSCORE) as an integer; -1 on
+ * error/other type. */
 long long cw_h_redis_int(cw_h_redis_t *r, const char *fmt, ...);
 
 /* ---- broker (cw_harness_kafka.c) ---- */

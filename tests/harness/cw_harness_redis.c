@@ -186,6 +186,8 @@ long long cw_h_redis_int(cw_h_redis_t *r, const char *fmt, ...) {
     va_end(ap);
     if (rep != NULL && rep->type == REDIS_REPLY_INTEGER) {
         v = rep->integer;
+    } else if (rep != NULL && rep->type == REDIS_REPLY_STRING) {
+        v = strtoll(rep->str, NULL, 10); /* HGET, ZSCORE, ... */
     }
     freeReplyObject(rep);
     redisFree(c);

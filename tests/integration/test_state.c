@@ -25,6 +25,7 @@
 #include "cw_harness.h"
 #include "cw_model.h"
 #include "cw_state.h"
+#include "cw_view.h"
 
 #define DAY CW_MS_PER_DAY
 #define HOUR INT64_C(3600000)
@@ -1047,4 +1048,121 @@ Test(state, no_login_yet_as_of) {
     cr_assert_eq(cw_state_read(st, "nl", T(7, 0), &a), CW_OK);
     cr_expect_eq(a.last_login_ms, T(6, 2));
     cr_expect_eq(a.first_login_ms, T(6, 2));
+}
+
+/* Calls of one Redis command so far (INFO commandstats). */
+static long long cmd_calls(const char *cmd) {
+    redisContext *c = raw();
+    redisReply *r = redisCommand(c, "INFO commandstats");
+    char pat[64];
+    long long n = 0;
+    cr_assert(r != NULL && r->type == REDIS_REPLY_STRING);
+    snprintf(pat, sizeof(pat), "cmdstat_%s:calls=", cmd);
+    const char *p = strstr(r->str, pat);
+    if (p != NULL) {
+        n = strtoll(p + strlen(pat), NULL, 10);
+    }
+    freeReplyObject(r);
+    redisFree(c);
+    return n;
+}
+
+/* The commit of accounts just read by cw_state_due reuses that read (made
+ * under the WATCH of the partition's fence): no reads of its own. When
+ * another writer of the partition wrote in between, the commit's EXEC
+ * aborts and it reads again: an earlier timer set meanwhile is kept. */
+Test(state, due_commit_reuses_the_watched_read) {
+    cw_account_state_t *due;
+    size_t n_due;
+    cw_event_t e[2] = {login("wr-a", "u", T(2, 5)), login("wr-b", "u", T(2, 6))};
+    cr_assert_eq(apply(st, e, 2, 6, 0, NULL, NULL), CW_OK);
+    cr_assert_eq(cw_state_due(st, 6, DE(2), 10, &due, &n_due), CW_OK);
+    cr_assert_eq(n_due, 2);
+    long long zscore0 = cmd_calls("zscore"), hget0 = cmd_calls("hget");
+    long long lindex0 = cmd_calls("lindex"), exec0 = cmd_calls("exec");
+    cw_commit_t c[2] = {commit_of(&due[0], 70, CW_BAND_HEALTHY, DE(3), "{\"s\":70}", no_alerts),
+                        commit_of(&due[1], 30, CW_BAND_DANGER, DE(3), "{\"s\":30}", no_alerts)};
+    cr_assert_eq(cw_state_commit(st, c, 2), CW_OK);
+    cr_expect_eq(cmd_calls("zscore") - zscore0, 0);
+    cr_expect_eq(cmd_calls("hget") - hget0, 0);
+    cr_expect_eq(cmd_calls("lindex") - lindex0, 0);
+    cr_expect_eq(cmd_calls("exec") - exec0, 1);
+    cr_expect_eq(cw_h_redis_int(redis, "ZSCORE t:due:6 wr-a"), DE(3));
+    cr_expect_eq(cw_h_redis_int(redis, "LLEN t:h:{wr-b}"), 1);
+    cr_expect_eq(cw_h_redis_int(redis, "TTL t:h:{wr-b}") > 0, 1); /* created: given a TTL */
+    cr_expect_eq(cw_h_redis_int(redis, "TTL t:snap:{wr-b}") > 0, 1);
+    cr_expect_eq(cw_h_redis_int(redis, "HGET t:bands 2"), 1);
+
+    /* day 3: another writer moves wr-a's timer back to day 2 between the
+     * read and the commit (and INCRs the fence, as every writer does) */
+    cr_assert_eq(cw_state_due(st, 6, DE(3), 10, &due, &n_due), CW_OK);
+    cr_assert_eq(n_due, 2);
+    cw_h_redis_int(redis, "ZADD t:due:6 %lld wr-a", (long long)DE(2));
+    cw_h_redis_int(redis, "INCR t:fence:6");
+    c[0] = commit_of(&due[0], 71, CW_BAND_HEALTHY, DE(4), NULL, no_alerts);
+    c[1] = commit_of(&due[1], 31, CW_BAND_DANGER, DE(4), NULL, no_alerts);
+    exec0 = cmd_calls("exec");
+    cr_assert_eq(cw_state_commit(st, c, 2), CW_OK);
+    cr_expect_eq(cmd_calls("exec") - exec0, 2); /* aborted, then read again and committed */
+    cr_expect_eq(cw_h_redis_int(redis, "ZSCORE t:due:6 wr-a"), DE(2)); /* the earlier kept */
+    cr_expect_eq(cw_h_redis_int(redis, "ZSCORE t:due:6 wr-b"), DE(4));
+    cr_expect_eq(cw_h_redis_int(redis, "HGET t:a:{wr-b} sc"), 31);
+}
+
+/* Set members are listed for pruning only when one can have left the
+ * retention (n:<set> bounds the members' last days), not once a day. */
+Test(state, set_prune_only_when_a_member_can_expire) {
+    int s_lu = -1;
+    for (int s = 0; s < layout.n_sets; s++) {
+        if (strcmp(layout.sets[s].name, "U:lu") == 0) {
+            s_lu = s;
+        }
+    }
+    cr_assert_geq(s_lu, 0);
+    cw_view_plan_t plan;
+    char err[256];
+    cr_assert_eq(cw_view_plan_build(conf, &layout, CW_STATE_SLACK_DAYS, &plan, err, sizeof(err)),
+                 0);
+    int ret = plan.sr[s_lu]; /* days the set keeps */
+    cr_assert_gt(ret, 2);
+    /* (each apply() here also reads its account back: one HGETALL) */
+    long long hgetall0 = cmd_calls("hgetall");
+    /* "old" on day 0 only, "daily" every day: nothing can expire before
+     * day ret, so no set is listed */
+    cw_event_t e0 = login("sp", "old", T(0, 1));
+    cr_assert_eq(apply(st, &e0, 1, 0, 0, NULL, NULL), CW_OK);
+    for (int d = 0; d < ret; d++) {
+        cw_event_t e = login("sp", "daily", T(d, 12));
+        cr_assert_eq(apply(st, &e, 1, 0, 1 + d, NULL, NULL), CW_OK);
+        decided("sp", 0, d);
+    }
+    cr_expect_eq(cmd_calls("hgetall") - hgetall0, 1 + ret); /* the read-backs only */
+    cr_expect_eq(cw_h_redis_int(redis, "HGET t:a:{sp} n:U:lu"), D0);
+    hgetall0 = cmd_calls("hgetall");
+    /* past the retention of day 0: listed once, "old" deleted, the bound
+     * moves to the oldest kept member */
+    for (int d = ret; d < ret + 3; d++) {
+        cw_event_t e = login("sp", "daily", T(d, 12));
+        cr_assert_eq(apply(st, &e, 1, 0, 1 + d, NULL, NULL), CW_OK);
+        decided("sp", 0, d);
+    }
+    cr_expect_eq(cmd_calls("hgetall") - hgetall0, 3 + 1);
+    cr_expect_eq(cw_h_redis_int(redis, "HEXISTS t:s:{sp}:U:lu old"), 0);
+    cr_expect_eq(cw_h_redis_int(redis, "HEXISTS t:s:{sp}:U:lu daily"), 1);
+    cr_expect_geq(cw_h_redis_int(redis, "HGET t:a:{sp} n:U:lu"), D0 + ret);
+
+    /* a set written by an older version (m:<set> = the last prune day, no
+     * n:<set>) is listed once, which replaces m: by n: */
+    cw_event_t l0 = login("legacy", "gone", T(0, 1));
+    cr_assert_eq(apply(st, &l0, 1, 0, 100, NULL, NULL), CW_OK);
+    cw_h_redis_int(redis, "HDEL t:a:{legacy} n:U:lu");
+    cw_h_redis_int(redis, "HSET t:a:{legacy} m:U:lu %lld", (long long)(D0 + ret + 5));
+    decided("legacy", 0, ret + 5);
+    hgetall0 = cmd_calls("hgetall");
+    cw_event_t l1 = login("legacy", "new", T(ret + 6, 1));
+    cr_assert_eq(apply(st, &l1, 1, 0, 101, NULL, NULL), CW_OK);
+    cr_expect_eq(cmd_calls("hgetall") - hgetall0, 1 + 1);
+    cr_expect_eq(cw_h_redis_int(redis, "HEXISTS t:a:{legacy} m:U:lu"), 0);
+    cr_expect_eq(cw_h_redis_int(redis, "HEXISTS t:s:{legacy}:U:lu gone"), 0);
+    cr_expect_eq(cw_h_redis_int(redis, "HGET t:a:{legacy} n:U:lu"), D0 + ret + 6);
 }

@@ -94,8 +94,12 @@ struct cw_pipeline {
     uint64_t gen;
     int pending;
     int quit;
-    int step_batch;      /* this step has a batch to apply */
-    int step_rescan_all; /* this step re-sends every outbox (failed deliveries) */
+    int step_batch;       /* this step has a batch to apply */
+    int64_t horizon_days; /* event mode: a step applies at most this many days past a
+                             partition's first event day (see decode_batch) */
+    int64_t first_day[CW_MAX_PARTITIONS]; /* this step's first event day per partition;
+                                             INT64_MIN none */
+    int step_rescan_all;                  /* this step re-sends every outbox (failed deliveries) */
 
     rd_kafka_message_t **msgs; /* owned array; messages destroyed per batch */
     int owned[CW_MAX_PARTITIONS];
@@ -520,6 +524,52 @@ static cw_err_t reschedule_all(lane_t *ln, cw_account_state_t *accts, size_t n) 
     return CW_OK;
 }
 
+/* Rescore partition p's accounts whose timers are due at or before upto
+ * (key: the scan's day, or second in wall mode, for timer_upto). */
+static cw_err_t fire_partition(lane_t *ln, int p, int64_t upto, int64_t key) {
+    cw_pipeline_t *pl = ln->pl;
+    pl->rescan[p] = 0;
+    for (;;) {
+        cw_account_state_t *accts = NULL;
+        size_t n = 0;
+        cw_err_t r = WITH_REDIS(ln, cw_state_due(ln->state, p, upto, TIMER_BATCH, &accts, &n));
+        if (r != CW_OK) {
+            return r;
+        }
+        if (n == 0) {
+            break;
+        }
+        if (pl->conf->time_mode == CW_TIME_EVENT) {
+            /* day ends decide; a dirty mark left in Redis by an older
+             * version is only moved to its day end */
+            size_t nd = 0;
+            for (size_t i = 0; i < n; i++) {
+                if (!is_day_end(accts[i].due_ms)) {
+                    cw_account_state_t tmp = accts[nd];
+                    accts[nd++] = accts[i];
+                    accts[i] = tmp;
+                }
+            }
+            r = reschedule_all(ln, accts, nd);
+            if (r == CW_OK) {
+                r = decide_all(ln, accts + nd, n - nd);
+            }
+        } else {
+            r = decide_all(ln, accts, n);
+        }
+        if (r != CW_OK) {
+            return r;
+        }
+        ln->stats.rescored_timer += n;
+        cw_metrics_add(pl->m, CW_CTR_TIMER_RESCORED, n);
+        /* each decision schedules the account's next day end, which may
+         * itself be due already when the watermark jumped several days:
+         * scan again until nothing is due */
+    }
+    pl->timer_upto[p] = key;
+    return CW_OK;
+}
+
 /* Rescore accounts whose windows rolled (timers due at or before "now" of
  * their partition: the watermark in event mode, the wall clock otherwise),
  * on the lane's partitions. */
@@ -543,45 +593,28 @@ static cw_err_t fire_timers(lane_t *ln) {
         if (key == pl->timer_upto[p] && !pl->rescan[p]) {
             continue;
         }
-        pl->rescan[p] = 0;
-        for (;;) {
-            cw_account_state_t *accts = NULL;
-            size_t n = 0;
-            cw_err_t r = WITH_REDIS(ln, cw_state_due(ln->state, p, upto, TIMER_BATCH, &accts, &n));
-            if (r != CW_OK) {
-                return r;
-            }
-            if (n == 0) {
-                break;
-            }
-            if (pl->conf->time_mode == CW_TIME_EVENT) {
-                /* day ends decide; a dirty mark left in Redis by an older
-                 * version is only moved to its day end */
-                size_t nd = 0;
-                for (size_t i = 0; i < n; i++) {
-                    if (!is_day_end(accts[i].due_ms)) {
-                        cw_account_state_t tmp = accts[nd];
-                        accts[nd++] = accts[i];
-                        accts[i] = tmp;
-                    }
-                }
-                r = reschedule_all(ln, accts, nd);
-                if (r == CW_OK) {
-                    r = decide_all(ln, accts + nd, n - nd);
-                }
-            } else {
-                r = decide_all(ln, accts, n);
-            }
-            if (r != CW_OK) {
-                return r;
-            }
-            ln->stats.rescored_timer += n;
-            cw_metrics_add(pl->m, CW_CTR_TIMER_RESCORED, n);
-            /* each decision schedules the account's next day end, which may
-             * itself be due already when the watermark jumped several days:
-             * scan again until nothing is due */
+        cw_err_t r = fire_partition(ln, p, upto, key);
+        if (r != CW_OK) {
+            return r;
         }
-        pl->timer_upto[p] = key;
+    }
+    return CW_OK;
+}
+
+/* Event mode, before a step's apply: decide the lane's partitions' day ends
+ * before the step's first event day of each (decode_batch explains why). */
+static cw_err_t fire_before_step(lane_t *ln) {
+    cw_pipeline_t *pl = ln->pl;
+    for (int p = ln->id; p < CW_MAX_PARTITIONS; p += pl->n_lanes) {
+        int64_t key = pl->first_day[p] == INT64_MIN ? INT64_MIN : pl->first_day[p] - 1;
+        if (!pl->owned[p] || key == INT64_MIN || key < 0 ||
+            (pl->timer_upto[p] >= key && !pl->rescan[p])) {
+            continue;
+        }
+        cw_err_t r = fire_partition(ln, p, (key + 1) * CW_MS_PER_DAY - 1, key);
+        if (r != CW_OK) {
+            return r;
+        }
     }
     return CW_OK;
 }
@@ -644,10 +677,20 @@ static cw_err_t ack_alerts(cw_pipeline_t *pl) {
 
 /* ---- one batch ---- */
 
-/* Decode a consumed batch into the lanes' state batches (main thread);
+/* Decode msgs[start..n) into the lanes' state batches (main thread);
  * malformed messages are dead-lettered (*dlq_sent set). pl->step_batch is
- * set when some lane has events to apply. */
-static cw_err_t decode_batch(cw_pipeline_t *pl, size_t n, int *dlq_sent) {
+ * set when some lane has events to apply. *end = where this step stops.
+ *
+ * Event mode cuts the step before an event more than horizon_days after its
+ * partition's first event day in the step: a member's day mask holds 52
+ * days, so a day-end decision must not read an account whose newest
+ * applied activity is so far past its as-of day that the window's first
+ * days have been shifted out of the mask. With the partition's day ends
+ * before the step's first day decided first (lane_step), no decision lags
+ * the applied data by more than horizon_days, whatever the batch size
+ * (tests/integration/test_determinism.c). */
+static cw_err_t decode_batch(cw_pipeline_t *pl, size_t start, size_t n, int *dlq_sent,
+                             size_t *end) {
     cw_event_limits_t lim = cw_event_limits_from_conf(pl->conf);
     cw_event_t ev;
     char reason[CW_REASON_MAX], detail[CW_DETAIL_MAX];
@@ -655,7 +698,11 @@ static cw_err_t decode_batch(cw_pipeline_t *pl, size_t n, int *dlq_sent) {
     for (int i = 0; i < pl->n_lanes; i++) {
         cw_state_batch_begin(pl->lanes[i].state);
     }
-    for (size_t i = 0; i < n; i++) {
+    for (int p = 0; p < CW_MAX_PARTITIONS; p++) {
+        pl->first_day[p] = INT64_MIN;
+    }
+    *end = n;
+    for (size_t i = start; i < n; i++) {
         rd_kafka_message_t *m = pl->msgs[i];
         int p = m->partition;
         if (m->err) {
@@ -673,14 +720,25 @@ static cw_err_t decode_batch(cw_pipeline_t *pl, size_t n, int *dlq_sent) {
                    CW_MAX_PARTITIONS);
             return CW_ERROR;
         }
-        pl->eof[p] = 0;
-        pl->next_off[p] = m->offset + 1;
         if (cw_event_decode(m->payload, m->len, m->key, m->key_len, &lim, &ev, reason, detail) !=
             CW_OK) {
+            pl->eof[p] = 0;
+            pl->next_off[p] = m->offset + 1;
             dead_letter(pl, m, reason, detail);
             *dlq_sent = 1;
             continue;
         }
+        if (pl->conf->time_mode == CW_TIME_EVENT && ev.type != CW_EV_UNKNOWN) {
+            int64_t d = cw_time_day(ev.ts_ms);
+            if (pl->first_day[p] == INT64_MIN) {
+                pl->first_day[p] = d;
+            } else if (d > pl->first_day[p] + pl->horizon_days) {
+                *end = i; /* the next step starts here */
+                return CW_OK;
+            }
+        }
+        pl->eof[p] = 0;
+        pl->next_off[p] = m->offset + 1;
         pl->stats.events_in[ev.type]++;
         cw_metrics_event_in(pl->m, ev.type);
         if (ev.type == CW_EV_UNKNOWN) {
@@ -749,7 +807,13 @@ static cw_err_t lane_apply(lane_t *ln) {
  * partitions' outboxes and due timers (timers only after a good apply). */
 static void lane_step(lane_t *ln) {
     cw_pipeline_t *pl = ln->pl;
-    ln->r_apply = pl->step_batch ? lane_apply(ln) : CW_OK;
+    ln->r_apply = CW_OK;
+    if (pl->step_batch && pl->conf->time_mode == CW_TIME_EVENT) {
+        ln->r_apply = fire_before_step(ln);
+    }
+    if (pl->step_batch && ln->r_apply == CW_OK) {
+        ln->r_apply = lane_apply(ln);
+    }
     ln->r_work = ln->r_apply;
     ln->stage = "batch";
     if (ln->r_work == CW_OK) {
@@ -853,16 +917,10 @@ static cw_err_t store_offsets(cw_pipeline_t *pl, int dlq_sent) {
     return CW_OK;
 }
 
-/* One iteration's work on n consumed messages (n may be 0: timers and
- * outboxes only). *stage names what failed. */
-static cw_err_t process(cw_pipeline_t *pl, size_t n, const char **stage) {
-    int dlq_sent = 0;
-    pl->step_batch = 0;
-    *stage = "batch";
-    cw_err_t r = n > 0 ? decode_batch(pl, n, &dlq_sent) : CW_OK;
-    if (r != CW_OK) {
-        return r;
-    }
+/* One step: the lanes' work on what decode_batch put in their batches;
+ * stored: store the offsets of what was decoded. */
+static cw_err_t step(cw_pipeline_t *pl, int stored, int dlq_sent, const char **stage) {
+    cw_err_t r;
     int64_t now = cw_time_mono_ms();
     pl->step_rescan_all = pl->alert_failed && now - pl->last_outbox_scan_ms > OUTBOX_RESCAN_MS;
     if (pl->step_rescan_all) {
@@ -878,7 +936,7 @@ static cw_err_t process(cw_pipeline_t *pl, size_t n, const char **stage) {
     if (pl->step_batch) {
         pl->consumed_any = 1;
     }
-    if (n > 0 && (r = store_offsets(pl, dlq_sent)) != CW_OK) {
+    if (stored && (r = store_offsets(pl, dlq_sent)) != CW_OK) {
         return r;
     }
     for (int i = 0; i < pl->n_lanes; i++) {
@@ -887,6 +945,28 @@ static cw_err_t process(cw_pipeline_t *pl, size_t n, const char **stage) {
             return pl->lanes[i].r_work;
         }
     }
+    return CW_OK;
+}
+
+/* One iteration's work on n consumed messages (n may be 0: timers and
+ * outboxes only), in as many steps as the event-time horizon needs.
+ * *stage names what failed. */
+static cw_err_t process(cw_pipeline_t *pl, size_t n, const char **stage) {
+    size_t start = 0;
+    do {
+        int dlq_sent = 0;
+        size_t end = n;
+        pl->step_batch = 0;
+        *stage = "batch";
+        cw_err_t r = n > 0 ? decode_batch(pl, start, n, &dlq_sent, &end) : CW_OK;
+        if (r == CW_OK) {
+            r = step(pl, n > 0, dlq_sent, stage);
+        }
+        if (r != CW_OK) {
+            return r;
+        }
+        start = end;
+    } while (start < n);
     return CW_OK;
 }
 
@@ -910,6 +990,17 @@ cw_pipeline_t *cw_pipeline_new(const cw_conf_t *conf, const cw_pipeline_opts_t *
     }
     if (cw_layout_build(&conf->model, &pl->layout, errstr, errstr_size) != 0) {
         goto fail;
+    }
+    /* a set member's mask holds 52 days: a decision may lag the newest
+     * applied activity by 52 minus the longest distinct window (its offset
+     * included) before that window's first days are shifted out */
+    pl->horizon_days = 52;
+    for (int j = 0; j < pl->layout.n_queries; j++) {
+        const cw_query_def_t *q = &pl->layout.queries[j];
+        int64_t h = 52 - (int64_t)q->offset_days - (int64_t)q->len_days;
+        if (q->is_set && h < pl->horizon_days) {
+            pl->horizon_days = h < 0 ? 0 : h;
+        }
     }
     pl->msgs = calloc((size_t)conf->kafka_batch_size, sizeof(*pl->msgs));
     if (pl->msgs == NULL) {

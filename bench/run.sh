@@ -36,6 +36,9 @@
 #                       phase (cpu-clock, call graphs) and print its top
 #   BENCH_SKIP=list     comma-separated phases to skip: baseline,latency,consume
 #   CHURNWATCH=path     use this binary instead of building build/churnwatch
+#   BENCH_COMPARE=path  also run BENCH_COMPARE_RUNS (2) pairs of cold throughput
+#                       runs, this build vs that binary, alternating on the same
+#                       data, and print the ratio (see phase 3b)
 #   BENCH_KEEP=1        keep the temp dir (logs, perf data) for inspection
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -443,6 +446,39 @@ EOF
 R[e_hot]=$HOT
 log "redis: ${R[e_mem]}; widest account ${R[e_hot]}"
 
+# ---- phase 3b: A/B against another binary, same data, same run ------------------
+# BENCH_COMPARE=path: BENCH_COMPARE_RUNS pairs of cold throughput runs,
+# alternating this build (A) and that binary (B) on the same topic (empty
+# Redis and a new consumer group each time); prints each run and the ratio
+# of the summed rates, so a change is measured against its predecessor
+# minutes apart on a noisy machine rather than across separate bench runs.
+compare_once() { # $1 binary, $2 label -> "events/s redis_commands_per_message"
+  rcli flushall >/dev/null
+  rcli config resetstat >/dev/null
+  write_conf "$T/cmp.json" "$BROKERS" "cw-cmp-$$-$2" events churn-alerts account-scores events-dlq \
+    cw event "${BENCH_CW_KAFKA:-}"
+  local t0 t1
+  t0=$(now_ms)
+  "$1" run --config "$T/cmp.json" --exit-on-idle "$BENCH_IDLE_MS" 2>"$T/cmp-$2.log" ||
+    die "compare run $2 failed ($T/cmp-$2.log)"
+  t1=$(log_ts_ms "$T/cmp-$2.log" "all partitions idle")
+  [ -n "$t1" ] || die "compare run $2 did not reach the idle exit ($T/cmp-$2.log)"
+  rcli info commandstats | awk -F'[:=,]' -v n="$N_MSGS" -v ms=$((t1 - BENCH_IDLE_MS - t0)) \
+    '/^cmdstat_/ && $1 != "cmdstat_exec" { c += $3 } END { printf "%.0f %.2f\n", n / (ms / 1000), c / n }'
+}
+if [ -n "${BENCH_COMPARE:-}" ]; then
+  [ -x "$BENCH_COMPARE" ] || die "BENCH_COMPARE=$BENCH_COMPARE is not an executable"
+  sa=0 sb=0 runs=""
+  for i in $(seq "${BENCH_COMPARE_RUNS:-2}"); do
+    read -r ra ca < <(compare_once "$CW" "a$i")
+    read -r rb cb < <(compare_once "$BENCH_COMPARE" "b$i")
+    log "compare pair $i: A $ra events/s ($ca Redis commands/message), B $rb events/s ($cb)"
+    runs="$runs [A $ra, $ca cmd/msg; B $rb, $cb cmd/msg]"
+    sa=$((sa + ra)) sb=$((sb + rb))
+  done
+  R[cmp]="A = $CW, B = $BENCH_COMPARE; pairs:$runs; A/B $(awk -v a=$sa -v b=$sb 'BEGIN { printf "%.2f", a / b }')"
+fi
+
 # ---- phase 4: consume-only again (brackets the churnwatch run) ---------------
 if ! skipped consume; then
   log "consume-only rate #2"
@@ -575,7 +611,8 @@ consumption check   ${R[check]}
                     ${R[c_tun_lag]:-}
     CPU in phase    ${R[c_tun_cpu]:-}
 (d) peak RSS of churnwatch (throughput run)
-                    ${R[d_rss]}
+                    ${R[d_rss]}${R[cmp]:+
+A/B (BENCH_COMPARE) ${R[cmp]}}
 (e) Redis memory per account
                     ${R[e_mem]}
     widest account  ${R[e_hot]}

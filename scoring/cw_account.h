@@ -59,8 +59,9 @@ typedef struct cw_account_state {
     unsigned active_mask; /* bit r: condition of reason r held at the last scoring */
     int64_t last_alert_ms[CW_REASON__COUNT]; /* as-of time of the last alert per reason; -1 never */
     char last_alert_id[40];                  /* the most recent alert id ("" none) */
-    int has_score_7d; /* 1 when a score from >= 7 days before asof is in history */
-    double score_7d;  /* that score */
+    int has_score_7d;  /* 1 when a score from >= 7 days before asof is in history */
+    double score_7d;   /* that score */
+    uint64_t read_tag; /* cw_state bookkeeping: which watched read filled this (0 none) */
 } cw_account_state_t;
 
 #endif

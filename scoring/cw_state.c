@@ -131,6 +131,7 @@ struct cw_state {
     cm_read_t *pre_rd;
     size_t pre_rd_cap;
     int pre_watch;
+    uint64_t watch_gen;                /* counts watched reads: read_tag = gen << 20 | index */
     redisReply *held[CW_MAX_SETS + 3]; /* one account's replies, until its last arrives */
     size_t n_held;
     int hold; /* set by a reply callback: pipe_run must not free this reply */
@@ -344,6 +345,14 @@ static cw_err_t args_send(cw_state_t *st) {
 /* ---- connection ---- */
 
 /* Free the context: a context that saw an error is never reused. */
+/* Free the replies a reply callback kept (st->hold). */
+static void held_free(cw_state_t *st) {
+    for (size_t k = 0; k < st->n_held; k++) {
+        freeReplyObject(st->held[k]);
+    }
+    st->n_held = 0;
+}
+
 static void drop(cw_state_t *st, const char *why) {
     st->pre_watch = 0;
     if (st->c != NULL) {
@@ -754,6 +763,8 @@ void cw_state_destroy(cw_state_t *st) {
     free(st->ap_del);
     free(st->ap_cmd);
     free(st->cm_rd);
+    free(st->pre_rd);
+    held_free(st);
     cw_buf_free(&st->ap_vbuf);
     cw_buf_free(&st->ap_dbuf);
     free(st);
@@ -859,13 +870,12 @@ cw_err_t cw_state_batch_add(cw_state_t *st, int partition, int64_t offset, const
  * One batch is one optimistic transaction over the touched accounts.
  * Phase 1 WATCHes the fence key P:fence:<p> of each partition in the batch
  * (every apply of a partition INCRs it in its transaction) and reads what
- * the update needs: HMGET of its facts, attributes, prune marks and the last
- * offset applied from this partition; HMGET of the set members its events
- * mark; ZSCORE of its timer. Phase 2, only for accounts crossing a prune
- * point, reads the whole set (HGETALL) or the field names (HKEYS) to delete.
- * Phase 3 writes everything in one MULTI/EXEC; if another apply of one of
- * these partitions committed meanwhile (a second consumer of the partition
- * during a rebalance) EXEC aborts and the batch is recomputed. The fields
+ * the update needs: HMGET of its facts, attributes, prune marks, the last
+ * offset applied from this partition and the day buckets its events add to; HMGET of the set
+ * members its events mark; ZSCORE of its timer. Phase 2, only for accounts crossing a prune point,
+ * reads the whole set (HGETALL) or the field names (HKEYS) to delete. Phase 3 writes everything in
+ * one MULTI/EXEC; if another apply of one of these partitions committed meanwhile (a second
+ * consumer of the partition during a rebalance) EXEC aborts and the batch is recomputed. The fields
  * the apply reads are written only by applies (COMMIT writes the decision
  * fields), so the fence covers them; an account whose events arrive on two
  * partitions (producers that changed keying) is not covered. Events at or below the account's last
@@ -895,7 +905,6 @@ enum {
     AP_HKEYS,
     AP_HGETALL_S,
     AP_MULTI,
-    AP_HINCRBY,
     AP_HDEL_A,
     AP_HSET_S,
     AP_HDEL_S,
@@ -939,10 +948,14 @@ typedef struct ap_mem {
     int64_t L, M;
 } ap_mem_t;
 
-/* One coalesced counter increment. */
+/* One coalesced counter increment: the day bucket's value is read with
+ * the account's HMGET (base) and written back as base + amount in its HSET
+ * (the fence makes the read-modify-write safe; one HINCRBY per bucket was
+ * ~12% of the apply's commands). */
 typedef struct ap_cnt {
     int c;
     int64_t day, amount;
+    int64_t base; /* the bucket's value read; 0 when absent */
 } ap_cnt_t;
 
 /* One field (set < 0: of the account hash) or set member to delete. */
@@ -1087,6 +1100,29 @@ static void ap_event_ops(const cw_state_t *st, const cw_event_t *ev, cw_event_op
 }
 
 /* Phase 1 plan: the reads of every group, and its member entries. */
+/* The group's counter entry for (c, day); with add, appended when absent
+ * (plan time only: a group's entries are contiguous). NULL: not found, or
+ * out of memory. */
+static ap_cnt_t *ap_cnt_find(cw_state_t *st, ap_grp_t *g, int c, int64_t day, int add) {
+    for (uint32_t x = 0; x < g->n_cnt; x++) {
+        ap_cnt_t *ce = &st->ap_cnt[g->cnt0 + x];
+        if (ce->c == c && ce->day == day) {
+            return ce;
+        }
+    }
+    if (!add ||
+        grow((void **)&st->ap_cnt, &st->ap_cnt_cap, st->ap_n_cnt + 1, sizeof(*st->ap_cnt)) != 0) {
+        return NULL;
+    }
+    ap_cnt_t *ce = &st->ap_cnt[st->ap_n_cnt++];
+    ce->c = c;
+    ce->day = day;
+    ce->amount = 0;
+    ce->base = 0;
+    g->n_cnt++;
+    return ce;
+}
+
 static int ap_plan_reads(cw_state_t *st) {
     const cw_layout_t *l = st->layout;
     cw_event_ops_t ops;
@@ -1108,9 +1144,17 @@ static int ap_plan_reads(cw_state_t *st) {
         unsigned sets_used = 0;
         memset(g, 0, sizeof(*g));
         g->mem0 = (uint32_t)st->ap_n_mem;
+        g->cnt0 = (uint32_t)st->ap_n_cnt;
         for (int32_t e = st->groups[gi].head; e >= 0; e = st->evs[e].next) {
             const cw_event_t *ev = &st->evs[e].ev;
             ap_event_ops(st, ev, &ops);
+            /* every day bucket an event may add to (the compute skips
+             * redeliveries and days out of the retention) */
+            for (int k = 0; k < ops.n_counters; k++) {
+                if (ap_cnt_find(st, g, ops.counter[k], ap_day(ev->ts_ms), 1) == NULL) {
+                    return -1;
+                }
+            }
             for (int k = 0; k < ops.n_sets; k++) {
                 const char *mem = ap_member(l, ev, ops.set[k]);
                 if (mem[0] != '\0') {
@@ -1229,6 +1273,10 @@ static cw_err_t ap_build(cw_state_t *st, size_t i, void *vctx) {
         arg_str(st, "x");
         n = snprintf(tmp, sizeof(tmp), "o:%d", p);
         arg_mem(st, tmp, (size_t)n);
+        for (uint32_t x = 0; x < g->n_cnt; x++) {
+            const ap_cnt_t *e = &st->ap_cnt[g->cnt0 + x];
+            ap_arg_field(st, e->day, l->counters[e->c].name);
+        }
         break;
     case AP_HMGET_S:
         arg_str(st, "HMGET");
@@ -1248,14 +1296,6 @@ static cw_err_t ap_build(cw_state_t *st, size_t i, void *vctx) {
         arg_str(st, "HGETALL");
         ap_arg_set_key(st, id, c->sub);
         break;
-    case AP_HINCRBY: {
-        const ap_cnt_t *e = &st->ap_cnt[g->cnt0 + (uint32_t)c->sub];
-        arg_str(st, "HINCRBY");
-        arg_key(st, "a", id, NULL);
-        ap_arg_field(st, e->day, l->counters[e->c].name);
-        arg_i64(st, e->amount);
-        break;
-    }
     case AP_HDEL_A:
     case AP_HDEL_S:
         arg_str(st, "HDEL");
@@ -1288,6 +1328,13 @@ static cw_err_t ap_build(cw_state_t *st, size_t i, void *vctx) {
         arg_key(st, "a", id, NULL);
         arg_str(st, "p");
         arg_i64(st, p);
+        for (uint32_t x = 0; x < g->n_cnt; x++) {
+            const ap_cnt_t *e = &st->ap_cnt[g->cnt0 + x];
+            if (e->amount != 0) {
+                ap_arg_field(st, e->day, l->counters[e->c].name);
+                arg_i64(st, e->base + e->amount);
+            }
+        }
         n = snprintf(tmp, sizeof(tmp), "o:%d", p);
         arg_mem(st, tmp, (size_t)n);
         arg_i64(st, g->last);
@@ -1407,7 +1454,7 @@ static cw_err_t ap_reply_reads(cw_state_t *st, size_t i, const redisReply *r, vo
     g = &st->ap_grp[c->grp];
     switch (c->kind) {
     case AP_HMGET_A:
-        want = AP_NF + 4 + (size_t)l->n_counters + 2 * (size_t)l->n_sets + 2;
+        want = AP_NF + 4 + (size_t)l->n_counters + 2 * (size_t)l->n_sets + 2 + g->n_cnt;
         if (r->type != REDIS_REPLY_ARRAY || r->elements != want) {
             return CW_ERROR;
         }
@@ -1434,8 +1481,12 @@ static cw_err_t ap_reply_reads(cw_state_t *st, size_t i, const redisReply *r, vo
             g->ms[s] = ap_rep_day(r->element[AP_NF + 4 + l->n_counters + s]);
             g->ns[s] = ap_rep_day(r->element[AP_NF + 4 + l->n_counters + l->n_sets + s]);
         }
-        g->x = ap_rep_i64(r->element[want - 2]);
-        g->last = ap_rep_i64(r->element[want - 1]);
+        g->x = ap_rep_i64(r->element[want - g->n_cnt - 2]);
+        g->last = ap_rep_i64(r->element[want - g->n_cnt - 1]);
+        for (uint32_t x = 0; x < g->n_cnt; x++) {
+            int64_t v = ap_rep_i64(r->element[want - g->n_cnt + x]);
+            st->ap_cnt[g->cnt0 + x].base = v == AP_NONE ? 0 : v;
+        }
         if (g->last == AP_NONE) {
             g->last = -1;
         }
@@ -1588,7 +1639,6 @@ static int ap_compute(cw_state_t *st, size_t gi, int64_t now) {
         }
     }
     /* counters (coalesced per day and counter) and set masks, in event order */
-    g->cnt0 = (uint32_t)st->ap_n_cnt;
     for (int32_t e = st->groups[gi].head; e >= 0; e = st->evs[e].next) {
         const cw_event_t *ev = &st->evs[e].ev;
         int64_t d = ap_day(ev->ts_ms);
@@ -1598,28 +1648,14 @@ static int ap_compute(cw_state_t *st, size_t gi, int64_t now) {
         cw_layout_event_ops(l, &st->conf->model, ev, &ops);
         for (int k = 0; k < ops.n_counters; k++) {
             int c = ops.counter[k];
-            uint32_t x;
+            ap_cnt_t *ce;
             if (d < g->base - pl->cr[c]) {
                 continue; /* already out of the counter's retention */
             }
-            for (x = 0; x < g->n_cnt; x++) {
-                ap_cnt_t *ce = &st->ap_cnt[g->cnt0 + x];
-                if (ce->c == c && ce->day == d) {
-                    ce->amount += ops.amount[k];
-                    break;
-                }
+            if ((ce = ap_cnt_find(st, g, c, d, 0)) == NULL) {
+                return -1; /* planned from the same events: cannot happen */
             }
-            if (x == g->n_cnt) {
-                if (grow((void **)&st->ap_cnt, &st->ap_cnt_cap, st->ap_n_cnt + 1,
-                         sizeof(*st->ap_cnt)) != 0) {
-                    return -1;
-                }
-                st->ap_cnt[st->ap_n_cnt].c = c;
-                st->ap_cnt[st->ap_n_cnt].day = d;
-                st->ap_cnt[st->ap_n_cnt].amount = ops.amount[k];
-                st->ap_n_cnt++;
-                g->n_cnt++;
-            }
+            ce->amount += ops.amount[k];
             mind[c] = mind[c] == AP_NONE || d < mind[c] ? d : mind[c];
         }
         for (int k = 0; k < ops.n_sets; k++) {
@@ -1828,11 +1864,6 @@ static int ap_plan_writes(cw_state_t *st) {
         int hdel_a = 0;
         if (g->applied == 0) {
             continue;
-        }
-        for (uint32_t x = 0; x < g->n_cnt; x++) {
-            if (ap_cmd_push(st, gg, AP_HINCRBY, (int)x)) {
-                return -1;
-            }
         }
         for (uint32_t x = 0; x < g->n_mem; x++) {
             hset |= st->ap_mem[g->mem0 + x].touched ? 1u << st->ap_mem[g->mem0 + x].set : 0;
@@ -2207,13 +2238,6 @@ typedef struct wreads_ctx {
     size_t per; /* commands per account: ZSCORE, HGETALL, LRANGE, sets */
 } wreads_ctx_t;
 
-static void held_free(cw_state_t *st) {
-    for (size_t k = 0; k < st->n_held; k++) {
-        freeReplyObject(st->held[k]);
-    }
-    st->n_held = 0;
-}
-
 static cw_err_t build_wreads(cw_state_t *st, size_t i, void *vctx) {
     const wreads_ctx_t *ctx = vctx;
     args_reset(st);
@@ -2369,6 +2393,11 @@ cw_err_t cw_state_due(cw_state_t *st, int partition, int64_t upto_ms, size_t max
         }
         st->n_due = k;
         st->pre_watch = k > 0;
+    }
+    /* tag each account with its read (the caller may reorder or copy them) */
+    st->watch_gen++;
+    for (size_t i = 0; i < st->n_due; i++) {
+        st->due_out[i].read_tag = st->watch_gen << 20 | (uint64_t)i;
     }
     *out = st->due_out;
     *n_out = st->n_due;
@@ -2716,11 +2745,11 @@ static int cm_prefetched(cw_state_t *st, const cw_commit_t *commits, size_t n) {
         return 0;
     }
     for (size_t i = 0; i < n; i++) {
-        const cw_account_state_t *a = commits[i].acct;
-        if (a < st->due_out || a >= st->due_out + st->n_due) {
+        uint64_t tag = commits[i].acct->read_tag, idx = tag & ((UINT64_C(1) << 20) - 1);
+        if (tag >> 20 != st->watch_gen || idx >= st->n_due) {
             return 0;
         }
-        st->cm_rd[i] = st->pre_rd[a - st->due_out];
+        st->cm_rd[i] = st->pre_rd[idx];
         st->cm_rd[i].timer_only = commits[i].reschedule_only || changes_only_timer(&commits[i]);
     }
     return 1;

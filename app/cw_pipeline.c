@@ -138,6 +138,17 @@ static int on_main(const cw_pipeline_t *pl) {
     return pthread_equal(pthread_self(), pl->main_thread);
 }
 
+/* Wait about ms: the main thread serves producer delivery reports
+ * meanwhile, a lane sleeps (only the main thread polls the producer). */
+static void pause_ms(cw_pipeline_t *pl, int main_thread, int ms) {
+    if (main_thread) {
+        cw_sink_poll(pl->sink, ms);
+    } else {
+        struct timespec ts = {0, (long)ms * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+}
+
 /* ---- delivery reports ---- */
 
 static void on_delivery(void *opaque, cw_sink_topic_t topic, void *msg_opaque,
@@ -243,12 +254,7 @@ static void backoff_wait(lane_t *ln) {
     int64_t until = cw_time_mono_ms() + ln->backoff_ms;
     int main_thread = on_main(pl);
     while (!pl->stop && cw_time_mono_ms() < until) {
-        if (main_thread) {
-            cw_sink_poll(pl->sink, 20);
-        } else {
-            struct timespec ts = {0, 20 * 1000 * 1000};
-            nanosleep(&ts, NULL);
-        }
+        pause_ms(pl, main_thread, 20);
     }
 }
 
@@ -324,12 +330,7 @@ static void produce(cw_pipeline_t *pl, cw_sink_topic_t t, const char *key, const
             CW_LOG(CW_LOG_WARN, "pipeline", "producer queue full; waiting");
             next_log = cw_time_mono_ms() + 1000;
         }
-        if (main_thread) {
-            cw_sink_poll(pl->sink, 10);
-        } else {
-            struct timespec ts = {0, 1000 * 1000};
-            nanosleep(&ts, NULL);
-        }
+        pause_ms(pl, main_thread, main_thread ? 10 : 1);
     }
 }
 
@@ -606,9 +607,11 @@ static cw_err_t fire_timers(lane_t *ln) {
 static cw_err_t fire_before_step(lane_t *ln) {
     cw_pipeline_t *pl = ln->pl;
     for (int p = ln->id; p < CW_MAX_PARTITIONS; p += pl->n_lanes) {
-        int64_t key = pl->first_day[p] == INT64_MIN ? INT64_MIN : pl->first_day[p] - 1;
-        if (!pl->owned[p] || key == INT64_MIN || key < 0 ||
-            (pl->timer_upto[p] >= key && !pl->rescan[p])) {
+        if (!pl->owned[p] || pl->first_day[p] <= 0) {
+            continue; /* INT64_MIN: no event of p in this step */
+        }
+        int64_t key = pl->first_day[p] - 1; /* the day before the step's first */
+        if (pl->timer_upto[p] >= key && !pl->rescan[p]) {
             continue;
         }
         cw_err_t r = fire_partition(ln, p, (key + 1) * CW_MS_PER_DAY - 1, key);

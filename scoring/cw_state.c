@@ -344,7 +344,6 @@ static cw_err_t args_send(cw_state_t *st) {
 
 /* ---- connection ---- */
 
-/* Free the context: a context that saw an error is never reused. */
 /* Free the replies a reply callback kept (st->hold). */
 static void held_free(cw_state_t *st) {
     for (size_t k = 0; k < st->n_held; k++) {
@@ -353,6 +352,7 @@ static void held_free(cw_state_t *st) {
     st->n_held = 0;
 }
 
+/* Free the context: a context that saw an error is never reused. */
 static void drop(cw_state_t *st, const char *why) {
     st->pre_watch = 0;
     if (st->c != NULL) {
@@ -566,6 +566,15 @@ static int set_is_read(const cw_layout_t *l, int s) {
     return 0;
 }
 
+/* Sets an account read fetches (HVALS each). */
+static size_t n_read_sets(const cw_layout_t *l) {
+    size_t n = 0;
+    for (int s = 0; s < l->n_sets; s++) {
+        n += (size_t)set_is_read(l, s);
+    }
+    return n;
+}
+
 /* Command k of an account read (id): 0 HGETALL a, 1 LRANGE h, 2.. HVALS of
  * the queried sets in layout order. */
 static cw_err_t build_read_cmd(cw_state_t *st, const char *id, size_t k) {
@@ -596,7 +605,6 @@ static cw_err_t build_read_cmd(cw_state_t *st, const char *id, size_t k) {
 static cw_err_t build_reads(cw_state_t *st, size_t i, void *vctx) {
     const reads_ctx_t *ctx = vctx;
     size_t k = i % ctx->per;
-    st->pre_watch = 0; /* its EXEC ends a WATCH */
     if (k == 0 || k + 1 == ctx->per) {
         args_reset(st);
         arg_str(st, k == 0 ? "MULTI" : "EXEC");
@@ -690,13 +698,11 @@ static cw_err_t reply_reads(cw_state_t *st, size_t i, const redisReply *r, void 
  * does not exist (a[i] is then left as it was).
  */
 static cw_err_t read_accounts(cw_state_t *st, cw_account_state_t *a, size_t n, const char *what) {
-    reads_ctx_t ctx = {a, READ_FIXED};
-    for (int s = 0; s < st->layout->n_sets; s++) {
-        ctx.per += (size_t)set_is_read(st->layout, s);
-    }
+    reads_ctx_t ctx = {a, READ_FIXED + n_read_sets(st->layout)};
     if (n == 0) {
         return CW_OK;
     }
+    st->pre_watch = 0; /* its EXECs end a WATCH */
     if (grow((void **)&st->read_miss, &st->read_miss_cap, n, 1) != 0) {
         return CW_ERROR;
     }
@@ -871,11 +877,13 @@ cw_err_t cw_state_batch_add(cw_state_t *st, int partition, int64_t offset, const
  * Phase 1 WATCHes the fence key P:fence:<p> of each partition in the batch
  * (every apply of a partition INCRs it in its transaction) and reads what
  * the update needs: HMGET of its facts, attributes, prune marks, the last
- * offset applied from this partition and the day buckets its events add to; HMGET of the set
- * members its events mark; ZSCORE of its timer. Phase 2, only for accounts crossing a prune point,
- * reads the whole set (HGETALL) or the field names (HKEYS) to delete. Phase 3 writes everything in
- * one MULTI/EXEC; if another apply of one of these partitions committed meanwhile (a second
- * consumer of the partition during a rebalance) EXEC aborts and the batch is recomputed. The fields
+ * offset applied from this partition and the day buckets its events add
+ * to; HMGET of the set members its events mark; ZSCORE of its timer.
+ * Phase 2, only for accounts crossing a prune point, reads the whole set
+ * (HGETALL) or the field names (HKEYS) to delete. Phase 3 writes everything
+ * in one MULTI/EXEC; if another apply of one of these partitions committed
+ * meanwhile (a second consumer of the partition during a rebalance) EXEC
+ * aborts and the batch is recomputed. The fields
  * the apply reads are written only by applies (COMMIT writes the decision
  * fields), so the fence covers them; an account whose events arrive on two
  * partitions (producers that changed keying) is not covered. Events at or below the account's last
@@ -1440,6 +1448,23 @@ static int64_t ap_rep_i64(const redisReply *r) {
 static int32_t ap_rep_day(const redisReply *r) {
     int64_t v = ap_rep_i64(r);
     return v == AP_NONE || v < INT32_MIN + 1 || v > INT32_MAX ? AP_I32_NONE : (int32_t)v;
+}
+
+/* A stored band (HGET bd, or the "bd" value of an HGETALL): -1 for none or
+ * out of range. */
+static int rep_band(const redisReply *r) {
+    int64_t v = ap_rep_i64(r);
+    return v == AP_NONE || v < 0 || v > 1000 ? -1 : (int)v;
+}
+
+/* The as-of of a history entry "<asof_ms>,<score>" (LINDEX h 0, or the
+ * first element of LRANGE h): AP_NONE for none. */
+static int64_t rep_hist_asof(const redisReply *r) {
+    const char *comma = r->type == REDIS_REPLY_STRING ? memchr(r->str, ',', r->len) : NULL;
+    int64_t v;
+    return comma != NULL && cw_sv_i64((cw_sv_t){r->str, (size_t)(comma - r->str)}, &v) == 0
+               ? v
+               : AP_NONE;
 }
 
 static cw_err_t ap_reply_reads(cw_state_t *st, size_t i, const redisReply *r, void *vctx) {
@@ -2281,26 +2306,16 @@ static cw_err_t reply_wreads(cw_state_t *st, size_t i, const redisReply *r, void
             err = eval_account(st, hash, hist, (const redisReply *const *)st->held + 3,
                                &st->due_out[acct], &st->read_miss[acct]);
         }
+        /* what the commit's own reads (HGET bd, LINDEX h 0) would find */
         rd->band = -1;
-        rd->top = INT64_MIN;
         for (size_t f = 0; err == CW_OK && f + 1 < hash->elements; f += 2) {
-            const redisReply *name = hash->element[f], *v = hash->element[f + 1];
-            int64_t b;
+            const redisReply *name = hash->element[f];
             if (name->type == REDIS_REPLY_STRING && name->len == 2 &&
-                memcmp(name->str, "bd", 2) == 0 && v->type == REDIS_REPLY_STRING &&
-                cw_sv_i64((cw_sv_t){v->str, v->len}, &b) == 0 && b >= 0 && b <= 1000) {
-                rd->band = (int)b;
+                memcmp(name->str, "bd", 2) == 0) {
+                rd->band = rep_band(hash->element[f + 1]);
             }
         }
-        if (err == CW_OK && hist->elements > 0 && hist->element[0]->type == REDIS_REPLY_STRING) {
-            const redisReply *h0 = hist->element[0];
-            const char *comma = memchr(h0->str, ',', h0->len);
-            int64_t v;
-            if (comma != NULL &&
-                cw_sv_i64((cw_sv_t){h0->str, (size_t)(comma - h0->str)}, &v) == 0) {
-                rd->top = v;
-            }
-        }
+        rd->top = hist->elements > 0 ? rep_hist_asof(hist->element[0]) : AP_NONE;
     }
     held_free(st);
     return err;
@@ -2339,10 +2354,7 @@ cw_err_t cw_state_due(cw_state_t *st, int partition, int64_t upto_ms, size_t max
         a->asof_ms = st->conf->time_mode == CW_TIME_WALL ? now : a->due_ms;
     }
     {
-        wreads_ctx_t wctx = {partition, 3};
-        for (int s = 0; s < st->layout->n_sets; s++) {
-            wctx.per += (size_t)set_is_read(st->layout, s);
-        }
+        wreads_ctx_t wctx = {partition, 3 + n_read_sets(st->layout)};
         if (grow((void **)&st->read_miss, &st->read_miss_cap, st->n_due, 1) != 0 ||
             grow((void **)&st->pre_rd, &st->pre_rd_cap, st->n_due, sizeof(*st->pre_rd)) != 0) {
             return CW_ERROR;
@@ -2601,20 +2613,12 @@ static cw_err_t cm_reply_reads(cw_state_t *st, size_t i, const redisReply *r, vo
         return r->type == REDIS_REPLY_STATUS ? CW_OK : CW_ERROR;
     case AP_ZSCORE:
         return rep_timer(r, &rd->due);
-    case CM_HGET_BD: {
-        int64_t v = r->type == REDIS_REPLY_STRING ? ap_rep_i64(r) : AP_NONE;
-        rd->band = v == AP_NONE || v < 0 || v > 1000 ? -1 : (int)v;
+    case CM_HGET_BD:
+        rd->band = rep_band(r);
         return r->type == REDIS_REPLY_STRING || r->type == REDIS_REPLY_NIL ? CW_OK : CW_ERROR;
-    }
-    case CM_LINDEX: {
-        const char *comma = r->type == REDIS_REPLY_STRING ? memchr(r->str, ',', r->len) : NULL;
-        int64_t v;
-        rd->top = AP_NONE;
-        if (comma != NULL && cw_sv_i64((cw_sv_t){r->str, (size_t)(comma - r->str)}, &v) == 0) {
-            rd->top = v;
-        }
+    case CM_LINDEX:
+        rd->top = rep_hist_asof(r);
         return r->type == REDIS_REPLY_STRING || r->type == REDIS_REPLY_NIL ? CW_OK : CW_ERROR;
-    }
     default:
         return CW_ERROR;
     }

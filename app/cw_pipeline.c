@@ -72,7 +72,8 @@ typedef struct lane {
     cw_commit_t commits[CHUNK];
     size_t snap_off[CHUNK], snap_len[CHUNK];
     size_t alert_off[CHUNK][CW_REASON__COUNT], alert_len[CHUNK][CW_REASON__COUNT];
-    cw_buf_t json; /* all JSON of one chunk */
+    cw_buf_t json;        /* all JSON of one chunk */
+    int64_t min_next_due; /* earliest timer the commits of a timer scan set (INT64_MAX none) */
 } lane_t;
 
 struct cw_pipeline {
@@ -102,6 +103,11 @@ struct cw_pipeline {
     int step_rescan_all;                  /* this step re-sends every outbox (failed deliveries) */
 
     rd_kafka_message_t **msgs; /* owned array; messages destroyed per batch */
+    /* accounts of this step: hash of the id -> partition + 1 (0: empty
+     * slot), open addressing, 2 x kafka.batch_size slots (see decode_batch) */
+    uint64_t *acct_hash; /* owned */
+    int16_t *acct_part;  /* owned */
+    size_t acct_slots;
     int owned[CW_MAX_PARTITIONS];
     int eof[CW_MAX_PARTITIONS];
     int scan_outbox[CW_MAX_PARTITIONS];
@@ -387,6 +393,9 @@ static cw_err_t decide_chunk(lane_t *ln, cw_account_state_t *accts, size_t n) {
         c->last_alert_ms = d->last_alert_ms;
         c->last_alert_id = d->n_alerts > 0 ? d->alerts[d->n_alerts - 1].alert_id : "";
         c->next_due_ms = d->next_due_ms;
+        if (c->next_due_ms >= 0 && c->next_due_ms < ln->min_next_due) {
+            ln->min_next_due = c->next_due_ms;
+        }
         c->snapshot_json = ln->snap_len[i] ? ln->json.data + ln->snap_off[i] : NULL;
         c->n_alerts = d->n_alerts;
         for (int a = 0; a < d->n_alerts; a++) {
@@ -513,6 +522,9 @@ static cw_err_t reschedule_all(lane_t *ln, cw_account_state_t *accts, size_t n) 
             c->acct = a;
             c->reschedule_only = 1;
             c->next_due_ms = day_end_of(a->due_ms);
+            if (c->next_due_ms < ln->min_next_due) {
+                ln->min_next_due = c->next_due_ms;
+            }
         }
         if (k > 0 && (k == CHUNK || i == n)) {
             cw_err_t r = WITH_REDIS(ln, cw_state_commit(ln->state, ln->commits, k));
@@ -540,6 +552,7 @@ static cw_err_t fire_partition(lane_t *ln, int p, int64_t upto, int64_t key) {
         if (n == 0) {
             break;
         }
+        ln->min_next_due = INT64_MAX;
         if (pl->conf->time_mode == CW_TIME_EVENT) {
             /* day ends decide; a dirty mark left in Redis by an older
              * version is only moved to its day end */
@@ -565,7 +578,12 @@ static cw_err_t fire_partition(lane_t *ln, int p, int64_t upto, int64_t key) {
         cw_metrics_add(pl->m, CW_CTR_TIMER_RESCORED, n);
         /* each decision schedules the account's next day end, which may
          * itself be due already when the watermark jumped several days:
-         * scan again until nothing is due */
+         * scan again until nothing is due. A scan that was not full found
+         * every timer due, so when no commit set one at or before upto
+         * nothing is due (only this lane writes the partition's timers) */
+        if (n < TIMER_BATCH && ln->min_next_due > upto) {
+            break;
+        }
     }
     pl->timer_upto[p] = key;
     return CW_OK;
@@ -680,6 +698,24 @@ static cw_err_t ack_alerts(cw_pipeline_t *pl) {
 
 /* ---- one batch ---- */
 
+/* Note that this step applies account id's events of partition p: 1 when
+ * the step already holds the account's events from another partition (or,
+ * rarely, another account's with the same 64-bit hash: the cut below is
+ * then merely early). */
+static int acct_on_other_partition(cw_pipeline_t *pl, const char *id, int p) {
+    uint64_t h = cw_fnv1a(CW_FNV_INIT, id, strlen(id));
+    size_t i = (size_t)h & (pl->acct_slots - 1);
+    while (pl->acct_part[i] != 0) {
+        if (pl->acct_hash[i] == h) {
+            return pl->acct_part[i] != p + 1;
+        }
+        i = (i + 1) & (pl->acct_slots - 1);
+    }
+    pl->acct_hash[i] = h;
+    pl->acct_part[i] = (int16_t)(p + 1);
+    return 0;
+}
+
 /* Decode msgs[start..n) into the lanes' state batches (main thread);
  * malformed messages are dead-lettered (*dlq_sent set). pl->step_batch is
  * set when some lane has events to apply. *end = where this step stops.
@@ -691,7 +727,15 @@ static cw_err_t ack_alerts(cw_pipeline_t *pl) {
  * days have been shifted out of the mask. With the partition's day ends
  * before the step's first day decided first (lane_step), no decision lags
  * the applied data by more than horizon_days, whatever the batch size
- * (tests/integration/test_determinism.c). */
+ * (tests/integration/test_determinism.c).
+ *
+ * A step also ends before an account's event from a second partition
+ * (keys moved by a producer or a change of the partition count): its two
+ * partitions' updates would otherwise be computed from the same read —
+ * by two lanes at once, or as two groups of one transaction — and the
+ * later write would overwrite the earlier one's counters, masks and
+ * facts. In consecutive steps they are applied one after the other
+ * (test_pipeline: account_on_two_partitions). */
 static cw_err_t decode_batch(cw_pipeline_t *pl, size_t start, size_t n, int *dlq_sent,
                              size_t *end) {
     cw_event_limits_t lim = cw_event_limits_from_conf(pl->conf);
@@ -704,6 +748,7 @@ static cw_err_t decode_batch(cw_pipeline_t *pl, size_t start, size_t n, int *dlq
     for (int p = 0; p < CW_MAX_PARTITIONS; p++) {
         pl->first_day[p] = INT64_MIN;
     }
+    memset(pl->acct_part, 0, pl->acct_slots * sizeof(*pl->acct_part));
     *end = n;
     for (size_t i = start; i < n; i++) {
         rd_kafka_message_t *m = pl->msgs[i];
@@ -730,6 +775,10 @@ static cw_err_t decode_batch(cw_pipeline_t *pl, size_t start, size_t n, int *dlq
             dead_letter(pl, m, reason, detail);
             *dlq_sent = 1;
             continue;
+        }
+        if (ev.type != CW_EV_UNKNOWN && acct_on_other_partition(pl, ev.account_id, p)) {
+            *end = i; /* the next step starts here */
+            return CW_OK;
         }
         if (pl->conf->time_mode == CW_TIME_EVENT && ev.type != CW_EV_UNKNOWN) {
             int64_t d = cw_time_day(ev.ts_ms);
@@ -1006,7 +1055,12 @@ cw_pipeline_t *cw_pipeline_new(const cw_conf_t *conf, const cw_pipeline_opts_t *
         }
     }
     pl->msgs = calloc((size_t)conf->kafka_batch_size, sizeof(*pl->msgs));
-    if (pl->msgs == NULL) {
+    for (pl->acct_slots = 64; pl->acct_slots < 2 * (size_t)conf->kafka_batch_size;) {
+        pl->acct_slots *= 2;
+    }
+    pl->acct_hash = calloc(pl->acct_slots, sizeof(*pl->acct_hash));
+    pl->acct_part = calloc(pl->acct_slots, sizeof(*pl->acct_part));
+    if (pl->msgs == NULL || pl->acct_hash == NULL || pl->acct_part == NULL) {
         snprintf(errstr, errstr_size, "out of memory");
         goto fail;
     }
@@ -1186,6 +1240,8 @@ void cw_pipeline_destroy(cw_pipeline_t *pl) {
     }
     free(pl->lanes);
     free(pl->msgs);
+    free(pl->acct_hash);
+    free(pl->acct_part);
     cw_buf_free(&pl->dlq);
     free(pl);
 }

@@ -131,8 +131,9 @@ struct cw_state {
     cm_read_t *pre_rd;
     size_t pre_rd_cap;
     int pre_watch;
-    uint64_t watch_gen;                /* counts watched reads: read_tag = gen << 20 | index */
-    redisReply *held[CW_MAX_SETS + 3]; /* one account's replies, until its last arrives */
+    uint64_t watch_gen; /* counts watched reads: read_tag = gen << 20 | index */
+    redisReply *held[CW_MAX_SETS +
+                     2]; /* one account's replies (HGETALL, LRANGE, sets), until its last arrives */
     size_t n_held;
     int hold; /* set by a reply callback: pipe_run must not free this reply */
     int64_t ap_wmax[CW_STATE_MAX_PARTITIONS];
@@ -692,6 +693,14 @@ static cw_err_t reply_reads(cw_state_t *st, size_t i, const redisReply *r, void 
                         &ctx->a[acct], &st->read_miss[acct]);
 }
 
+static cw_err_t reply_ignore(cw_state_t *st, size_t i, const redisReply *r, void *ctx) {
+    (void)st;
+    (void)i;
+    (void)r;
+    (void)ctx;
+    return CW_OK;
+}
+
 /*
  * Read a[0..n) as of each a[i].asof_ms (account_id, due_ms, asof_ms set by
  * the caller) in one pipeline. st->read_miss[i] = 1 marks an account that
@@ -702,7 +711,17 @@ static cw_err_t read_accounts(cw_state_t *st, cw_account_state_t *a, size_t n, c
     if (n == 0) {
         return CW_OK;
     }
-    st->pre_watch = 0; /* its EXECs end a WATCH */
+    if (st->pre_watch) {
+        /* a WATCH left on by a due scan would abort these EXECs if its
+         * fence moved: end it first */
+        cw_err_t err;
+        args_reset(st);
+        arg_str(st, "UNWATCH");
+        if ((err = pipe_run(st, 1, build_prepared, reply_ignore, NULL, what)) != CW_OK) {
+            return err;
+        }
+        st->pre_watch = 0;
+    }
     if (grow((void **)&st->read_miss, &st->read_miss_cap, n, 1) != 0) {
         return CW_ERROR;
     }
@@ -885,8 +904,11 @@ cw_err_t cw_state_batch_add(cw_state_t *st, int partition, int64_t offset, const
  * meanwhile (a second consumer of the partition during a rebalance) EXEC
  * aborts and the batch is recomputed. The fields
  * the apply reads are written only by applies (COMMIT writes the decision
- * fields), so the fence covers them; an account whose events arrive on two
- * partitions (producers that changed keying) is not covered. Events at or below the account's last
+ * fields), so the fence covers them. An account whose events arrive on two
+ * partitions (producers that changed keying) must not be in one batch
+ * under both (its two groups would read the same values; the pipeline
+ * cuts its step there), and two consumers of its two partitions are not
+ * covered by the fences. Events at or below the account's last
  * applied offset of their partition are skipped, so re-running a batch
  * whose EXEC reply was lost changes nothing.
  *
@@ -2242,28 +2264,27 @@ static cw_err_t build_due_gone(cw_state_t *st, size_t i, void *vctx) {
     return args_send(st);
 }
 
-static cw_err_t reply_ignore(cw_state_t *st, size_t i, const redisReply *r, void *ctx) {
-    (void)st;
-    (void)i;
-    (void)r;
-    (void)ctx;
-    return CW_OK;
-}
-
 /*
- * The due accounts' reads, under WATCH: WATCH P:fence:<p>, then per account
- * ZSCORE of its timer, HGETALL a, LRANGE h and HVALS of the queried sets as
+ * The due scan and reads, under WATCH: WATCH P:fence:<p> and the
+ * ZRANGEBYSCORE of the partition's timers in one round trip (the timers'
+ * scores are then those the commit depends on: no ZSCORE per account),
+ * then per account HGETALL a, LRANGE h and HVALS of the queried sets as
  * plain commands (no MULTI: its EXEC would end the WATCH). The fence stays
  * watched until the commit of these accounts, whose MULTI/EXEC then needs
  * no reads of its own (st->pre_rd): any other writer of the partition INCRs
- * the fence and aborts it, and the commit falls back to reading again.
+ * the fence and aborts it, and the commit falls back to reading again. A
+ * scan that finds nothing leaves the WATCH on: the next EXEC on this
+ * connection ends it (if the fence moved meanwhile, that EXEC is aborted
+ * once and recomputed, as for any other writer of the partition).
  */
 typedef struct wreads_ctx {
     int partition;
-    size_t per; /* commands per account: ZSCORE, HGETALL, LRANGE, sets */
+    size_t per;   /* commands per account: HGETALL, LRANGE, sets */
+    int64_t upto; /* scan: timers due at or before this */
+    size_t max;   /* scan: at most this many */
 } wreads_ctx_t;
 
-static cw_err_t build_wreads(cw_state_t *st, size_t i, void *vctx) {
+static cw_err_t build_due_scan(cw_state_t *st, size_t i, void *vctx) {
     const wreads_ctx_t *ctx = vctx;
     args_reset(st);
     if (i == 0) {
@@ -2271,24 +2292,36 @@ static cw_err_t build_wreads(cw_state_t *st, size_t i, void *vctx) {
         arg_pkey(st, "fence", ctx->partition);
         return args_send(st);
     }
-    size_t acct = (i - 1) / ctx->per, k = (i - 1) % ctx->per;
-    const char *id = st->due_out[acct].account_id;
-    if (k == 0) {
-        arg_str(st, "ZSCORE");
-        arg_pkey(st, "due", ctx->partition);
-        arg_str(st, id);
-        return args_send(st);
+    arg_str(st, "ZRANGEBYSCORE");
+    arg_pkey(st, "due", ctx->partition);
+    arg_str(st, "-inf");
+    arg_i64(st, ctx->upto);
+    arg_str(st, "LIMIT");
+    arg_str(st, "0");
+    arg_i64(st, ctx->max > (size_t)INT64_MAX ? INT64_MAX : (int64_t)ctx->max);
+    arg_str(st, "WITHSCORES");
+    return args_send(st);
+}
+
+static cw_err_t reply_due_scan(cw_state_t *st, size_t i, const redisReply *r, void *vctx) {
+    if (i == 0) {
+        st->pre_watch = 1; /* on, whatever the scan finds */
+        return r->type == REDIS_REPLY_STATUS ? CW_OK : CW_ERROR;
     }
-    return build_read_cmd(st, id, k - 1);
+    return reply_due_list(st, i, r, vctx);
+}
+
+static cw_err_t build_wreads(cw_state_t *st, size_t i, void *vctx) {
+    const wreads_ctx_t *ctx = vctx;
+    size_t acct = i / ctx->per, k = i % ctx->per;
+    args_reset(st);
+    return build_read_cmd(st, st->due_out[acct].account_id, k);
 }
 
 /* Replies of build_wreads: held until an account's last one arrives. */
 static cw_err_t reply_wreads(cw_state_t *st, size_t i, const redisReply *r, void *vctx) {
     const wreads_ctx_t *ctx = vctx;
-    if (i == 0) {
-        return r->type == REDIS_REPLY_STATUS ? CW_OK : CW_ERROR;
-    }
-    size_t acct = (i - 1) / ctx->per, k = (i - 1) % ctx->per;
+    size_t acct = i / ctx->per, k = i % ctx->per;
     if (k == 0) {
         held_free(st); /* an account whose replies were short (an error reply) */
     }
@@ -2300,12 +2333,10 @@ static cw_err_t reply_wreads(cw_state_t *st, size_t i, const redisReply *r, void
     cm_read_t *rd = &st->pre_rd[acct];
     cw_err_t err = CW_ERROR;
     if (st->n_held == ctx->per) {
-        const redisReply *hash = st->held[1], *hist = st->held[2];
-        err = rep_timer(st->held[0], &rd->due);
-        if (err == CW_OK) {
-            err = eval_account(st, hash, hist, (const redisReply *const *)st->held + 3,
-                               &st->due_out[acct], &st->read_miss[acct]);
-        }
+        const redisReply *hash = st->held[0], *hist = st->held[1];
+        rd->due = st->due_out[acct].due_ms; /* the scan's score, under the WATCH */
+        err = eval_account(st, hash, hist, (const redisReply *const *)st->held + 2,
+                           &st->due_out[acct], &st->read_miss[acct]);
         /* what the commit's own reads (HGET bd, LINDEX h 0) would find */
         rd->band = -1;
         for (size_t f = 0; err == CW_OK && f + 1 < hash->elements; f += 2) {
@@ -2336,16 +2367,9 @@ cw_err_t cw_state_due(cw_state_t *st, int partition, int64_t upto_ms, size_t max
     if (err != CW_OK) {
         return err;
     }
-    args_reset(st);
-    arg_str(st, "ZRANGEBYSCORE");
-    arg_pkey(st, "due", partition);
-    arg_str(st, "-inf");
-    arg_i64(st, upto_ms);
-    arg_str(st, "LIMIT");
-    arg_str(st, "0");
-    arg_i64(st, max > (size_t)INT64_MAX ? INT64_MAX : (int64_t)max);
-    arg_str(st, "WITHSCORES");
-    err = pipe_run(st, 1, build_prepared, reply_due_list, NULL, "due");
+    wreads_ctx_t wctx = {partition, 2 + n_read_sets(st->layout), upto_ms, max};
+    st->pre_watch = 0;
+    err = pipe_run(st, 2, build_due_scan, reply_due_scan, &wctx, "due");
     if (err != CW_OK || st->n_due == 0) {
         return err;
     }
@@ -2353,21 +2377,18 @@ cw_err_t cw_state_due(cw_state_t *st, int partition, int64_t upto_ms, size_t max
         cw_account_state_t *a = &st->due_out[i];
         a->asof_ms = st->conf->time_mode == CW_TIME_WALL ? now : a->due_ms;
     }
-    {
-        wreads_ctx_t wctx = {partition, 3 + n_read_sets(st->layout)};
-        if (grow((void **)&st->read_miss, &st->read_miss_cap, st->n_due, 1) != 0 ||
-            grow((void **)&st->pre_rd, &st->pre_rd_cap, st->n_due, sizeof(*st->pre_rd)) != 0) {
-            return CW_ERROR;
-        }
-        memset(st->read_miss, 1, st->n_due);
-        st->pre_watch = 0;
-        err = pipe_run(st, 1 + st->n_due * wctx.per, build_wreads, reply_wreads, &wctx, "due read");
-        held_free(st);
-        if (err != CW_OK) {
-            return err;
-        }
-        st->pre_watch = 1;
+    if (grow((void **)&st->read_miss, &st->read_miss_cap, st->n_due, 1) != 0 ||
+        grow((void **)&st->pre_rd, &st->pre_rd_cap, st->n_due, sizeof(*st->pre_rd)) != 0) {
+        return CW_ERROR;
     }
+    memset(st->read_miss, 1, st->n_due);
+    st->pre_watch = 0;
+    err = pipe_run(st, st->n_due * wctx.per, build_wreads, reply_wreads, &wctx, "due read");
+    held_free(st);
+    if (err != CW_OK) {
+        return err;
+    }
+    st->pre_watch = 1;
     for (size_t i = 0; i < st->n_due; i++) {
         /* a missing account (read_miss) has its timer dropped below; the
          * others' timers live in this partition's zset: commit must update

@@ -44,6 +44,11 @@ void cw_h_broker_stop(cw_h_broker_t *b); /* SIGTERM, wait; NULL ok */
  * "account_id" string when present (else no key). Waits for delivery.
  * @returns lines produced. */
 size_t cw_h_produce_file(const char *brokers, const char *topic, const char *path);
+/** @brief Like cw_h_produce_file, but line i goes to partition i % partitions
+ * whatever its key (an account's events spread over several partitions, as
+ * after a producer changed its keying); partitions <= 0: by key. */
+size_t cw_h_produce_file_spread(const char *brokers, const char *topic, const char *path,
+                                int partitions);
 
 /** @brief One consumed message (copied; freed by cw_h_msgs_free). */
 typedef struct cw_h_msg {

@@ -209,6 +209,11 @@ static int cw_h_line_key(const char *line, char *key, size_t key_size) {
 }
 
 size_t cw_h_produce_file(const char *brokers, const char *topic, const char *path) {
+    return cw_h_produce_file_spread(brokers, topic, path, 0);
+}
+
+size_t cw_h_produce_file_spread(const char *brokers, const char *topic, const char *path,
+                                int partitions) {
     const char *const props[][2] = {{"bootstrap.servers", brokers},
                                     {"linger.ms", "5"},
                                     {"message.max.bytes", "2000000"},
@@ -240,9 +245,11 @@ size_t cw_h_produce_file(const char *brokers, const char *topic, const char *pat
         const char *kp = klen >= 0 ? key : NULL; /* no account_id: no key */
         size_t kl = klen >= 0 ? (size_t)klen : 0;
         for (;;) {
+            int32_t part =
+                partitions > 0 ? (int32_t)(produced % (size_t)partitions) : RD_KAFKA_PARTITION_UA;
             rd_kafka_resp_err_t err =
-                rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_KEY(kp, kl),
-                                  RD_KAFKA_V_VALUE(line, (size_t)len),
+                rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_PARTITION(part),
+                                  RD_KAFKA_V_KEY(kp, kl), RD_KAFKA_V_VALUE(line, (size_t)len),
                                   RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END);
             if (err == RD_KAFKA_RESP_ERR__QUEUE_FULL) {
                 rd_kafka_poll(rk, 50);

@@ -633,6 +633,18 @@ pid_t cw_ref_spawn_run(const char *config, int exit_on_idle_ms, const char *out_
     return cw_h_spawn(argv, out_log, err_log);
 }
 
+void cw_ref_run_to_idle(const char *config, int exit_on_idle_ms, const char *dir, const char *name,
+                        int timeout_ms) {
+    char out_log[512], err_log[512];
+    snprintf(out_log, sizeof(out_log), "%s/%s.out", dir, name);
+    snprintf(err_log, sizeof(err_log), "%s/%s.err", dir, name);
+    int rc = cw_h_wait(cw_ref_spawn_run(config, exit_on_idle_ms, out_log, err_log), timeout_ms);
+    if (rc != 0) {
+        cw_ref_dump("churnwatch stderr", err_log);
+    }
+    cr_assert_eq(rc, 0, "churnwatch run (%s) exited %d", name, rc);
+}
+
 void cw_ref_write_config(const char *path, const char *brokers, const char *redis_url,
                          const char *name, const char *input_topic, const char *out_prefix,
                          int batch_size) {

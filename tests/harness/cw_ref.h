@@ -180,6 +180,11 @@ void cw_ref_dlq_free(cw_ref_dlq_t *d);
  * to files. */
 pid_t cw_ref_spawn_run(const char *config, int exit_on_idle_ms, const char *out_log,
                        const char *err_log);
+/** @brief Run `churnwatch run --config F --exit-on-idle MS` to its idle exit,
+ * stdout/stderr to DIR/NAME.out and DIR/NAME.err; asserts it exits 0 within
+ * timeout_ms (its stderr is printed when not). */
+void cw_ref_run_to_idle(const char *config, int exit_on_idle_ms, const char *dir, const char *name,
+                        int timeout_ms);
 /** @brief Wait until `path` contains `needle` at least `count` times (1 s
  * granularity is too coarse: polls every 20 ms); 1 when it did within
  * timeout_ms, 0 otherwise. Returns 0 early when pid (if > 0) exits. */

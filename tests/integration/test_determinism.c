@@ -78,18 +78,6 @@ static void expect_same(const char *what, char **a, size_t na, char **b, size_t 
     cr_log_info("%s: %zu and %zu documents", what, na, nb);
 }
 
-static void run(const char *cfg, const char *dir, const char *name) {
-    char out_log[512], err_log[512];
-    snprintf(out_log, sizeof(out_log), "%s/%s.out", dir, name);
-    snprintf(err_log, sizeof(err_log), "%s/%s.err", dir, name);
-    pid_t pid = cw_ref_spawn_run(cfg, IDLE_MS, out_log, err_log);
-    int rc = cw_h_wait(pid, RUN_TIMEOUT_MS);
-    if (rc != 0) {
-        cw_ref_dump("churnwatch stderr", err_log);
-    }
-    cr_assert_eq(rc, 0, "churnwatch (%s) exited %d", name, rc);
-}
-
 Test(determinism, batch_boundaries_change_nothing, .timeout = 600) {
     cw_h_redis_t *redis = cw_h_redis_start();
     cw_h_broker_t *broker = cw_h_broker_start(PARTITIONS, TOPICS);
@@ -107,8 +95,8 @@ Test(determinism, batch_boundaries_change_nothing, .timeout = 600) {
     size_t produced = cw_h_produce_file(brokers, "events", events);
     cr_assert_gt(produced, 20000);
 
-    run(cfg_a, dir, "a");
-    run(cfg_b, dir, "b");
+    cw_ref_run_to_idle(cfg_a, IDLE_MS, dir, "a", RUN_TIMEOUT_MS);
+    cw_ref_run_to_idle(cfg_b, IDLE_MS, dir, "b", RUN_TIMEOUT_MS);
 
     size_t na = 0, nb = 0;
     char **al_a = read_sorted(brokers, "da-alerts", &na);

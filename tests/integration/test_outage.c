@@ -114,18 +114,6 @@ static void check_results(const cw_ref_t *ref, const char *brokers, const char *
     cw_ref_dlq_free(&dlq);
 }
 
-static void clean_run(const char *cfg, const char *dir) {
-    char out_log[512], err_log[512];
-    snprintf(out_log, sizeof(out_log), "%s/clean.out", dir);
-    snprintf(err_log, sizeof(err_log), "%s/clean.err", dir);
-    pid_t pid = cw_ref_spawn_run(cfg, 3000, out_log, err_log);
-    int rc = cw_h_wait(pid, RUN_TIMEOUT_MS);
-    if (rc != 0) {
-        cw_ref_dump("clean run stderr", err_log);
-    }
-    cr_assert_eq(rc, 0, "clean run exited %d", rc);
-}
-
 Test(outage, redis_restart, .timeout = 900) {
     cw_ref_redis_t *redis = cw_ref_redis_start();
     cw_h_broker_t *broker = cw_h_broker_start(PARTITIONS, TOPICS);
@@ -179,7 +167,7 @@ Test(outage, redis_restart, .timeout = 900) {
     cr_log_info("warn/error lines about redis: %d", warned);
     cr_expect_geq(warned, 1, "the Redis outage was not logged as a warning or error");
 
-    clean_run(clean_cfg, dir);
+    cw_ref_run_to_idle(clean_cfg, 3000, dir, "clean", RUN_TIMEOUT_MS);
     check_results(ref, brokers, out_cfg, clean_cfg);
 
     cw_ref_free(ref);
@@ -242,7 +230,7 @@ Test(outage, broker_freeze, .timeout = 900) {
     }
     cr_assert_eq(rc, 0, "the second processor exited %d", rc);
 
-    clean_run(clean_cfg, dir);
+    cw_ref_run_to_idle(clean_cfg, 3000, dir, "clean", RUN_TIMEOUT_MS);
     check_results(ref, brokers, out_cfg, clean_cfg);
 
     cw_ref_free(ref);

@@ -171,3 +171,51 @@ Test(pipeline, replay_exact_windows_dlq_and_alerts, .timeout = 900) {
     cw_h_broker_stop(broker);
     cw_h_redis_stop(redis);
 }
+
+/* Every account's events spread over two partitions (as after a producer
+ * changed its keying, or the topic its partition count): with the
+ * partitions on two lanes (redis.connections 2) and on one (1), each
+ * account's updates from the two partitions must all count — in one step
+ * they would be computed from the same read, and the later write would
+ * overwrite the earlier one's counters, masks and facts. */
+Test(pipeline, account_on_two_partitions, .timeout = 600) {
+    cw_h_redis_t *redis = cw_h_redis_start();
+    cw_h_broker_t *broker = cw_h_broker_start(2, TOPICS);
+    const char *brokers = cw_h_broker_bootstraps(broker);
+    char *dir = cw_h_tmpdir();
+    char events[512], cfg2[512], cfg1[512];
+    snprintf(events, sizeof(events), "%s/events.jsonl", dir);
+    snprintf(cfg2, sizeof(cfg2), "%s/lanes2.json", dir);
+    snprintf(cfg1, sizeof(cfg1), "%s/lanes1.json", dir);
+    cw_ref_gen(events, NULL, 11, 60, 20, 6, 0);
+    cw_ref_t *ref = cw_ref_load(events);
+    size_t produced = cw_h_produce_file_spread(brokers, "events", events, 2);
+    cr_assert_eq(produced, cw_ref_valid(ref));
+
+    cw_ref_write_config(cfg2, brokers, cw_h_redis_url(redis), "x2", "events", "x2", 20000);
+    cw_ref_write_config(cfg1, brokers, cw_h_redis_url(redis), "x1", "events", "x1", 20000);
+    {
+        size_t len = 0;
+        char *text = cw_h_read_file(cfg1, &len);
+        char *at = text != NULL ? strstr(text, "\"backoff_max_ms\": 1000") : NULL;
+        char out[4096];
+        cr_assert_not_null(at);
+        snprintf(out, sizeof(out), "%.*s\"connections\": 1, %s", (int)(at - text), text, at);
+        cr_assert_eq(cw_h_write_file(cfg1, out), 0);
+        free(text);
+    }
+    cw_ref_run_to_idle(cfg2, 3000, dir, "lanes2", 300000);
+    cw_ref_run_to_idle(cfg1, 3000, dir, "lanes1", 300000);
+
+    size_t checked = 0;
+    cr_expect_eq(cw_ref_check_all(ref, cfg2, &checked), 0, "two lanes: windows differ");
+    cr_log_info("two lanes: checked %zu window counts", checked);
+    cr_expect_eq(cw_ref_check_all(ref, cfg1, &checked), 0, "one lane: windows differ");
+    cr_log_info("one lane: checked %zu window counts", checked);
+
+    cw_ref_free(ref);
+    cw_h_rmrf(dir);
+    free(dir);
+    cw_h_broker_stop(broker);
+    cw_h_redis_stop(redis);
+}

@@ -41,7 +41,7 @@
 #include "cw_sink.h"
 #include "cw_state.h"
 
-#define CHUNK 256              /* accounts scored and committed per round trip */
+#define CHUNK 1024             /* accounts scored and committed per round trip */
 #define TIMER_BATCH CHUNK      /* due accounts per scan: one commit, under the WATCH of the read */
 #define OUTBOX_RESCAN_MS 10000 /* re-send alerts whose delivery failed */
 #define MAX_ACKS 4096

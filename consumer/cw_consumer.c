@@ -79,6 +79,16 @@ cw_consumer_t *cw_consumer_new(const cw_conf_t *conf, cw_consumer_rebalance_cb *
          * all the loop needs (bench/: same rate, RSS under 64 MB) */
         set(kc, "queued.max.messages.kbytes", CW_CONSUMER_QUEUE_KB, errstr, errstr_size) ||
         set(kc, "fetch.max.bytes", CW_CONSUMER_FETCH_BYTES, errstr, errstr_size) ||
+        /* librdkafka 2.0.2 stops fetching while that queue is full and
+         * decides again only when the broker thread next wakes up, up to
+         * 1 s later (2.2.0 added fetch.queue.backoff.ms for this): the
+         * loop drained the queue in a third of that and then waited. A
+         * heartbeat request every 100 ms wakes the group coordinator's
+         * broker thread, so its partitions are fetched again within
+         * 100 ms (bench/README.md: consume waits 4.7 s -> 1.0 s of 14 s on
+         * the one-broker mock cluster; partitions led by other brokers keep
+         * the 1 s backoff until librdkafka is upgraded) */
+        set(kc, "heartbeat.interval.ms", CW_CONSUMER_HEARTBEAT_MS, errstr, errstr_size) ||
         cw_sink_apply_props(kc, conf, errstr, errstr_size) != 0) {
         rd_kafka_conf_destroy(kc);
         free(c);

@@ -28,6 +28,7 @@
 /* Prefetch bounds set by default (kafka.properties overrides them). */
 #define CW_CONSUMER_QUEUE_KB "4096"       /* queued.max.messages.kbytes */
 #define CW_CONSUMER_FETCH_BYTES "4194304" /* fetch.max.bytes */
+#define CW_CONSUMER_HEARTBEAT_MS "100"    /* heartbeat.interval.ms (see cw_consumer.c) */
 
 typedef struct cw_consumer cw_consumer_t;
 

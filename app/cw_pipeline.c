@@ -352,6 +352,14 @@ static void produce_alert(cw_pipeline_t *pl, int partition, const char *account,
 
 /* ---- scoring ---- */
 
+/* A commit sets an account's timer to due (< 0: none): fire_partition
+ * scans again only if one is at or before its bound. */
+static void note_timer(lane_t *ln, int64_t due) {
+    if (due >= 0 && due < ln->min_next_due) {
+        ln->min_next_due = due;
+    }
+}
+
 /* Score, decide, commit and publish accounts[0..n) (n <= CHUNK). */
 static cw_err_t decide_chunk(lane_t *ln, cw_account_state_t *accts, size_t n) {
     cw_pipeline_t *pl = ln->pl;
@@ -393,9 +401,7 @@ static cw_err_t decide_chunk(lane_t *ln, cw_account_state_t *accts, size_t n) {
         c->last_alert_ms = d->last_alert_ms;
         c->last_alert_id = d->n_alerts > 0 ? d->alerts[d->n_alerts - 1].alert_id : "";
         c->next_due_ms = d->next_due_ms;
-        if (c->next_due_ms >= 0 && c->next_due_ms < ln->min_next_due) {
-            ln->min_next_due = c->next_due_ms;
-        }
+        note_timer(ln, c->next_due_ms);
         c->snapshot_json = ln->snap_len[i] ? ln->json.data + ln->snap_off[i] : NULL;
         c->n_alerts = d->n_alerts;
         for (int a = 0; a < d->n_alerts; a++) {
@@ -522,9 +528,7 @@ static cw_err_t reschedule_all(lane_t *ln, cw_account_state_t *accts, size_t n) 
             c->acct = a;
             c->reschedule_only = 1;
             c->next_due_ms = day_end_of(a->due_ms);
-            if (c->next_due_ms < ln->min_next_due) {
-                ln->min_next_due = c->next_due_ms;
-            }
+            note_timer(ln, c->next_due_ms);
         }
         if (k > 0 && (k == CHUNK || i == n)) {
             cw_err_t r = WITH_REDIS(ln, cw_state_commit(ln->state, ln->commits, k));
@@ -700,8 +704,8 @@ static cw_err_t ack_alerts(cw_pipeline_t *pl) {
 
 /* Note that this step applies account id's events of partition p: 1 when
  * the step already holds the account's events from another partition (or,
- * rarely, another account's with the same 64-bit hash: the cut below is
- * then merely early). */
+ * rarely, another account's with the same 64-bit hash: the cut is then
+ * merely early). */
 static int acct_on_other_partition(cw_pipeline_t *pl, const char *id, int p) {
     uint64_t h = cw_fnv1a(CW_FNV_INIT, id, strlen(id));
     size_t i = (size_t)h & (pl->acct_slots - 1);
@@ -713,6 +717,27 @@ static int acct_on_other_partition(cw_pipeline_t *pl, const char *id, int p) {
     }
     pl->acct_hash[i] = h;
     pl->acct_part[i] = (int16_t)(p + 1);
+    return 0;
+}
+
+/* 1 when the step must end before event ev of partition p (see
+ * decode_batch): its account is in the step under another partition, or
+ * (event mode) it lies more than horizon_days past p's first event day. */
+static int ends_step(cw_pipeline_t *pl, const cw_event_t *ev, int p) {
+    if (ev->type == CW_EV_UNKNOWN) {
+        return 0;
+    }
+    if (acct_on_other_partition(pl, ev->account_id, p)) {
+        return 1;
+    }
+    if (pl->conf->time_mode == CW_TIME_EVENT) {
+        int64_t d = cw_time_day(ev->ts_ms);
+        if (pl->first_day[p] == INT64_MIN) {
+            pl->first_day[p] = d;
+        } else if (d > pl->first_day[p] + pl->horizon_days) {
+            return 1;
+        }
+    }
     return 0;
 }
 
@@ -776,18 +801,9 @@ static cw_err_t decode_batch(cw_pipeline_t *pl, size_t start, size_t n, int *dlq
             *dlq_sent = 1;
             continue;
         }
-        if (ev.type != CW_EV_UNKNOWN && acct_on_other_partition(pl, ev.account_id, p)) {
+        if (ends_step(pl, &ev, p)) {
             *end = i; /* the next step starts here */
             return CW_OK;
-        }
-        if (pl->conf->time_mode == CW_TIME_EVENT && ev.type != CW_EV_UNKNOWN) {
-            int64_t d = cw_time_day(ev.ts_ms);
-            if (pl->first_day[p] == INT64_MIN) {
-                pl->first_day[p] = d;
-            } else if (d > pl->first_day[p] + pl->horizon_days) {
-                *end = i; /* the next step starts here */
-                return CW_OK;
-            }
         }
         pl->eof[p] = 0;
         pl->next_off[p] = m->offset + 1;

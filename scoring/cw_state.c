@@ -132,8 +132,8 @@ struct cw_state {
     size_t pre_rd_cap;
     int pre_watch;
     uint64_t watch_gen; /* counts watched reads: read_tag = gen << 20 | index */
-    redisReply *held[CW_MAX_SETS +
-                     2]; /* one account's replies (HGETALL, LRANGE, sets), until its last arrives */
+    /* one account's replies (HGETALL, LRANGE, sets), until its last arrives */
+    redisReply *held[CW_MAX_SETS + 2];
     size_t n_held;
     int hold; /* set by a reply callback: pipe_run must not free this reply */
     int64_t ap_wmax[CW_STATE_MAX_PARTITIONS];
@@ -1129,7 +1129,6 @@ static void ap_event_ops(const cw_state_t *st, const cw_event_t *ev, cw_event_op
     }
 }
 
-/* Phase 1 plan: the reads of every group, and its member entries. */
 /* The group's counter entry for (c, day); with add, appended when absent
  * (plan time only: a group's entries are contiguous). NULL: not found, or
  * out of memory. */
@@ -1153,6 +1152,8 @@ static ap_cnt_t *ap_cnt_find(cw_state_t *st, ap_grp_t *g, int c, int64_t day, in
     return ce;
 }
 
+/* Phase 1 plan: the reads of every group, and its member and counter
+ * entries. */
 static int ap_plan_reads(cw_state_t *st) {
     const cw_layout_t *l = st->layout;
     cw_event_ops_t ops;

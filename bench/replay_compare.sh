@@ -46,6 +46,12 @@ B=$(head -n1 "$W/broker.out")
 "$B_BIN" gen --seed "$SEED" --accounts "$ACCOUNTS" --days "$DAYS" --events-per-day "$EVENTS_PER_DAY" \
   --end 2026-12-01 --malformed-share 0.005 --brokers "$B" --topic events 2>"$W/gen.log"
 
+# HGETALL calls so far: one per account read (a day-end decision)
+hgetalls() {
+  redis-cli -s "$W/redis.sock" INFO commandstats | tr -d '\r' |
+    sed -n 's/^cmdstat_hgetall:calls=\([0-9]*\),.*/\1/p' | grep . || echo 0
+}
+
 for v in a b; do
   if [ "$v" = a ]; then bin=$A_BIN bs=$A_BATCH; else bin=$B_BIN bs=$B_BATCH; fi
   cat >"$W/$v.json" <<EOF
@@ -54,7 +60,9 @@ for v in a b; do
              "batch_size": $bs },
   "redis": { "url": "unix://$W/redis.sock", "key_prefix": "$v" }, "time": { "mode": "event" } }
 EOF
+  reads0=$(hgetalls)
   "$bin" run --config "$W/$v.json" --exit-on-idle 2000 2>"$W/$v.log"
+  echo "run $v: $(($(hgetalls) - reads0)) account reads (HGETALL: day-end decisions, explain)"
   kcat -C -b "$B" -t "$v-alerts" -e -q -f "%s\n" 2>/dev/null | sort >"$W/$v.alerts"
   kcat -C -b "$B" -t "$v-scores" -e -q -f '%s\n' 2>/dev/null | jq -c 'del(.emitted_at)' | sort >"$W/$v.scores"
   redis-cli -s "$W/redis.sock" ZRANGE "$v:atrisk" 0 -1 WITHSCORES >"$W/$v.atrisk"

@@ -59,8 +59,14 @@ typedef struct cw_account_state {
     unsigned active_mask; /* bit r: condition of reason r held at the last scoring */
     int64_t last_alert_ms[CW_REASON__COUNT]; /* as-of time of the last alert per reason; -1 never */
     char last_alert_id[40];                  /* the most recent alert id ("" none) */
-    int has_score_7d;  /* 1 when a score from >= 7 days before asof is in history */
-    double score_7d;   /* that score */
+    int has_score_7d; /* 1 when a score from >= 7 days before asof is in history */
+    double score_7d;  /* that score */
+    /* First as-of day after this one at which the inputs read here (window
+     * values, first/last login, the 7-day-old score) can differ without new
+     * events: a bucket or day-mask bit entering or leaving a window, a
+     * history entry turning 7 days old. INT64_MAX: never; 0: not known (a
+     * decision then does not look ahead). Set by cw_view_eval. */
+    int64_t inputs_change_day;
     uint64_t read_tag; /* cw_state bookkeeping: which watched read filled this (0 none) */
 } cw_account_state_t;
 

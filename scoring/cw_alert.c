@@ -225,8 +225,9 @@ static int64_t inactivity_since(const cw_account_state_t *acct) {
     return acct->last_login_ms >= 0 ? acct->last_login_ms : acct->first_ms;
 }
 
-void cw_alert_decide(const cw_model_t *model, const cw_layout_t *layout,
-                     const cw_account_state_t *acct, const cw_score_t *score, cw_decision_t *out) {
+/* The decision at acct's as-of time, rescoring it at the next day end. */
+static void decide_at(const cw_model_t *model, const cw_layout_t *layout,
+                      const cw_account_state_t *acct, const cw_score_t *score, cw_decision_t *out) {
     const int64_t asof = acct->asof_ms;
     const int has_prev = acct->has_score != 0;
     const cw_band_t prev_band = (acct->band >= CW_BAND_HEALTHY && acct->band <= CW_BAND_DANGER)
@@ -357,6 +358,61 @@ void cw_alert_decide(const cw_model_t *model, const cw_layout_t *layout,
             out->next_due_ms = asof < day_end ? day_end : day_end + CW_MS_PER_DAY;
         }
     }
+}
+
+/* 1 when the decision stores nothing new: the same score, band, tier, phase
+ * and conditions as the account's last decision, no alert. */
+static int decision_is_noop(const cw_account_state_t *a, const cw_score_t *s,
+                            const cw_decision_t *d) {
+    if (!a->has_score || a->suppress_mask != 0 || d->n_alerts != 0 || d->score_changed ||
+        (int)d->band != a->band || (int)s->tier != a->tier || (int)s->phase != a->phase ||
+        d->active_mask != a->active_mask || s->score != a->score) {
+        return 0;
+    }
+    return memcmp(d->last_alert_ms, a->last_alert_ms, sizeof(d->last_alert_ms)) == 0;
+}
+
+/*
+ * Quiet days. A day-end decision that stores nothing new would be repeated
+ * unchanged on every following day end until something it depends on
+ * changes: the inputs read from Redis (acct->inputs_change_day: a window
+ * rolls over a day with data, a 7-day-old score is replaced) or the time
+ * alone (phase, warm-up, inactivity, the onboarding deadline, a cooldown, a
+ * dated notice). The inputs are fixed until inputs_change_day, so the
+ * decisions of the days before it are computed here, on the same inputs,
+ * and the timer goes to the first day end whose decision would store
+ * something, or remove the timer; or to inputs_change_day. An event in
+ * between moves the timer back to its own day end (the apply's ZADD LT).
+ * What is stored and published is the same as with a decision every day;
+ * the day-end reads of quiet days are saved.
+ */
+void cw_alert_decide(const cw_model_t *model, const cw_layout_t *layout,
+                     const cw_account_state_t *acct, const cw_score_t *score, cw_decision_t *out) {
+    const int64_t day = cw_time_day(acct->asof_ms);
+    int64_t last, x;
+    cw_account_state_t probe;
+    cw_score_t ps;
+    cw_decision_t pd;
+
+    decide_at(model, layout, acct, score, out);
+    if (out->next_due_ms < 0 || acct->asof_ms != (day + 1) * CW_MS_PER_DAY - 1 ||
+        acct->inputs_change_day <= day + 1 || !decision_is_noop(acct, score, out)) {
+        return;
+    }
+    last = acct->inputs_change_day - 1;
+    if (last > day + CW_ALERT_LOOKAHEAD_DAYS) {
+        last = day + CW_ALERT_LOOKAHEAD_DAYS;
+    }
+    probe = *acct;
+    for (x = day + 1; x <= last; x++) {
+        probe.asof_ms = (x + 1) * CW_MS_PER_DAY - 1;
+        cw_model_score(model, layout, &probe, &ps);
+        decide_at(model, layout, &probe, &ps, &pd);
+        if (pd.next_due_ms < 0 || !decision_is_noop(&probe, &ps, &pd)) {
+            break;
+        }
+    }
+    out->next_due_ms = (x + 1) * CW_MS_PER_DAY - 1;
 }
 
 /* ---- JSON helpers ---- */

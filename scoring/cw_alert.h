@@ -52,7 +52,16 @@ cw_band_t cw_alert_band(const cw_model_t *model, cw_tier_t tier, double score, i
 void cw_alert_make_id(const char *account_id, cw_reason_t reason, int64_t day_ms,
                       char id[CW_ALERT_ID_MAX]);
 
-/** @brief Decide band, alerts and next due time for one scored account. */
+/* Day ends a quiet decision looks ahead at most (see cw_alert_decide). */
+#define CW_ALERT_LOOKAHEAD_DAYS 31
+
+/**
+ * @brief Decide band, alerts and next due time for one scored account. A
+ * day-end decision that stores nothing new looks ahead over the following
+ * day ends on the same inputs (up to acct->inputs_change_day and
+ * CW_ALERT_LOOKAHEAD_DAYS) and sets next_due_ms to the first one whose
+ * decision would store something: quiet days need no rescoring.
+ */
 void cw_alert_decide(const cw_model_t *model, const cw_layout_t *layout,
                      const cw_account_state_t *acct, const cw_score_t *score, cw_decision_t *out);
 

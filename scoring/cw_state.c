@@ -46,7 +46,8 @@
 
 #define CW_STATE_COMP "state"
 #define CW_STATE_MIN_EVENTS 256   /* initial batch capacity */
-#define CW_STATE_PIPE_WINDOW 2048 /* commands in flight per pipelined round trip */
+#define CW_STATE_PIPE_WINDOW 2048 /* commands in flight per connection */
+#define CW_STATE_PIPE_SLICE 256   /* commands written (and replies read) at a time */
 #define CW_STATE_SCAN_COUNT "500" /* HSCAN page size of the outbox scan */
 
 /* One event of the batch (a copy; groups link their events by index). */
@@ -494,7 +495,13 @@ static cw_err_t build_prepared(cw_state_t *st, size_t i, void *ctx) {
 }
 
 /*
- * Run n commands as one pipeline: append all, then read every reply.
+ * Run n commands as one pipeline, streamed: commands are built and written
+ * in slices of CW_STATE_PIPE_SLICE, and replies read a slice at a time, with
+ * at most CW_STATE_PIPE_WINDOW commands in flight (the output buffer and the
+ * replies held stay bounded however large the batch; a transaction may span
+ * slices: the server queues it until EXEC). Redis starts on the first slice
+ * while the next ones are built, and works on the next slices while this
+ * thread parses a slice's replies, instead of the two taking turns.
  * I/O error: the connection is dropped, CW_RETRY. Error replies are
  * CW_ERROR (or CW_RETRY when transient) after all replies were drained.
  */
@@ -502,21 +509,33 @@ static cw_err_t pipe_run(cw_state_t *st, size_t n, pipe_build_t build, pipe_repl
                          void *ctx, const char *what) {
     cw_err_t worst = CW_OK;
     int64_t t0 = st->rtt_cb != NULL ? cw_time_mono_us() : 0;
-    /* at most CW_STATE_PIPE_WINDOW commands in flight: the output buffer
-     * and the replies held stay bounded however large the batch (a batch's
-     * transaction may span windows: the server queues it until EXEC) */
-    for (size_t w0 = 0; w0 < n; w0 += CW_STATE_PIPE_WINDOW) {
-        size_t w1 = n - w0 < CW_STATE_PIPE_WINDOW ? n : w0 + CW_STATE_PIPE_WINDOW;
-        for (size_t k = w0; k < w1; k++) {
-            cw_err_t err = build(st, k, ctx);
-            if (err != CW_OK) {
-                /* commands already appended cannot be taken back: discard
-                 * the connection, and with it the half-built pipeline */
-                drop(st, what);
-                return err;
+    size_t sent = 0, got = 0;
+    while (got < n) {
+        /* write slices while the window has room (and at least one is out) */
+        while (sent < n &&
+               (sent == got || sent - got + CW_STATE_PIPE_SLICE <= CW_STATE_PIPE_WINDOW)) {
+            size_t end = n - sent < CW_STATE_PIPE_SLICE ? n : sent + CW_STATE_PIPE_SLICE;
+            int done = 0;
+            for (size_t k = sent; k < end; k++) {
+                cw_err_t err = build(st, k, ctx);
+                if (err != CW_OK) {
+                    /* commands already appended cannot be taken back: discard
+                     * the connection, and with it the half-built pipeline */
+                    drop(st, what);
+                    return err;
+                }
             }
+            while (!done) {
+                if (redisBufferWrite(st->c, &done) != REDIS_OK) {
+                    drop(st, what);
+                    return CW_RETRY;
+                }
+            }
+            sent = end;
         }
-        for (size_t k = w0; k < w1; k++) {
+        /* then read the oldest slice's replies */
+        size_t end = sent - got < CW_STATE_PIPE_SLICE ? sent : got + CW_STATE_PIPE_SLICE;
+        for (size_t k = got; k < end; k++) {
             redisReply *r = NULL;
             if (redisGetReply(st->c, (void **)&r) != REDIS_OK || r == NULL) {
                 freeReplyObject(r);
@@ -541,6 +560,7 @@ static cw_err_t pipe_run(cw_state_t *st, size_t n, pipe_build_t build, pipe_repl
                 freeReplyObject(r);
             }
         }
+        got = end;
     }
     if (st->rtt_cb != NULL && n > 0) {
         st->rtt_cb(st->rtt_opaque, (double)(cw_time_mono_us() - t0) / 1e6);

@@ -190,6 +190,17 @@ static cw_sv_t attr_value(cw_sv_t v) {
     return out;
 }
 
+/* The first as-of day after day at which data of day e changes query q's
+ * value (it enters the window at e + offset and leaves it at e + offset +
+ * len) lowers *chg to it. */
+static void note_change(int64_t *chg, int64_t day, int64_t e, const cw_query_def_t *q) {
+    int64_t enter = e + q->offset_days, leave = enter + q->len_days;
+    int64_t x = enter > day ? enter : leave;
+    if (x > day && x < *chg) {
+        *chg = x;
+    }
+}
+
 /* "<a>,<b>" split at the first comma; -1 when there is none. */
 static int split_pair(cw_sv_t v, cw_sv_t *a, cw_sv_t *b) {
     const char *comma = v.p != NULL ? memchr(v.p, ',', v.len) : NULL;
@@ -213,6 +224,7 @@ void cw_view_eval(const cw_layout_t *l, const cw_view_plan_t *plan, int64_t asof
     cw_sv_t v;
     char id[CW_FIELD_MAX];
     int64_t due = out->due_ms;
+    int64_t chg = INT64_MAX; /* out->inputs_change_day */
 
     cw_strlcpy(id, out->account_id, sizeof(id));
     memset(out, 0, sizeof(*out));
@@ -235,20 +247,20 @@ void cw_view_eval(const cw_layout_t *l, const cw_view_plan_t *plan, int64_t asof
             continue;
         }
         c = counter_field(l, f, &d);
-        if (c < 0 || d > day || cw_sv_i64(val, &amount) != 0 || amount == 0) {
+        if (c < 0 || cw_sv_i64(val, &amount) != 0 || amount == 0) {
             continue;
         }
         k = day - d; /* days back from the as-of day */
-        if (c == plan->logins && amount > 0 && k < plan->cr[c] && d > login_day) {
+        if (k >= 0 && c == plan->logins && amount > 0 && k < plan->cr[c] && d > login_day) {
             login_day = d;
-        }
-        if (k >= plan->cq[c]) {
-            continue;
         }
         for (int j = 0; j < l->n_queries; j++) {
             const cw_query_def_t *q = &l->queries[j];
-            if (!q->is_set && q->index == c && k >= q->offset_days &&
-                k < q->offset_days + q->len_days) {
+            if (q->is_set || q->index != c) {
+                continue;
+            }
+            note_change(&chg, day, d, q);
+            if (k >= q->offset_days && k < q->offset_days + q->len_days) {
                 out->q[j] += (double)amount;
             }
         }
@@ -269,6 +281,10 @@ void cw_view_eval(const cw_layout_t *l, const cw_view_plan_t *plan, int64_t asof
                 int64_t lo, hi;
                 if (!q->is_set || q->index != s) {
                     continue;
+                }
+                for (uint64_t bits = (uint64_t)M & ((UINT64_C(1) << 52) - 1); bits != 0;
+                     bits &= bits - 1) {
+                    note_change(&chg, day, L - __builtin_ctzll(bits), q);
                 }
                 lo = L - (day - q->offset_days);
                 hi = lo + q->len_days - 1;
@@ -326,6 +342,10 @@ void cw_view_eval(const cw_layout_t *l, const cw_view_plan_t *plan, int64_t asof
     }
     out->first_login_ms = fl >= 0 && fl > asof_ms ? -1 : fl;
     out->last_login_ms = ll;
+    if (fl > asof_ms || ll > asof_ms || out->last_event_ms > asof_ms ||
+        sv_i64_or(sc[F_LL], -1) > asof_ms) {
+        chg = day + 1; /* data newer than asof: no look-ahead */
+    }
 
     /* the last decision */
     if (sc[F_SC].p != NULL && cw_sv_dbl(sc[F_SC], &out->score) == 0) {
@@ -345,16 +365,23 @@ void cw_view_eval(const cw_layout_t *l, const cw_view_plan_t *plan, int64_t asof
         out->last_alert_id[n] = '\0';
     }
 
-    /* the newest score at least 7 days before asof */
+    /* the newest score at least 7 days before asof; a newer one takes its
+     * place on the day it turns 7 days old */
     for (size_t k = 0; k < n_hist; k++) {
         cw_sv_t a, b;
         int64_t at;
-        if (split_pair(hist[k], &a, &b) == 0 && b.len > 0 && cw_sv_i64(a, &at) == 0 &&
-            at <= asof_ms - 7 * CW_MS_PER_DAY) {
+        if (split_pair(hist[k], &a, &b) != 0 || b.len == 0 || cw_sv_i64(a, &at) != 0) {
+            continue;
+        }
+        if (at <= asof_ms - 7 * CW_MS_PER_DAY) {
             if (cw_sv_dbl(b, &out->score_7d) == 0) {
                 out->has_score_7d = 1;
             }
             break;
         }
+        if (cw_time_day(at + 7 * CW_MS_PER_DAY) < chg) {
+            chg = cw_time_day(at + 7 * CW_MS_PER_DAY);
+        }
     }
+    out->inputs_change_day = chg > day ? chg : day + 1;
 }

@@ -1426,3 +1426,81 @@ Test(alert, explain_last_alert_reason_table) {
         cw_buf_free(&b);
     }
 }
+
+/* Quiet days: a day-end decision that stores nothing new schedules the
+ * first later day end whose decision would store something, looking ahead
+ * on the same inputs up to inputs_change_day (and CW_ALERT_LOOKAHEAD_DAYS). */
+static void settled(const cw_model_t *m, const cw_layout_t *l, cw_account_state_t *a, cw_score_t *s,
+                    cw_decision_t *d) {
+    /* decide once and store it, as the commit would; then the same inputs
+     * decide nothing new */
+    cw_model_score(m, l, a, s);
+    cw_alert_decide(m, l, a, s, d);
+    a->has_score = 1;
+    a->score = s->score;
+    a->band = d->band;
+    a->tier = s->tier;
+    a->phase = s->phase;
+    a->active_mask = d->active_mask;
+    memcpy(a->last_alert_ms, d->last_alert_ms, sizeof(a->last_alert_ms));
+    cw_model_score(m, l, a, s);
+    cw_alert_decide(m, l, a, s, d);
+    cr_assert_eq(d->n_alerts, 0);
+    cr_assert_eq(d->score_changed, 0);
+}
+
+Test(alert, quiet_days_look_ahead) {
+    cw_model_t m;
+    cw_layout_t l;
+    cw_account_state_t a;
+    cw_score_t s;
+    cw_decision_t d;
+    const int64_t day = T0 / DAY + 10, end = (day + 1) * DAY - 1;
+    default_model(&m);
+    build(&m, &l);
+
+    /* inputs fixed for 20 days; the last login 2 days ago: inactivity
+     * (14 days) begins on day + 12, and that decision would alert */
+    old_account(&a, end);
+    a.last_login_ms = end - 2 * DAY;
+    a.inputs_change_day = day + 20;
+    settled(&m, &l, &a, &s, &d);
+    cr_expect_eq(d.next_due_ms, (day + 13) * DAY - 1, "due day %lld",
+                 (long long)(d.next_due_ms / DAY - day));
+    a.asof_ms = d.next_due_ms;
+    cw_model_score(&m, &l, &a, &s);
+    cw_alert_decide(&m, &l, &a, &s, &d);
+    cr_expect_eq(d.n_alerts, 1);
+    cr_expect_eq(d.alerts[0].reason, CW_REASON_INACTIVE);
+
+    /* a window rolls first: decide that day */
+    old_account(&a, end);
+    a.last_login_ms = end - 2 * DAY;
+    a.inputs_change_day = day + 5;
+    settled(&m, &l, &a, &s, &d);
+    cr_expect_eq(d.next_due_ms, (day + 6) * DAY - 1);
+
+    /* nothing changes: at most CW_ALERT_LOOKAHEAD_DAYS ahead */
+    m.inactive_days = 0;
+    old_account(&a, end);
+    a.inputs_change_day = INT64_MAX;
+    settled(&m, &l, &a, &s, &d);
+    cr_expect_eq(d.next_due_ms, (day + CW_ALERT_LOOKAHEAD_DAYS + 2) * DAY - 1);
+
+    /* no look-ahead: inputs unknown, or not a day end */
+    old_account(&a, end);
+    a.inputs_change_day = 0;
+    settled(&m, &l, &a, &s, &d);
+    cr_expect_eq(d.next_due_ms, end + DAY);
+    old_account(&a, end - HOUR);
+    a.inputs_change_day = INT64_MAX;
+    settled(&m, &l, &a, &s, &d);
+    cr_expect_eq(d.next_due_ms, end);
+
+    /* a decision that stores something: the next day end */
+    old_account(&a, end);
+    a.inputs_change_day = INT64_MAX;
+    cw_model_score(&m, &l, &a, &s);
+    cw_alert_decide(&m, &l, &a, &s, &d); /* first scoring */
+    cr_expect_eq(d.next_due_ms, end + DAY);
+}

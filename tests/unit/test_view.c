@@ -263,3 +263,61 @@ Test(view, integers_parse_strictly) {
     cr_expect_eq(d, 61.25);
     cr_expect_eq(cw_sv_dbl(sv("1x"), &d), -1);
 }
+
+/* The first as-of day at which the inputs can change without new events:
+ * a bucket leaving one window or entering another, a day-mask bit leaving
+ * a window, a history entry turning 7 days old; data newer than the as-of
+ * time allows no look-ahead. */
+Test(view, inputs_change_day) {
+    int64_t asof = (int64_t)D0 * DAY + DAY - 1; /* a day end */
+    cw_account_state_t a;
+    char mem[40], h[40];
+    cw_sv_t m, v;
+
+    eval(asof, 0, NULL, 0, NULL, 0, &a);
+    cr_expect_eq(a.inputs_change_day, INT64_MAX, "nothing stored: nothing changes");
+
+    {
+        const char *p[] = {"19900:logins=1"}; /* out of every window */
+        eval(asof, hash_of(p, 1), NULL, 0, NULL, 0, &a);
+        cr_expect_eq(a.inputs_change_day, INT64_MAX);
+    }
+    {
+        /* logins 2 days back: leave the 7d window on D0+5 (and enter the
+         * window 7..34 days back then); usage 5 days back: leaves 30d on D0+25 */
+        const char *p[] = {"19998:logins=3", "19995:usage=1", "20000:logins=0"};
+        eval(asof, hash_of(p, 3), NULL, 0, NULL, 0, &a);
+        cr_expect_eq(a.inputs_change_day, D0 + 5);
+    }
+    {
+        /* logins 10 days back are in window 7..34 until D0+25; logins 4
+         * days back leave 7d on D0+3 */
+        const char *p[] = {"19990:logins=1", "19996:logins=2"};
+        eval(asof, hash_of(p, 2), NULL, 0, NULL, 0, &a);
+        cr_expect_eq(a.inputs_change_day, D0 + 3);
+    }
+    {
+        /* a member last seen yesterday leaves the 7d set window on D0+6 */
+        snprintf(mem, sizeof(mem), "%d,1", D0 - 1);
+        m = sv(mem);
+        eval(asof, 0, &m, 1, NULL, 0, &a);
+        cr_expect_eq(a.q[3], 1);
+        cr_expect_eq(a.inputs_change_day, D0 + 6);
+    }
+    {
+        /* a score of 3 days ago becomes the 7-day-old score on D0+4 */
+        snprintf(h, sizeof(h), "%lld,50", (long long)(asof - 3 * DAY));
+        v = sv(h);
+        eval(asof, 0, NULL, 0, &v, 1, &a);
+        cr_expect_eq(a.has_score_7d, 0);
+        cr_expect_eq(a.inputs_change_day, D0 + 4);
+    }
+    {
+        /* an event after the as-of time was applied already: no look-ahead */
+        char lm[40];
+        const char *p[] = {"19990:logins=1", lm};
+        snprintf(lm, sizeof(lm), "lm=%lld", (long long)(asof + 5));
+        eval(asof, hash_of(p, 2), NULL, 0, NULL, 0, &a);
+        cr_expect_eq(a.inputs_change_day, D0 + 1);
+    }
+}

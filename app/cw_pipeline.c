@@ -40,6 +40,7 @@
 #include "cw_model.h"
 #include "cw_sink.h"
 #include "cw_state.h"
+#include "cw_view.h"
 
 #define CHUNK 1024             /* accounts scored and committed per round trip */
 #define TIMER_BATCH CHUNK      /* due accounts per scan: one commit, under the WATCH of the read */
@@ -1068,6 +1069,19 @@ cw_pipeline_t *cw_pipeline_new(const cw_conf_t *conf, const cw_pipeline_opts_t *
         int64_t h = 52 - (int64_t)q->offset_days - (int64_t)q->len_days;
         if (q->is_set && h < pl->horizon_days) {
             pl->horizon_days = h < 0 ? 0 : h;
+        }
+    }
+    /* nor by more than the logins' retention: a decision's last login
+     * comes from the day buckets of the days it lags (the older one is kept
+     * by the apply, as lt), and those must still be there */
+    {
+        cw_view_plan_t vp;
+        if (cw_view_plan_build(conf, &pl->layout, CW_STATE_SLACK_DAYS, &vp, errstr, errstr_size) !=
+            0) {
+            goto fail;
+        }
+        if (vp.logins >= 0 && vp.cr[vp.logins] - 1 < pl->horizon_days) {
+            pl->horizon_days = vp.cr[vp.logins] - 1;
         }
     }
     pl->msgs = calloc((size_t)conf->kafka_batch_size, sizeof(*pl->msgs));

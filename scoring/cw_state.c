@@ -939,10 +939,10 @@ cw_err_t cw_state_batch_add(cw_state_t *st, int partition, int64_t offset, const
  */
 
 #define AP_NONE INT64_MIN
-#define AP_NF 13 /* facts */
+#define AP_NF 14 /* facts */
 static const char *const ap_fact[AP_NF] = {"fm", "lm", "fl", "ll", "kc", "k0", "k1",
-                                           "k2", "k3", "k4", "k5", "k6", "k7"};
-enum { AP_FM = 0, AP_LM, AP_FL, AP_LL, AP_KC, AP_K0 };
+                                           "k2", "k3", "k4", "k5", "k6", "k7", "lt"};
+enum { AP_FM = 0, AP_LM, AP_FL, AP_LL, AP_KC, AP_K0, AP_LT = AP_K0 + CW_MAX_KEY_FEATURES };
 static const char *const ap_attr[4] = {"arr", "sea", "pln", "ren"};
 #define AP_PRUNE_SCAN_DAYS 400 /* a counter gap wider than this is pruned via HKEYS */
 
@@ -1600,6 +1600,7 @@ static int ap_compute(cw_state_t *st, size_t gi, int64_t now) {
         mind[c] = AP_NONE;
         g->mc_new[c] = g->mc[c];
     }
+    const int64_t ll0 = g->f[AP_LL]; /* the last login before this apply */
     g->wmin = g->wmax = AP_NONE;
     g->is_new = g->f[AP_FM] == AP_NONE;
     /* TTLs (retention + 2 days) are refreshed once a wall-clock day, and on
@@ -1701,6 +1702,25 @@ static int ap_compute(cw_state_t *st, size_t gi, int64_t now) {
         if (g->wmin != AP_NONE) {
             int64_t timer = (ap_day(g->wmin) + 1) * CW_MS_PER_DAY - 1;
             due = due == AP_NONE || timer < due ? timer : due;
+        }
+        /* lt: the last login at or before the pending decision, kept when a
+         * newer login is applied first. A read as of that decision whose
+         * last login is older than the logins' retention (its day bucket is
+         * gone) takes it from here (cw_view): the last login as of a day
+         * end does not depend on where batches start. */
+        if (due != AP_NONE && g->f[AP_LL] != AP_NONE && g->f[AP_LL] > due) {
+            int64_t lt = ll0 != AP_NONE && ll0 <= due ? ll0 : AP_NONE;
+            for (int32_t e = st->groups[gi].head; e >= 0; e = st->evs[e].next) {
+                const cw_event_t *ev = &st->evs[e].ev;
+                if (!st->evs[e].skip && ev->type == CW_EV_LOGIN && ev->ts_ms <= due &&
+                    (lt == AP_NONE || ev->ts_ms > lt)) {
+                    lt = ev->ts_ms;
+                }
+            }
+            if (lt != AP_NONE && (g->f[AP_LT] == AP_NONE || lt > g->f[AP_LT])) {
+                g->f[AP_LT] = lt;
+                g->fch |= 1u << AP_LT;
+            }
         }
         if (due != AP_NONE && ap_day(due) < g->cur) {
             g->base = ap_day(due);

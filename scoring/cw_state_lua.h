@@ -19,6 +19,8 @@
  *   the day of the last prune, is what older versions wrote: replaced by
  *   n:<set> at the next prune)    "p" partition of the account
  *   fm/lm first/last event ms   fl/ll first/last login ms   kc cancel ms
+ *   lt the last login at or before the account's pending day-end decision,
+ *   written when a newer login is applied before that decision
  *   k<i> first use of key feature i    arr/sea/pln/ren "<attr ts>,<value>"
  *   sc/bd/ti/ph/am score, band, tier, phase, active mask   a<r> last alert
  *   ms of reason r   lid last alert id   x wall-clock day the account's

@@ -127,6 +127,7 @@ enum {
     F_LID,
     F_TI,
     F_PH,
+    F_LT,
     F_A0,
     F_K0 = F_A0 + CW_REASON__COUNT,
     F__COUNT = F_K0 + CW_MAX_KEY_FEATURES
@@ -135,8 +136,8 @@ enum {
 /* The scalar a field name stands for, -1 for anything else. Names are those
  * cw_state stores (cw_state_lua.h). */
 static int scalar_field(cw_sv_t f) {
-    static const char *const names[] = {"p",  "arr", "sea", "ren", "pln", "fm",  "fl", "ll",
-                                        "lm", "kc",  "sc",  "bd",  "am",  "lid", "ti", "ph"};
+    static const char *const names[] = {"p",  "arr", "sea", "ren", "pln", "fm", "fl", "ll", "lm",
+                                        "kc", "sc",  "bd",  "am",  "lid", "ti", "ph", "lt"};
     const char *s = f.p;
     if (f.len == 2 && (s[0] == 'a' || s[0] == 'k') && s[1] >= '0' && s[1] <= '9') {
         int d = s[1] - '0';
@@ -329,10 +330,19 @@ void cw_view_eval(const cw_layout_t *l, const cw_view_plan_t *plan, int64_t asof
     fl = sv_i64_or(sc[F_FL], -1);
     ll = sv_i64_or(sc[F_LL], -1);
     if (plan->logins >= 0 && ll >= 0 && ll > asof_ms) {
+        /* lt: the last login at or before the pending decision, kept by the
+         * apply when a newer one came first; used when its day bucket is
+         * gone (older than the logins' retention) */
+        int64_t lt = sv_i64_or(sc[F_LT], -1);
+        if (lt > asof_ms) {
+            lt = -1;
+        }
         if (login_day == day) {
             ll = asof_ms;
-        } else if (login_day != INT64_MIN) {
+        } else if (login_day != INT64_MIN && (lt < 0 || cw_time_day(lt) <= login_day)) {
             ll = (login_day + 1) * CW_MS_PER_DAY - 1;
+        } else if (lt >= 0) {
+            ll = lt;
         } else if (fl < 0 || fl > asof_ms) {
             ll = -1;
         } else {

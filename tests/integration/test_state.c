@@ -1036,6 +1036,34 @@ Test(state, last_login_as_of) {
     cr_expect_eq(a.last_login_ms, T(3, 0) - 1); /* end of day 2 */
 }
 
+/* A login older than the logins' retention (42 days with the default
+ * model) is gone from the day buckets; when a newer login is applied before
+ * the account's pending day-end decision, the apply keeps the one at or
+ * before that decision (lt), and a read as of it sees the exact last login,
+ * as it would have before the newer login arrived (was: the oldest retained
+ * day, so the inactivity a decision saw depended on where batches began). */
+Test(state, last_login_kept_across_a_long_gap) {
+    cw_account_state_t a;
+    cw_event_t first[1] = {login("gap", "u", T(0, 5))};
+    cw_event_t later[2] = {usage("gap", "u", "reports", T(60, 1), 1), login("gap", "u", T(61, 2))};
+    cr_assert_eq(apply(st, first, 1, 2, 0, NULL, NULL), CW_OK);
+    /* the day-0 decision happened; the timer is now at the end of day 50 */
+    {
+        redisContext *c = raw();
+        redisReply *r = redisCommand(c, "ZADD t:due:2 %lld gap", (long long)(T(51, 0) - 1));
+        cr_assert(r != NULL && r->type == REDIS_REPLY_INTEGER);
+        freeReplyObject(r);
+        redisFree(c);
+    }
+    cr_assert_eq(apply(st, later, 2, 2, 1, NULL, NULL), CW_OK);
+    cr_assert_eq(cw_state_read(st, "gap", T(51, 0) - 1, &a), CW_OK);
+    cr_expect_eq(a.last_login_ms, T(0, 5), "as of day 50: %lld", (long long)a.last_login_ms);
+    cr_assert_eq(cw_state_read(st, "gap", T(60, 23), &a), CW_OK);
+    cr_expect_eq(a.last_login_ms, T(0, 5));
+    cr_assert_eq(cw_state_read(st, "gap", T(61, 3), &a), CW_OK);
+    cr_expect_eq(a.last_login_ms, T(61, 2));
+}
+
 /* Before an account's first login, a read as of that time sees no login at
  * all (not a bound derived from the as-of). */
 Test(state, no_login_yet_as_of) {

@@ -351,7 +351,12 @@ static void decide_at(const cw_model_t *model, const cw_layout_t *layout,
                 break;
             }
         }
-        if (all_zero && (out->active_mask & (1u << CW_REASON_INACTIVE)) && !warm && !pending) {
+        /* events after the as-of time already applied (a batch crossed
+         * this day end) need their own day-end decisions: this timer is
+         * their only mark (the apply did not move an earlier timer), so the
+         * chain of day ends goes on until it reaches them */
+        if (all_zero && (out->active_mask & (1u << CW_REASON_INACTIVE)) && !warm && !pending &&
+            acct->last_event_ms <= asof) {
             out->next_due_ms = -1;
         } else {
             int64_t day_end = (cw_time_day(asof) + 1) * CW_MS_PER_DAY - 1;

@@ -1504,3 +1504,33 @@ Test(alert, quiet_days_look_ahead) {
     cw_alert_decide(&m, &l, &a, &s, &d); /* first scoring */
     cr_expect_eq(d.next_due_ms, end + DAY);
 }
+
+/* A quiet account that would drop its timer keeps it while events after
+ * the as-of time are applied already (a batch crossed this day end): the
+ * timer is the only mark of their day-end decisions, so dropping it lost
+ * them in replays whose batches crossed (and not in others). */
+Test(alert, quiescent_keeps_timer_for_events_applied_later) {
+    cw_model_t m;
+    cw_layout_t l;
+    cw_account_state_t a;
+    cw_score_t s;
+    cw_decision_t d;
+    const int64_t asof = T0 + 5 * DAY - 1; /* a day end */
+    default_model(&m);
+    m.n_key_features = 0;
+    build(&m, &l);
+    old_account(&a, asof);
+    memset(a.q, 0, sizeof(a.q));
+    a.last_login_ms = asof - 40 * DAY;
+    a.last_event_ms = asof - 40 * DAY;
+    a.has_score = 1;
+    a.score = 80;
+    a.band = H;
+    a.active_mask = IN;
+    plain_score(&m, &s, 80);
+    cw_alert_decide(&m, &l, &a, &s, &d);
+    cr_expect_eq(d.next_due_ms, -1, "nothing newer: quiescent");
+    a.last_event_ms = asof + 6 * DAY + HOUR; /* applied before this day end was decided */
+    cw_alert_decide(&m, &l, &a, &s, &d);
+    cr_expect_eq(d.next_due_ms, asof + DAY);
+}

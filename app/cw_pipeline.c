@@ -371,6 +371,13 @@ static cw_err_t decide_chunk(lane_t *ln, cw_account_state_t *accts, size_t n) {
         cw_decision_t *d = &ln->decisions[i];
         cw_model_score(model, &pl->layout, &accts[i], sc);
         cw_alert_decide(model, &pl->layout, &accts[i], sc, d);
+        /* log.level debug: every decision, to compare two replays' */
+        CW_LOG(CW_LOG_DEBUG, "decide",
+               "%s p%d as_of=%lld score=%.1f was=%.1f band=%d next=%lld last_event=%lld "
+               "last_login=%lld",
+               accts[i].account_id, accts[i].partition, (long long)accts[i].asof_ms, sc->score,
+               accts[i].has_score ? accts[i].score : -1.0, (int)d->band, (long long)d->next_due_ms,
+               (long long)accts[i].last_event_ms, (long long)accts[i].last_login_ms);
         ln->snap_len[i] = 0;
         if (d->score_changed) {
             ln->snap_off[i] = ln->json.len;

@@ -121,6 +121,14 @@ static void old_account(cw_account_state_t *a, int64_t asof) {
     a->q[0] = 3; /* some activity in the windows */
 }
 
+/* old_account, last scored at score in band. */
+static void old_scored(cw_account_state_t *a, int64_t asof, double score, int band) {
+    old_account(a, asof);
+    a->has_score = 1;
+    a->score = score;
+    a->band = band;
+}
+
 /* A score with every signal judged and perfect, then overridden by the test. */
 static void plain_score(const cw_model_t *m, cw_score_t *s, double score) {
     memset(s, 0, sizeof(*s));
@@ -936,10 +944,7 @@ Test(alert, suppress_mask_defers_to_day_end) {
     cw_decision_t d;
 
     /* 1. event-triggered: the account is in danger, but entered_danger waits */
-    old_account(&a, asof);
-    a.has_score = 1;
-    a.score = 80;
-    a.band = H;
+    old_scored(&a, asof, 80, H);
     a.suppress_mask = only_cancel;
     plain_score(&m, &s, 20);
     cw_alert_decide(&m, &l, &a, &s, &d);
@@ -1519,13 +1524,10 @@ Test(alert, quiescent_keeps_timer_for_events_applied_later) {
     default_model(&m);
     m.n_key_features = 0;
     build(&m, &l);
-    old_account(&a, asof);
+    old_scored(&a, asof, 80, H);
     memset(a.q, 0, sizeof(a.q));
     a.last_login_ms = asof - 40 * DAY;
     a.last_event_ms = asof - 40 * DAY;
-    a.has_score = 1;
-    a.score = 80;
-    a.band = H;
     a.active_mask = IN;
     plain_score(&m, &s, 80);
     cw_alert_decide(&m, &l, &a, &s, &d);

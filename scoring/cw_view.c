@@ -329,6 +329,9 @@ void cw_view_eval(const cw_layout_t *l, const cw_view_plan_t *plan, int64_t asof
      * end, or asof itself — which is exact for day-end decisions */
     fl = sv_i64_or(sc[F_FL], -1);
     ll = sv_i64_or(sc[F_LL], -1);
+    if (fl > asof_ms || ll > asof_ms || out->last_event_ms > asof_ms) {
+        chg = day + 1; /* data newer than asof: no look-ahead */
+    }
     if (plan->logins >= 0 && ll >= 0 && ll > asof_ms) {
         /* lt: the last login at or before the pending decision, kept by the
          * apply when a newer one came first; used when its day bucket is
@@ -352,10 +355,6 @@ void cw_view_eval(const cw_layout_t *l, const cw_view_plan_t *plan, int64_t asof
     }
     out->first_login_ms = fl >= 0 && fl > asof_ms ? -1 : fl;
     out->last_login_ms = ll;
-    if (fl > asof_ms || ll > asof_ms || out->last_event_ms > asof_ms ||
-        sv_i64_or(sc[F_LL], -1) > asof_ms) {
-        chg = day + 1; /* data newer than asof: no look-ahead */
-    }
 
     /* the last decision */
     if (sc[F_SC].p != NULL && cw_sv_dbl(sc[F_SC], &out->score) == 0) {

@@ -160,6 +160,8 @@ static unsigned step(const cw_model_t *m, const cw_layout_t *l, cw_account_state
     a->has_score = 1;
     a->score = s->score;
     a->band = d->band;
+    a->tier = s->tier;
+    a->phase = s->phase;
     a->active_mask = d->active_mask;
     memcpy(a->last_alert_ms, d->last_alert_ms, sizeof(a->last_alert_ms));
     if (d->n_alerts > 0) {
@@ -1440,14 +1442,7 @@ static void settled(const cw_model_t *m, const cw_layout_t *l, cw_account_state_
     /* decide once and store it, as the commit would; then the same inputs
      * decide nothing new */
     cw_model_score(m, l, a, s);
-    cw_alert_decide(m, l, a, s, d);
-    a->has_score = 1;
-    a->score = s->score;
-    a->band = d->band;
-    a->tier = s->tier;
-    a->phase = s->phase;
-    a->active_mask = d->active_mask;
-    memcpy(a->last_alert_ms, d->last_alert_ms, sizeof(a->last_alert_ms));
+    step(m, l, a, a->asof_ms, s, d);
     cw_model_score(m, l, a, s);
     cw_alert_decide(m, l, a, s, d);
     cr_assert_eq(d->n_alerts, 0);

@@ -97,10 +97,11 @@ struct cw_pipeline {
     int pending;
     int quit;
     int step_batch;       /* this step has a batch to apply */
-    int64_t horizon_days; /* event mode: a step applies at most this many days past a
-                             partition's first event day (see decode_batch) */
-    int64_t first_day[CW_MAX_PARTITIONS]; /* this step's first event day per partition;
+    int64_t horizon_days; /* event mode: a step's events of one partition span at most
+                             this many days (see decode_batch) */
+    int64_t first_day[CW_MAX_PARTITIONS]; /* this step's earliest event day per partition;
                                              INT64_MIN none */
+    int64_t last_day[CW_MAX_PARTITIONS];  /* and its latest */
     int step_rescan_all;                  /* this step re-sends every outbox (failed deliveries) */
 
     rd_kafka_message_t **msgs; /* owned array; messages destroyed per batch */
@@ -113,7 +114,9 @@ struct cw_pipeline {
     int eof[CW_MAX_PARTITIONS];
     int scan_outbox[CW_MAX_PARTITIONS];
     int64_t wm[CW_MAX_PARTITIONS];         /* event-time watermark per partition (-1 none) */
-    int64_t timer_upto[CW_MAX_PARTITIONS]; /* timers processed up to this time */
+    int64_t timer_upto[CW_MAX_PARTITIONS]; /* timers processed: event mode, the last
+                                              day whose day end was decided; wall
+                                              mode, the second scanned */
     int rescan[CW_MAX_PARTITIONS];         /* the last batch left a timer at or below the
                                               watermark (late events): scan again */
     int64_t next_off[CW_MAX_PARTITIONS];   /* offsets to store after the batch (0 = none) */
@@ -618,9 +621,14 @@ static cw_err_t fire_timers(lane_t *ln) {
         if (upto < 0) {
             continue;
         }
-        /* event mode: timers are day-granular, so scan once per watermark day;
-         * wall mode: at most once a second */
-        int64_t key = pl->conf->time_mode == CW_TIME_WALL ? upto / 1000 : cw_time_day(upto);
+        /* event mode: timers are day-granular, so scan once per watermark day
+         * (the key is the last day whose end is at or before upto: a
+         * watermark inside day D decides day ends up to D - 1, and
+         * fire_before_step must still decide D's before a step that starts
+         * on D + 1); wall mode: at most once a second */
+        int64_t key = pl->conf->time_mode == CW_TIME_WALL ? upto / 1000
+                      : is_day_end(upto)                  ? cw_time_day(upto)
+                                                          : cw_time_day(upto) - 1;
         if (key == pl->timer_upto[p] && !pl->rescan[p]) {
             continue;
         }
@@ -730,7 +738,7 @@ static int acct_on_other_partition(cw_pipeline_t *pl, const char *id, int p) {
 
 /* 1 when the step must end before event ev of partition p (see
  * decode_batch): its account is in the step under another partition, or
- * (event mode) it lies more than horizon_days past p's first event day. */
+ * (event mode) p's events in the step would span more than horizon_days. */
 static int ends_step(cw_pipeline_t *pl, const cw_event_t *ev, int p) {
     if (ev->type == CW_EV_UNKNOWN) {
         return 0;
@@ -741,9 +749,13 @@ static int ends_step(cw_pipeline_t *pl, const cw_event_t *ev, int p) {
     if (pl->conf->time_mode == CW_TIME_EVENT) {
         int64_t d = cw_time_day(ev->ts_ms);
         if (pl->first_day[p] == INT64_MIN) {
-            pl->first_day[p] = d;
-        } else if (d > pl->first_day[p] + pl->horizon_days) {
+            pl->first_day[p] = pl->last_day[p] = d;
+        } else if (d > pl->first_day[p] + pl->horizon_days ||
+                   d < pl->last_day[p] - pl->horizon_days) {
             return 1;
+        } else {
+            pl->first_day[p] = d < pl->first_day[p] ? d : pl->first_day[p];
+            pl->last_day[p] = d > pl->last_day[p] ? d : pl->last_day[p];
         }
     }
     return 0;
@@ -753,14 +765,17 @@ static int ends_step(cw_pipeline_t *pl, const cw_event_t *ev, int p) {
  * malformed messages are dead-lettered (*dlq_sent set). pl->step_batch is
  * set when some lane has events to apply. *end = where this step stops.
  *
- * Event mode cuts the step before an event more than horizon_days after its
- * partition's first event day in the step: a member's day mask holds 52
- * days, so a day-end decision must not read an account whose newest
- * applied activity is so far past its as-of day that the window's first
- * days have been shifted out of the mask. With the partition's day ends
- * before the step's first day decided first (lane_step), no decision lags
- * the applied data by more than horizon_days, whatever the batch size
- * (tests/integration/test_determinism.c).
+ * Event mode cuts the step before an event that would make its
+ * partition's events in the step span more than horizon_days: a member's
+ * day mask holds 52 days, so a day-end decision must not read an account
+ * whose newest applied activity is so far past its as-of day that the
+ * window's first days have been shifted out of the mask. With the
+ * partition's day ends before the step's earliest event day decided first
+ * (lane_step), no decision lags the applied data by more than horizon_days,
+ * whatever the batch size. The span is counted from the earliest event,
+ * not the first: a late event (older than those before it) sets its day's
+ * timer back inside the step (tests/integration/test_determinism.c:
+ * late_event_keeps_the_mask_horizon).
  *
  * A step also ends before an account's event from a second partition
  * (keys moved by a producer or a change of the partition count): its two

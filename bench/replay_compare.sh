@@ -10,7 +10,9 @@
 # Usage: bash bench/replay_compare.sh                 (this tree, batch 10000 vs 777)
 #        A_BIN=/path/old/churnwatch bash bench/replay_compare.sh   (old binary vs this)
 # Knobs: A_BIN, B_BIN (default build/churnwatch), A_BATCH (10000), B_BATCH (777),
-#        ACCOUNTS (400), DAYS (40), EVENTS_PER_DAY (4), PARTITIONS (8), SEED (11)
+#        ACCOUNTS (400), DAYS (40), EVENTS_PER_DAY (4), PARTITIONS (8), SEED (11),
+#        LOG_LEVEL (info; "debug" logs every decision to $W/a.log and b.log,
+#        kept with KEEP=1: compare one account's lines to find a difference)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/build.sh build >/dev/null
@@ -23,6 +25,7 @@ DAYS=${DAYS:-40}
 EVENTS_PER_DAY=${EVENTS_PER_DAY:-4}
 PARTITIONS=${PARTITIONS:-8}
 SEED=${SEED:-11}
+LOG_LEVEL=${LOG_LEVEL:-info}
 
 W=$(mktemp -d /tmp/cw-replay-compare.XXXXXX)
 pids=()
@@ -58,7 +61,8 @@ for v in a b; do
 { "kafka": { "brokers": "$B", "group_id": "g-$v", "input_topic": "events",
              "alert_topic": "$v-alerts", "score_topic": "$v-scores", "dlq_topic": "$v-dlq",
              "batch_size": $bs },
-  "redis": { "url": "unix://$W/redis.sock", "key_prefix": "$v" }, "time": { "mode": "event" } }
+  "redis": { "url": "unix://$W/redis.sock", "key_prefix": "$v" }, "time": { "mode": "event" },
+  "log": { "level": "$LOG_LEVEL" } }
 EOF
   reads0=$(hgetalls)
   "$bin" run --config "$W/$v.json" --exit-on-idle 2000 2>"$W/$v.log"

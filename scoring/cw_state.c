@@ -50,18 +50,35 @@
 #define CW_STATE_PIPE_SLICE 256   /* commands written (and replies read) at a time */
 #define CW_STATE_SCAN_COUNT "500" /* HSCAN page size of the outbox scan */
 
-/* One event of the batch (a copy; groups link their events by index). */
+/* One event of the batch, packed: what the apply uses of it, its counter
+ * and set updates worked out once at add (cw_layout_event_ops), its
+ * strings in st->ev_str (80 bytes plus the strings, instead of a copy of
+ * the 700-byte cw_event_t: a batch of 4,096 held ~2.9 MB per lane). Groups
+ * link their events by index. */
 typedef struct cw_bev {
-    cw_event_t ev;
+    int64_t ts_ms;
     int64_t offset;
-    int partition;
-    int32_t next; /* next event of the same group, -1 last */
-    int skip;     /* 1: a redelivery (set by the apply) */
+    int64_t sum_amount;           /* what it adds to SUM counters (the others: 1) */
+    double arr;                   /* account events: as in cw_event_t */
+    int64_t seats, renewal_ms;    /* account events: as in cw_event_t */
+    uint32_t counters;            /* bit c: adds to layout counter c */
+    uint32_t user, feature, plan; /* offsets of NUL-terminated strings in st->ev_str */
+    int32_t next;                 /* next event of the same group, -1 last */
+    int16_t partition;
+    uint8_t type;       /* cw_ev_type_t */
+    uint8_t sets;       /* bit s: marks its member in layout set s */
+    int8_t key_feature; /* index into the model's key features, -1 none */
+    uint8_t skip;       /* 1: a redelivery (set by the apply) */
 } cw_bev_t;
+
+static int ap_known(const cw_bev_t *b) {
+    return b->type < CW_EV__COUNT;
+}
 
 /* The events of one (account, partition) in the batch. */
 typedef struct cw_group {
     int32_t head, tail; /* first/last event index */
+    uint32_t id;        /* the account id: offset in st->ev_str */
     int partition;
     uint32_t n;    /* events */
     uint64_t hash; /* of (account, partition) */
@@ -94,6 +111,7 @@ struct cw_state {
     /* batch */
     cw_bev_t *evs;
     size_t n_evs, cap_evs, max_evs;
+    cw_buf_t ev_str; /* the batch's strings (offset 0: ""), see cw_bev_t */
     cw_group_t *groups;
     size_t n_groups, cap_groups;
     int32_t *table; /* open addressing over group indices; -1 empty */
@@ -792,6 +810,7 @@ void cw_state_destroy(cw_state_t *st) {
     }
     redisFree(st->c); /* accepts NULL */
     free(st->evs);
+    cw_buf_free(&st->ev_str);
     free(st->groups);
     free(st->table);
     free(st->exec_out);
@@ -818,6 +837,7 @@ void cw_state_destroy(cw_state_t *st) {
 /* ---- batch ---- */
 
 void cw_state_batch_begin(cw_state_t *st) {
+    cw_buf_reset(&st->ev_str);
     st->n_evs = 0;
     st->n_groups = 0;
     memset(st->table, 0xff, st->table_size * sizeof(*st->table));
@@ -848,13 +868,31 @@ static int table_grow(cw_state_t *st) {
     return 0;
 }
 
+/* Offset of a copy of s in st->ev_str; 0 (the empty string) for "". */
+static uint32_t ev_str_add(cw_state_t *st, const char *s) {
+    size_t off = st->ev_str.len, n = strlen(s);
+    if (n == 0) {
+        return 0;
+    }
+    cw_buf_append(&st->ev_str, s, n + 1);
+    return (uint32_t)off;
+}
+
+static const char *ev_str(const cw_state_t *st, uint32_t off) {
+    return st->ev_str.data + off;
+}
+
 cw_err_t cw_state_batch_add(cw_state_t *st, int partition, int64_t offset, const cw_event_t *ev) {
     uint64_t h;
     size_t idx;
     int32_t g = -1;
     cw_bev_t *be;
+    cw_event_ops_t ops;
     if (partition < 0 || partition >= CW_STATE_MAX_PARTITIONS) {
         return CW_ERROR;
+    }
+    if (st->ev_str.len == 0) {
+        cw_buf_append(&st->ev_str, "", 1); /* offset 0: the empty string */
     }
     if (st->n_evs == st->cap_evs) {
         size_t ncap = st->cap_evs * 2 < st->max_evs ? st->cap_evs * 2 : st->max_evs;
@@ -877,7 +915,7 @@ cw_err_t cw_state_batch_add(cw_state_t *st, int partition, int64_t offset, const
     while (st->table[idx] >= 0) {
         const cw_group_t *cand = &st->groups[st->table[idx]];
         if (cand->hash == h && cand->partition == partition &&
-            strcmp(st->evs[cand->head].ev.account_id, ev->account_id) == 0) {
+            strcmp(ev_str(st, cand->id), ev->account_id) == 0) {
             g = st->table[idx];
             break;
         }
@@ -894,13 +932,42 @@ cw_err_t cw_state_batch_add(cw_state_t *st, int partition, int64_t offset, const
         st->groups[g].partition = partition;
         st->groups[g].n = 0;
         st->groups[g].hash = h;
+        st->groups[g].id = ev_str_add(st, ev->account_id);
         st->table[idx] = g;
     }
     be = &st->evs[st->n_evs];
-    memcpy(&be->ev, ev, sizeof(*ev)); /* the batch owns its copy */
+    memset(be, 0, sizeof(*be));
+    be->ts_ms = ev->ts_ms;
     be->offset = offset;
-    be->partition = partition;
+    be->partition = (int16_t)partition;
     be->next = -1;
+    be->type = (uint8_t)ev->type;
+    be->key_feature = -1;
+    be->sum_amount = 1;
+    if (ap_known(be)) {
+        cw_layout_event_ops(st->layout, &st->conf->model, ev, &ops);
+        for (int k = 0; k < ops.n_counters; k++) {
+            be->counters |= UINT32_C(1) << ops.counter[k];
+            if (st->layout->counters[ops.counter[k]].sum) {
+                be->sum_amount = ops.amount[k];
+            }
+        }
+        for (int k = 0; k < ops.n_sets; k++) {
+            be->sets |= (uint8_t)(1u << ops.set[k]);
+        }
+        be->key_feature = (int8_t)ops.key_feature;
+        be->user = ev_str_add(st, ev->user_id);
+        be->feature = ev_str_add(st, ev->feature);
+    }
+    if (ev->type == CW_EV_ACCOUNT) {
+        be->arr = ev->arr;
+        be->seats = ev->seats;
+        be->renewal_ms = ev->renewal_ms;
+        be->plan = ev_str_add(st, ev->plan);
+    }
+    if (st->ev_str.oom || st->ev_str.len > UINT32_MAX) {
+        return CW_ERROR;
+    }
     if (st->groups[g].tail >= 0) {
         st->evs[st->groups[g].tail].next = (int32_t)st->n_evs;
     }
@@ -1066,7 +1133,7 @@ static void ap_arg_set_key(cw_state_t *st, const char *id, int s) {
 }
 
 static const char *ap_id(const cw_state_t *st, size_t g) {
-    return st->evs[st->groups[g].head].ev.account_id;
+    return ev_str(st, st->groups[g].id);
 }
 
 /* The timer this apply sets for group g (ZADD LT): now in wall mode, the
@@ -1130,22 +1197,23 @@ static ap_mem_t *ap_mem_find(cw_state_t *st, ap_grp_t *g, int set, const char *m
     return &st->ap_mem[st->ap_n_mem - 1];
 }
 
-/* The member of set op k of an event ("" when the event has none). */
-static const char *ap_member(const cw_layout_t *l, const cw_event_t *ev, int set) {
-    return l->sets[set].of_users ? ev->user_id : ev->feature;
+/* The member of set s of an event ("" when the event has none). */
+static const char *ap_member(const cw_state_t *st, const cw_bev_t *b, int set) {
+    return ev_str(st, st->layout->sets[set].of_users ? b->user : b->feature);
 }
 
-static int ap_known(const cw_event_t *ev) {
-    return (int)ev->type >= 0 && ev->type < CW_EV__COUNT;
-}
-
-static void ap_event_ops(const cw_state_t *st, const cw_event_t *ev, cw_event_ops_t *ops) {
-    if (ap_known(ev)) {
-        cw_layout_event_ops(st->layout, &st->conf->model, ev, ops);
-    } else {
-        ops->n_counters = 0;
-        ops->n_sets = 0;
-        ops->key_feature = -1;
+/* The counter and set updates of an event (worked out at add). */
+static void ap_event_ops(const cw_state_t *st, const cw_bev_t *b, cw_event_ops_t *ops) {
+    ops->n_counters = 0;
+    ops->n_sets = 0;
+    ops->key_feature = b->key_feature;
+    for (uint32_t m = b->counters; m != 0; m &= m - 1) {
+        int c = __builtin_ctz(m);
+        ops->counter[ops->n_counters] = c;
+        ops->amount[ops->n_counters++] = st->layout->counters[c].sum ? b->sum_amount : 1;
+    }
+    for (unsigned m = b->sets; m != 0; m &= m - 1) {
+        ops->set[ops->n_sets++] = __builtin_ctz(m);
     }
 }
 
@@ -1197,7 +1265,7 @@ static int ap_plan_reads(cw_state_t *st) {
         g->mem0 = (uint32_t)st->ap_n_mem;
         g->cnt0 = (uint32_t)st->ap_n_cnt;
         for (int32_t e = st->groups[gi].head; e >= 0; e = st->evs[e].next) {
-            const cw_event_t *ev = &st->evs[e].ev;
+            const cw_bev_t *ev = &st->evs[e];
             ap_event_ops(st, ev, &ops);
             /* every day bucket an event may add to (the compute skips
              * redeliveries and days out of the retention) */
@@ -1207,7 +1275,7 @@ static int ap_plan_reads(cw_state_t *st) {
                 }
             }
             for (int k = 0; k < ops.n_sets; k++) {
-                const char *mem = ap_member(l, ev, ops.set[k]);
+                const char *mem = ap_member(st, ev, ops.set[k]);
                 if (mem[0] != '\0') {
                     if (ap_mem_find(st, g, ops.set[k], mem, 1) == NULL) {
                         return -1;
@@ -1609,7 +1677,7 @@ static int ap_compute(cw_state_t *st, size_t gi, int64_t now) {
     /* redeliveries: at or below the last offset applied from this partition */
     for (int32_t e = st->groups[gi].head; e >= 0; e = st->evs[e].next) {
         cw_bev_t *b = &st->evs[e];
-        const cw_event_t *ev = &b->ev;
+        const cw_bev_t *ev = b;
         int fl;
         if (b->offset <= g->last) {
             b->skip = 1;
@@ -1643,11 +1711,8 @@ static int ap_compute(cw_state_t *st, size_t gi, int64_t now) {
         if (ev->type == CW_EV_CANCELLATION) {
             AP_HI(AP_KC, ev->ts_ms);
         }
-        if (fl) {
-            cw_layout_event_ops(l, &st->conf->model, ev, &ops);
-            if (ops.key_feature >= 0 && ops.key_feature < CW_MAX_KEY_FEATURES) {
-                AP_LO(AP_K0 + ops.key_feature, ev->ts_ms);
-            }
+        if (fl && ev->key_feature >= 0 && ev->key_feature < CW_MAX_KEY_FEATURES) {
+            AP_LO(AP_K0 + ev->key_feature, ev->ts_ms);
         }
 #undef AP_LO
 #undef AP_HI
@@ -1662,14 +1727,15 @@ static int ap_compute(cw_state_t *st, size_t gi, int64_t now) {
                 } else if (k == 3 && ev->renewal_ms >= 0) {
                     n = ap_fmt(tmp, sizeof(tmp), ev->renewal_ms);
                 }
-                if ((k == 2 ? ev->plan[0] == '\0' : n == 0) ||
+                const char *plan = ev_str(st, ev->plan);
+                if ((k == 2 ? plan[0] == '\0' : n == 0) ||
                     (g->at[k] != AP_NONE && ev->ts_ms < g->at[k])) {
                     continue;
                 }
                 g->at[k] = ev->ts_ms;
                 g->av_off[k] = (uint32_t)st->ap_vbuf.len;
-                g->av_len[k] = (uint32_t)(k == 2 ? strlen(ev->plan) : (size_t)n);
-                cw_buf_append(&st->ap_vbuf, k == 2 ? ev->plan : tmp, g->av_len[k]);
+                g->av_len[k] = (uint32_t)(k == 2 ? strlen(plan) : (size_t)n);
+                cw_buf_append(&st->ap_vbuf, k == 2 ? plan : tmp, g->av_len[k]);
                 g->ach |= 1u << k;
             }
         }
@@ -1694,7 +1760,7 @@ static int ap_compute(cw_state_t *st, size_t gi, int64_t now) {
         int64_t lim = g->cur - st->plan.max_retention, due = g->due;
         g->wmin = AP_NONE;
         for (int32_t e = st->groups[gi].head; e >= 0; e = st->evs[e].next) {
-            int64_t ts = st->evs[e].ev.ts_ms;
+            int64_t ts = st->evs[e].ts_ms;
             if (!st->evs[e].skip && ap_day(ts) >= lim && (g->wmin == AP_NONE || ts < g->wmin)) {
                 g->wmin = ts;
             }
@@ -1711,8 +1777,8 @@ static int ap_compute(cw_state_t *st, size_t gi, int64_t now) {
         if (due != AP_NONE && g->f[AP_LL] != AP_NONE && g->f[AP_LL] > due) {
             int64_t lt = ll0 != AP_NONE && ll0 <= due ? ll0 : AP_NONE;
             for (int32_t e = st->groups[gi].head; e >= 0; e = st->evs[e].next) {
-                const cw_event_t *ev = &st->evs[e].ev;
-                if (!st->evs[e].skip && ev->type == CW_EV_LOGIN && ev->ts_ms <= due &&
+                const cw_bev_t *ev = &st->evs[e];
+                if (!ev->skip && ev->type == CW_EV_LOGIN && ev->ts_ms <= due &&
                     (lt == AP_NONE || ev->ts_ms > lt)) {
                     lt = ev->ts_ms;
                 }
@@ -1728,12 +1794,12 @@ static int ap_compute(cw_state_t *st, size_t gi, int64_t now) {
     }
     /* counters (coalesced per day and counter) and set masks, in event order */
     for (int32_t e = st->groups[gi].head; e >= 0; e = st->evs[e].next) {
-        const cw_event_t *ev = &st->evs[e].ev;
+        const cw_bev_t *ev = &st->evs[e];
         int64_t d = ap_day(ev->ts_ms);
-        if (st->evs[e].skip || !ap_known(ev)) {
+        if (ev->skip || !ap_known(ev)) {
             continue;
         }
-        cw_layout_event_ops(l, &st->conf->model, ev, &ops);
+        ap_event_ops(st, ev, &ops);
         for (int k = 0; k < ops.n_counters; k++) {
             int c = ops.counter[k];
             ap_cnt_t *ce;
@@ -1748,7 +1814,7 @@ static int ap_compute(cw_state_t *st, size_t gi, int64_t now) {
         }
         for (int k = 0; k < ops.n_sets; k++) {
             int s = ops.set[k];
-            const char *mem = ap_member(l, ev, s);
+            const char *mem = ap_member(st, ev, s);
             ap_mem_t *m;
             if (mem[0] == '\0' || d < g->base - pl->sr[s] ||
                 (m = ap_mem_find(st, g, s, mem, 0)) == NULL) {

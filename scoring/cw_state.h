@@ -96,7 +96,8 @@ uint64_t cw_state_reconnects(const cw_state_t *st);
 void cw_state_batch_begin(cw_state_t *st);
 /**
  * @brief Add one decoded event at (partition, offset) to the batch; events of
- * one account are coalesced into one update. The event is copied. An
+ * one account are coalesced into one update. What the apply uses of the
+ * event is copied (packed; ev is not kept). An
  * account must not be added under two partitions in one batch: each would
  * be updated from the same read and the later write would win.
  * @returns CW_OK, or CW_ERROR when the batch is full (caller execs first) or

@@ -58,7 +58,8 @@
 typedef struct cw_bev {
     int64_t ts_ms;
     int64_t offset;
-    int64_t sum_amount;           /* what it adds to SUM counters (the others: 1) */
+    int64_t sum_amount;           /* what it adds to SUM counters (the others: 1, the
+                                     rule of cw_layout_event_ops) */
     double arr;                   /* account events: as in cw_event_t */
     int64_t seats, renewal_ms;    /* account events: as in cw_event_t */
     uint32_t counters;            /* bit c: adds to layout counter c */
@@ -1676,16 +1677,15 @@ static int ap_compute(cw_state_t *st, size_t gi, int64_t now) {
     g->refresh = g->is_new || g->x == AP_NONE || g->x < ap_day(now);
     /* redeliveries: at or below the last offset applied from this partition */
     for (int32_t e = st->groups[gi].head; e >= 0; e = st->evs[e].next) {
-        cw_bev_t *b = &st->evs[e];
-        const cw_bev_t *ev = b;
+        cw_bev_t *ev = &st->evs[e];
         int fl;
-        if (b->offset <= g->last) {
-            b->skip = 1;
+        if (ev->offset <= g->last) {
+            ev->skip = 1;
             st->duplicates++;
             continue;
         }
-        b->skip = 0;
-        g->last = b->offset;
+        ev->skip = 0;
+        g->last = ev->offset;
         g->applied++;
         g->wmax = g->wmax == AP_NONE || ev->ts_ms > g->wmax ? ev->ts_ms : g->wmax;
         g->wmin = g->wmin == AP_NONE || ev->ts_ms < g->wmin ? ev->ts_ms : g->wmin;

@@ -29,6 +29,8 @@
 #   BENCH_IDLE_MS       --exit-on-idle of the throughput run (1000)
 #   BENCH_CW_KAFKA      extra "kafka" config members for the throughput run,
 #                       e.g. '"batch_size": 4096' (default: none)
+#   BENCH_REDIS_ARGS    extra redis-server arguments, e.g.
+#                       '--hash-max-listpack-entries 16' (default: none)
 #   BENCH_SLOWLOG=1     log every Redis command of the throughput run and
 #                       print Redis time per script and command (small runs:
 #                       the slow log holds up to 2 M entries in Redis memory)
@@ -135,7 +137,7 @@ cpu_s() { awk -v t="$CLK_TCK" '{ printf "%.2f", ($14 + $15) / t }' "/proc/$1/sta
 
 start_redis() {
   redis-server --port 0 --unixsocket "$T/redis.sock" --unixsocketperm 700 --dir "$T" \
-    --save '' --appendonly no --loglevel warning >"$T/redis.log" 2>&1 &
+    --save '' --appendonly no --loglevel warning ${BENCH_REDIS_ARGS:-} >"$T/redis.log" 2>&1 &
   REDIS_PID=$!
   PIDS+=("$REDIS_PID")
   for _ in $(seq 100); do

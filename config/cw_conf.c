@@ -348,6 +348,17 @@ static const cw_key_t conf_keys[] = {
      .max = 10000,
      .desc = "Longest wait for the first message of a consume batch, milliseconds; a batch "
              "is then whatever has already arrived, up to kafka.batch_size."},
+    {.type = KT_INT,
+     .name = "kafka.fetch_wake_ms",
+     .def = "20",
+     .off = COFF(kafka_fetch_wake_ms),
+     .min = 0,
+     .max = 1000,
+     .desc = "While batches are arriving, wake librdkafka's fetcher this often, milliseconds "
+             "(0: never). librdkafka 2.0.2 stops fetching when its prefetch queue "
+             "(queued.max.messages.kbytes) is full and looks again only when its broker "
+             "thread next wakes up, up to 1 s later; a watermark query to the partition's "
+             "leader wakes it (bench/README.md)."},
     {.type = KT_STRING,
      .name = "redis.url",
      .off = COFF(redis_url),
@@ -2227,11 +2238,11 @@ void cw_conf_write_docs(FILE *out) {
           "They are applied over churnwatch's own settings. Consumer: offsets are stored\n"
           "only once a batch is durable (`enable.auto.offset.store` false, auto-commit every\n"
           "1000 ms), `auto.offset.reset` earliest, `fetch.wait.max.ms` 50, a bounded\n"
-          "prefetch (`queued.max.messages.kbytes` 4096, `fetch.max.bytes` 4194304) and\n"
-          "`heartbeat.interval.ms` 100 (librdkafka 2.0.2 fetches again after a full\n"
-          "prefetch queue only when its broker thread wakes up, up to 1 s later; see\n"
-          "bench/README.md). Producer: `enable.idempotence` true, `message.timeout.ms` 0\n"
-          "(retried until delivered), `linger.ms` 5 and a bounded queue\n"
+          "prefetch (`queued.max.messages.kbytes` 2048, `fetch.max.bytes` 1048576), kept\n"
+          "filled by the fetch waker (`kafka.fetch_wake_ms`: librdkafka 2.0.2 fetches\n"
+          "again after a full prefetch queue only when its broker thread wakes up, up to\n"
+          "1 s later; see bench/README.md). Producer: `enable.idempotence` true,\n"
+          "`message.timeout.ms` 0 (retried until delivered), `linger.ms` 5 and a bounded queue\n"
           "(`queue.buffering.max.kbytes` 4096). Overriding the offset settings gives up the\n"
           "at-least-once guarantee.\n\n"
           "## Model\n\n"

@@ -136,8 +136,9 @@ typedef struct cw_conf {
     char kafka_dlq_topic[CW_STR_MAX];
     cw_kprop_t kafka_props[CW_MAX_KPROPS]; /* kafka.properties, passed verbatim */
     int n_kafka_props;
-    int kafka_batch_size;       /* max messages per consume batch (default 10000) */
+    int kafka_batch_size;       /* max messages per consume batch (default 4096) */
     int kafka_batch_timeout_ms; /* max wait for a batch (default 100) */
+    int kafka_fetch_wake_ms;    /* fetcher wake-up period while consuming, 0 off (default 20) */
     /* redis */
     char redis_url[CW_STR_MAX]; /* tcp://host:port or unix:///path */
     char redis_key_prefix[CW_NAME_MAX];

@@ -4,11 +4,27 @@
  * Batches come from the consumer queue (rd_kafka_consume_batch_queue), which
  * also serves rebalance callbacks. Offsets are stored explicitly and
  * committed by auto-commit (every 1 s), synchronously on revoke and at close.
+ *
+ * The fetch waker. librdkafka 2.0.2 stops fetching a partition while the
+ * consumer queue holds queued.max.messages.kbytes, and decides again only
+ * when the leader's broker thread next wakes up: with nothing else to do
+ * that is its 1 s idle timeout (2.2.0 made it fetch.queue.backoff.ms). A
+ * loop that drains the queue faster than that then waits for the rest of
+ * the second: bench/ logged (debug=fetch) ~50,000 messages fetched, then
+ * ~1 s of nothing, every second — the processor's ceiling. A request put on
+ * the broker's queue wakes its thread, which then re-decides every
+ * partition it leads, so while batches arrive a thread sends one watermark
+ * query (ListOffsets) every kafka.fetch_wake_ms to the leader of one
+ * assigned partition, taking them in turn (one broker per wake: with B
+ * leaders each is woken every B periods). It only reads; nothing it does
+ * changes what is fetched or from where.
  */
 #include "cw_consumer.h"
 
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "cw_sink.h" /* cw_sink_apply_props, cw_sink_rdkafka_log_cb */
 
@@ -18,14 +34,68 @@ struct cw_consumer {
     const cw_conf_t *conf;   /* borrowed */
     cw_consumer_rebalance_cb *cb;
     void *opaque;
+    /* shared with the fetch waker, under mu */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    pthread_t waker;
+    int waker_started;
+    int stop;
     int paused;
+    int64_t active_until_ms; /* batches arrived recently: wake until then */
+    int32_t assigned[CW_MAX_PARTITIONS];
+    int n_assigned;
+    uint64_t wakes; /* watermark queries sent (tests) */
 };
+
+/* The assignment the waker takes its partitions from (NULL: none). */
+static void waker_assign(cw_consumer_t *c, const rd_kafka_topic_partition_list_t *parts) {
+    pthread_mutex_lock(&c->mu);
+    c->n_assigned = 0;
+    for (int i = 0; parts != NULL && i < parts->cnt && c->n_assigned < CW_MAX_PARTITIONS; i++) {
+        c->assigned[c->n_assigned++] = parts->elems[i].partition;
+    }
+    pthread_mutex_unlock(&c->mu);
+}
+
+static void *waker_main(void *arg) {
+    cw_consumer_t *c = arg;
+    const int period = c->conf->kafka_fetch_wake_ms;
+    size_t next = 0;
+    pthread_mutex_lock(&c->mu);
+    while (!c->stop) {
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_nsec += (long)period * 1000000L;
+        while (until.tv_nsec >= 1000000000L) {
+            until.tv_sec++;
+            until.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&c->cv, &c->mu, &until);
+        if (c->stop || c->paused || c->n_assigned == 0 || cw_time_mono_ms() >= c->active_until_ms) {
+            continue;
+        }
+        int32_t p = c->assigned[next++ % (size_t)c->n_assigned];
+        c->wakes++;
+        pthread_mutex_unlock(&c->mu);
+        int64_t lo, hi;
+        rd_kafka_resp_err_t err =
+            rd_kafka_query_watermark_offsets(c->rk, c->conf->kafka_input_topic, p, &lo, &hi, 1000);
+        if (err) {
+            CW_LOG(CW_LOG_DEBUG, "consumer", "fetch wake-up of partition %d: %s", (int)p,
+                   rd_kafka_err2str(err));
+        }
+        pthread_mutex_lock(&c->mu);
+    }
+    pthread_mutex_unlock(&c->mu);
+    return NULL;
+}
 
 static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                          rd_kafka_topic_partition_list_t *parts, void *opaque) {
     cw_consumer_t *c = opaque;
     if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
         rd_kafka_assign(rk, parts);
+        waker_assign(c, parts);
         CW_LOG(CW_LOG_INFO, "consumer", "assigned %d partitions", parts->cnt);
         if (c->paused) {
             rd_kafka_pause_partitions(rk, parts);
@@ -42,8 +112,15 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
             CW_LOG(CW_LOG_WARN, "consumer", "commit on revoke failed: %s", rd_kafka_err2str(cerr));
         }
         CW_LOG(CW_LOG_INFO, "consumer", "revoked %d partitions", parts->cnt);
+        waker_assign(c, NULL);
         rd_kafka_assign(rk, NULL);
     }
+}
+
+static void consumer_free(cw_consumer_t *c) {
+    pthread_cond_destroy(&c->cv);
+    pthread_mutex_destroy(&c->mu);
+    free(c);
 }
 
 static int set(rd_kafka_conf_t *kc, const char *k, const char *v, char *errstr, size_t n) {
@@ -64,6 +141,17 @@ cw_consumer_t *cw_consumer_new(const cw_conf_t *conf, cw_consumer_rebalance_cb *
     c->conf = conf;
     c->cb = cb;
     c->opaque = opaque;
+    if (pthread_mutex_init(&c->mu, NULL) != 0) {
+        free(c);
+        snprintf(errstr, errstr_size, "cannot create the consumer's mutex");
+        return NULL;
+    }
+    if (pthread_cond_init(&c->cv, NULL) != 0) {
+        pthread_mutex_destroy(&c->mu);
+        free(c);
+        snprintf(errstr, errstr_size, "cannot create the consumer's condition variable");
+        return NULL;
+    }
     kc = rd_kafka_conf_new();
     if (set(kc, "bootstrap.servers", conf->kafka_brokers, errstr, errstr_size) ||
         set(kc, "group.id", conf->kafka_group_id, errstr, errstr_size) ||
@@ -75,23 +163,18 @@ cw_consumer_t *cw_consumer_new(const cw_conf_t *conf, cw_consumer_rebalance_cb *
         set(kc, "client.id", "churnwatch-consumer", errstr, errstr_size) ||
         set(kc, "fetch.wait.max.ms", "50", errstr, errstr_size) ||
         /* bounded prefetch: librdkafka's defaults queue up to 64 MB of
-         * fetched messages and fetch 50 MB at once; a few batches ahead is
-         * all the loop needs (bench/: same rate, RSS under 64 MB) */
+         * fetched messages and fetch 50 MB at once; with the fetch waker
+         * refilling the queue within kafka.fetch_wake_ms, a few batches
+         * ahead is all the loop needs. Each queued byte of payload costs
+         * ~3 bytes of RSS (a ~300-byte op per message, plus the fetch
+         * buffers), and a fetch lands on top of a queue just below the
+         * limit (bench/README.md: 2 MB + 1 MB fetches ran as fast as
+         * 4 MB + 4 MB, peak RSS 36.5 vs 56.3 MB) */
         set(kc, "queued.max.messages.kbytes", CW_CONSUMER_QUEUE_KB, errstr, errstr_size) ||
         set(kc, "fetch.max.bytes", CW_CONSUMER_FETCH_BYTES, errstr, errstr_size) ||
-        /* librdkafka 2.0.2 stops fetching while that queue is full and
-         * decides again only when the broker thread next wakes up, up to
-         * 1 s later (2.2.0 added fetch.queue.backoff.ms for this): the
-         * loop drained the queue in a third of that and then waited. A
-         * heartbeat request every 100 ms wakes the group coordinator's
-         * broker thread, so its partitions are fetched again within
-         * 100 ms (bench/README.md: consume waits 4.7 s -> 1.0 s of 14 s on
-         * the one-broker mock cluster; partitions led by other brokers keep
-         * the 1 s backoff until librdkafka is upgraded) */
-        set(kc, "heartbeat.interval.ms", CW_CONSUMER_HEARTBEAT_MS, errstr, errstr_size) ||
         cw_sink_apply_props(kc, conf, errstr, errstr_size) != 0) {
         rd_kafka_conf_destroy(kc);
-        free(c);
+        consumer_free(c);
         return NULL;
     }
     rd_kafka_conf_set_log_cb(kc, cw_sink_rdkafka_log_cb);
@@ -100,7 +183,7 @@ cw_consumer_t *cw_consumer_new(const cw_conf_t *conf, cw_consumer_rebalance_cb *
     c->rk = rd_kafka_new(RD_KAFKA_CONSUMER, kc, errstr, errstr_size);
     if (c->rk == NULL) {
         rd_kafka_conf_destroy(kc);
-        free(c);
+        consumer_free(c);
         return NULL;
     }
     kc = NULL; /* owned by c->rk */
@@ -117,12 +200,27 @@ cw_consumer_t *cw_consumer_new(const cw_conf_t *conf, cw_consumer_rebalance_cb *
         cw_consumer_destroy(c);
         return NULL;
     }
+    if (conf->kafka_fetch_wake_ms > 0) {
+        if (pthread_create(&c->waker, NULL, waker_main, c) != 0) {
+            snprintf(errstr, errstr_size, "cannot start the fetch waker thread");
+            cw_consumer_destroy(c);
+            return NULL;
+        }
+        c->waker_started = 1;
+    }
     return c;
 }
 
 void cw_consumer_destroy(cw_consumer_t *c) {
     if (c == NULL) {
         return;
+    }
+    if (c->waker_started) {
+        pthread_mutex_lock(&c->mu);
+        c->stop = 1;
+        pthread_cond_signal(&c->cv);
+        pthread_mutex_unlock(&c->mu);
+        pthread_join(c->waker, NULL);
     }
     if (c->queue != NULL) {
         rd_kafka_queue_destroy(c->queue);
@@ -132,7 +230,7 @@ void cw_consumer_destroy(cw_consumer_t *c) {
         CW_LOG(CW_LOG_WARN, "consumer", "close: %s", rd_kafka_err2str(err));
     }
     rd_kafka_destroy(c->rk);
-    free(c);
+    consumer_free(c);
 }
 
 size_t cw_consumer_batch(cw_consumer_t *c, rd_kafka_message_t **msgs, size_t max, int timeout_ms) {
@@ -148,6 +246,11 @@ size_t cw_consumer_batch(cw_consumer_t *c, rd_kafka_message_t **msgs, size_t max
         return 0;
     }
     n = max > 1 ? rd_kafka_consume_batch_queue(c->queue, 0, msgs + 1, max - 1) : 0;
+    if (c->waker_started) {
+        pthread_mutex_lock(&c->mu);
+        c->active_until_ms = cw_time_mono_ms() + CW_CONSUMER_WAKE_ACTIVE_MS;
+        pthread_mutex_unlock(&c->mu);
+    }
     return 1 + (n < 0 ? 0 : (size_t)n);
 }
 
@@ -184,7 +287,9 @@ void cw_consumer_pause(cw_consumer_t *c, int pause) {
     if (pause == c->paused) {
         return;
     }
+    pthread_mutex_lock(&c->mu);
     c->paused = pause;
+    pthread_mutex_unlock(&c->mu);
     if (rd_kafka_assignment(c->rk, &a) == RD_KAFKA_RESP_ERR_NO_ERROR && a != NULL) {
         if (pause) {
             rd_kafka_pause_partitions(c->rk, a);
@@ -209,6 +314,13 @@ int64_t cw_consumer_lag(cw_consumer_t *c, int partition) {
     }
     rd_kafka_topic_partition_list_destroy(l);
     return lag;
+}
+
+uint64_t cw_consumer_wakes(cw_consumer_t *c) {
+    pthread_mutex_lock(&c->mu);
+    uint64_t n = c->wakes;
+    pthread_mutex_unlock(&c->mu);
+    return n;
 }
 
 rd_kafka_t *cw_consumer_handle(cw_consumer_t *c) {

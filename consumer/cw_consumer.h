@@ -12,7 +12,11 @@
  * is dropped; on assign, the new partitions are assigned (resuming from
  * committed offsets) and the assign callback runs.
  *
- * Ownership: cw_consumer_t owns its rd_kafka_t and queue. Messages returned
+ * Threads: cw_consumer_t runs one thread of its own, the fetch waker
+ * (kafka.fetch_wake_ms; see cw_consumer.c), which only sends watermark
+ * queries; every function here is called from one thread, the poller.
+ *
+ * Ownership: cw_consumer_t owns its rd_kafka_t, queue and waker thread. Messages returned
  * by cw_consumer_batch are owned by the caller, who destroys each with
  * rd_kafka_message_destroy.
  */
@@ -26,9 +30,10 @@
 
 #define CW_MAX_PARTITIONS 256
 /* Prefetch bounds set by default (kafka.properties overrides them). */
-#define CW_CONSUMER_QUEUE_KB "4096"       /* queued.max.messages.kbytes */
-#define CW_CONSUMER_FETCH_BYTES "4194304" /* fetch.max.bytes */
-#define CW_CONSUMER_HEARTBEAT_MS "100"    /* heartbeat.interval.ms (see cw_consumer.c) */
+#define CW_CONSUMER_QUEUE_KB "2048"       /* queued.max.messages.kbytes */
+#define CW_CONSUMER_FETCH_BYTES "1048576" /* fetch.max.bytes */
+/* The fetch waker (cw_consumer.c) runs while a batch arrived this recently. */
+#define CW_CONSUMER_WAKE_ACTIVE_MS 1000
 
 typedef struct cw_consumer cw_consumer_t;
 
@@ -62,6 +67,9 @@ void cw_consumer_pause(cw_consumer_t *c, int pause);
 
 /** @brief Consumer lag per assigned partition: high watermark - position (-1 unknown). */
 int64_t cw_consumer_lag(cw_consumer_t *c, int partition);
+
+/** @brief Watermark queries the fetch waker has sent (tests). */
+uint64_t cw_consumer_wakes(cw_consumer_t *c);
 
 /** @brief The underlying handle (for metrics); owned by c. */
 rd_kafka_t *cw_consumer_handle(cw_consumer_t *c);

@@ -354,7 +354,8 @@ static const cw_key_t conf_keys[] = {
      .off = COFF(kafka_fetch_wake_ms),
      .min = 0,
      .max = 1000,
-     .desc = "While batches are arriving, wake librdkafka's fetcher this often, milliseconds "
+     .desc = "While there is a backlog (full batches), wake librdkafka's fetcher this often, "
+             "milliseconds "
              "(0: never). librdkafka 2.0.2 stops fetching when its prefetch queue "
              "(queued.max.messages.kbytes) is full and looks again only when its broker "
              "thread next wakes up, up to 1 s later; a watermark query to the partition's "

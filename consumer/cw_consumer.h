@@ -32,7 +32,7 @@
 /* Prefetch bounds set by default (kafka.properties overrides them). */
 #define CW_CONSUMER_QUEUE_KB "2048"       /* queued.max.messages.kbytes */
 #define CW_CONSUMER_FETCH_BYTES "1048576" /* fetch.max.bytes */
-/* The fetch waker (cw_consumer.c) runs while a batch arrived this recently. */
+/* The fetch waker (cw_consumer.c) runs while a full batch came this recently. */
 #define CW_CONSUMER_WAKE_ACTIVE_MS 1000
 
 typedef struct cw_consumer cw_consumer_t;

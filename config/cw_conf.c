@@ -350,7 +350,7 @@ static const cw_key_t conf_keys[] = {
              "is then whatever has already arrived, up to kafka.batch_size."},
     {.type = KT_INT,
      .name = "kafka.fetch_wake_ms",
-     .def = "20",
+     .def = "100",
      .off = COFF(kafka_fetch_wake_ms),
      .min = 0,
      .max = 1000,

@@ -138,7 +138,7 @@ typedef struct cw_conf {
     int n_kafka_props;
     int kafka_batch_size;       /* max messages per consume batch (default 4096) */
     int kafka_batch_timeout_ms; /* max wait for a batch (default 100) */
-    int kafka_fetch_wake_ms;    /* fetcher wake-up period while consuming, 0 off (default 20) */
+    int kafka_fetch_wake_ms;    /* fetcher wake-up period while consuming, 0 off (default 100) */
     /* redis */
     char redis_url[CW_STR_MAX]; /* tcp://host:port or unix:///path */
     char redis_key_prefix[CW_NAME_MAX];

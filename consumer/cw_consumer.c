@@ -22,7 +22,11 @@
  * does not fill up then, and the queries cost latency (bench/README.md: at
  * 1,000 events/s p99 event-to-alert 5.3 s with them, 17 ms without; the
  * mock broker answers a connection's requests in order, and a waiting fetch
- * holds the queries behind it).
+ * holds the queries behind it). The period is a trade: at the live tail
+ * under overload (wall mode, 50,000 events/s offered while produced) 20 ms
+ * processed 556,000 events in 35 s, 100 ms 1,021,000, none 902,000; a
+ * cold replay gained 1.43x at 20 ms and 1.26x at 100 ms; 100 is the
+ * default.
  */
 #include "cw_consumer.h"
 

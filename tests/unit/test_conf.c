@@ -185,7 +185,7 @@ Test(conf, minimal_file_loads_default_model) {
     cr_expect_eq(c->n_kafka_props, 0);
     cr_expect_eq(c->kafka_batch_size, 4096);
     cr_expect_eq(c->kafka_batch_timeout_ms, 100);
-    cr_expect_eq(c->kafka_fetch_wake_ms, 20);
+    cr_expect_eq(c->kafka_fetch_wake_ms, 100);
     cr_expect_str_eq(c->redis_url, "tcp://127.0.0.1:6379");
     cr_expect_str_eq(c->redis_key_prefix, "cw");
     cr_expect_str_eq(c->redis_password, "");

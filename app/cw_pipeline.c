@@ -960,13 +960,7 @@ static void run_lanes(cw_pipeline_t *pl) {
     pl->gen++;
     pthread_cond_broadcast(&pl->cv_work);
     while (pl->pending > 0) {
-        struct timespec until;
-        clock_gettime(CLOCK_REALTIME, &until);
-        until.tv_nsec += 1000 * 1000;
-        if (until.tv_nsec >= 1000 * 1000 * 1000) {
-            until.tv_sec++;
-            until.tv_nsec -= 1000 * 1000 * 1000;
-        }
+        struct timespec until = cw_time_deadline(1);
         pthread_cond_timedwait(&pl->cv_done, &pl->mu, &until);
         if (pl->pending == 0) {
             break;

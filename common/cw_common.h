@@ -17,6 +17,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 typedef enum {
     CW_OK = 0,    /* success */
@@ -62,6 +63,9 @@ int64_t cw_time_now_ms(void);
 int64_t cw_time_mono_ms(void);
 /** @brief Monotonic clock in microseconds (durations). */
 int64_t cw_time_mono_us(void);
+/** @brief The wall-clock time ms milliseconds from now, as the absolute
+ * deadline pthread_cond_timedwait takes. */
+struct timespec cw_time_deadline(int ms);
 
 /**
  * @brief Parse an RFC 3339 timestamp ("2026-11-25T05:21:00Z",

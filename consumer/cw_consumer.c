@@ -33,7 +33,6 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "cw_sink.h" /* cw_sink_apply_props, cw_sink_rdkafka_log_cb */
 
@@ -72,13 +71,7 @@ static void *waker_main(void *arg) {
     size_t next = 0;
     pthread_mutex_lock(&c->mu);
     while (!c->stop) {
-        struct timespec until;
-        clock_gettime(CLOCK_REALTIME, &until);
-        until.tv_nsec += (long)period * 1000000L;
-        while (until.tv_nsec >= 1000000000L) {
-            until.tv_sec++;
-            until.tv_nsec -= 1000000000L;
-        }
+        struct timespec until = cw_time_deadline(period);
         pthread_cond_timedwait(&c->cv, &c->mu, &until);
         if (c->stop || c->paused || c->n_assigned == 0 || cw_time_mono_ms() >= c->active_until_ms) {
             continue;
@@ -255,13 +248,14 @@ size_t cw_consumer_batch(cw_consumer_t *c, rd_kafka_message_t **msgs, size_t max
         return 0;
     }
     n = max > 1 ? rd_kafka_consume_batch_queue(c->queue, 0, msgs + 1, max - 1) : 0;
-    if (c->waker_started && (size_t)(1 + (n < 0 ? 0 : n)) == max) {
+    size_t got = 1 + (n < 0 ? 0 : (size_t)n);
+    if (c->waker_started && got == max) {
         /* a full batch: a backlog, so the prefetch queue may fill up */
         pthread_mutex_lock(&c->mu);
         c->active_until_ms = cw_time_mono_ms() + CW_CONSUMER_WAKE_ACTIVE_MS;
         pthread_mutex_unlock(&c->mu);
     }
-    return 1 + (n < 0 ? 0 : (size_t)n);
+    return got;
 }
 
 void cw_consumer_store(cw_consumer_t *c, const int64_t *next_offset, int n_partitions) {

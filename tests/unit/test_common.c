@@ -66,3 +66,12 @@ Test(common, json_str_of_any_bytes_parses) {
     yajl_tree_free(v);
     cw_buf_free(&b);
 }
+
+Test(common, deadline_is_normalised_and_ahead) {
+    int64_t before = cw_time_now_ms();
+    struct timespec t = cw_time_deadline(1999);
+    int64_t at = (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+    cr_expect(t.tv_nsec >= 0 && t.tv_nsec < 1000000000L);
+    cr_expect_geq(at, before + 1999);
+    cr_expect_lt(at, before + 1999 + 10000); /* not a timing check: a 10 s margin */
+}

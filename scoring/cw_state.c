@@ -87,9 +87,10 @@ typedef struct cw_group {
 
 /* What a commit's writes depend on, read under the WATCH of its fence. */
 typedef struct cm_read {
-    int64_t due; /* the account's timer now; INT64_MIN none */
-    int band;    /* stored band; -1 none */
-    int64_t top; /* as-of of the newest history entry; INT64_MIN none */
+    int64_t due;  /* the account's timer now; INT64_MIN none */
+    int band;     /* stored band; -1 none */
+    int64_t top;  /* as-of of the newest history entry; INT64_MIN none */
+    int64_t hlen; /* entries in the history; -1 not read */
     int timer_only;
 } cm_read_t;
 
@@ -1101,8 +1102,10 @@ typedef struct ap_grp {
     int64_t last, due, cur, wmin, wmax;
     int64_t base; /* day retention is counted back from (<= cur) */
     int is_new, applied;
-    int64_t x;   /* wall day the keys' TTLs were last refreshed ("x"); AP_NONE never */
-    int refresh; /* refresh them now */
+    int64_t x;     /* wall day the keys' TTLs were last refreshed ("x"); AP_NONE never */
+    int refresh;   /* refresh them now */
+    unsigned rq_f; /* facts the read asks for (ap_read_fields) */
+    int rq_at;     /* and the attributes */
     uint32_t mem0, n_mem, cnt0, n_cnt, del0, n_del;
 } ap_grp_t;
 
@@ -1218,6 +1221,32 @@ static void ap_event_ops(const cw_state_t *st, const cw_bev_t *b, cw_event_ops_t
     }
 }
 
+/* The facts (bits of AP_*) and attributes (*at) the events of a group can
+ * change, which are all its read needs of them: first/last event, last
+ * login and lt always (the day, timer, retention and new-account logic
+ * read them), the first login with a login, the cancellation with one, a
+ * key feature's first use with a use of it, the attributes with an account
+ * event. Asking Redis for the other 13 of 18 for every group cost it a
+ * listpack scan each (HMGET was its costliest command, bench/README.md). */
+static unsigned ap_read_fields(const cw_state_t *st, int32_t head, int *at) {
+    unsigned f = 1u << AP_FM | 1u << AP_LM | 1u << AP_LL | 1u << AP_LT;
+    *at = 0;
+    for (int32_t e = head; e >= 0; e = st->evs[e].next) {
+        const cw_bev_t *ev = &st->evs[e];
+        if (ev->type == CW_EV_LOGIN) {
+            f |= 1u << AP_FL;
+        } else if (ev->type == CW_EV_CANCELLATION) {
+            f |= 1u << AP_KC;
+        } else if (ev->type == CW_EV_ACCOUNT) {
+            *at = 1;
+        }
+        if (ev->key_feature >= 0 && ev->key_feature < CW_MAX_KEY_FEATURES) {
+            f |= 1u << (AP_K0 + ev->key_feature);
+        }
+    }
+    return f;
+}
+
 /* The group's counter entry for (c, day); with add, appended when absent
  * (plan time only: a group's entries are contiguous). NULL: not found, or
  * out of memory. */
@@ -1265,6 +1294,7 @@ static int ap_plan_reads(cw_state_t *st) {
         memset(g, 0, sizeof(*g));
         g->mem0 = (uint32_t)st->ap_n_mem;
         g->cnt0 = (uint32_t)st->ap_n_cnt;
+        g->rq_f = ap_read_fields(st, st->groups[gi].head, &g->rq_at);
         for (int32_t e = st->groups[gi].head; e >= 0; e = st->evs[e].next) {
             const cw_bev_t *ev = &st->evs[e];
             ap_event_ops(st, ev, &ops);
@@ -1367,9 +1397,11 @@ static cw_err_t ap_build(cw_state_t *st, size_t i, void *vctx) {
         arg_str(st, "HMGET");
         arg_key(st, "a", id, NULL);
         for (int k = 0; k < AP_NF; k++) {
-            arg_str(st, ap_fact[k]);
+            if (g->rq_f & (1u << k)) {
+                arg_str(st, ap_fact[k]);
+            }
         }
-        for (int k = 0; k < 4; k++) {
+        for (int k = 0; g->rq_at && k < 4; k++) {
             arg_str(st, ap_attr[k]);
         }
         for (int k = 0; k < l->n_counters; k++) {
@@ -1590,17 +1622,19 @@ static cw_err_t ap_reply_reads(cw_state_t *st, size_t i, const redisReply *r, vo
     }
     g = &st->ap_grp[c->grp];
     switch (c->kind) {
-    case AP_HMGET_A:
-        want = AP_NF + 4 + (size_t)l->n_counters + 2 * (size_t)l->n_sets + 2 + g->n_cnt;
+    case AP_HMGET_A: {
+        size_t e = 0, nf = (size_t)__builtin_popcount(g->rq_f), na = g->rq_at ? 4 : 0;
+        want = nf + na + (size_t)l->n_counters + 2 * (size_t)l->n_sets + 2 + g->n_cnt;
         if (r->type != REDIS_REPLY_ARRAY || r->elements != want) {
             return CW_ERROR;
         }
         for (int k = 0; k < AP_NF; k++) {
-            g->f[k] = ap_rep_i64(r->element[k]);
+            g->f[k] = g->rq_f & (1u << k) ? ap_rep_i64(r->element[e++]) : AP_NONE;
         }
         for (int k = 0; k < 4; k++) {
-            const redisReply *v = r->element[AP_NF + k];
-            const char *comma = v->type == REDIS_REPLY_STRING ? memchr(v->str, ',', v->len) : NULL;
+            const redisReply *v = k < (int)na ? r->element[e++] : NULL;
+            const char *comma =
+                v != NULL && v->type == REDIS_REPLY_STRING ? memchr(v->str, ',', v->len) : NULL;
             g->at[k] = AP_NONE;
             if (comma != NULL &&
                 cw_sv_i64((cw_sv_t){v->str, (size_t)(comma - v->str)}, &g->at[k]) == 0) {
@@ -1612,11 +1646,11 @@ static cw_err_t ap_reply_reads(cw_state_t *st, size_t i, const redisReply *r, vo
             }
         }
         for (int k = 0; k < l->n_counters; k++) {
-            g->mc[k] = ap_rep_day(r->element[AP_NF + 4 + k]);
+            g->mc[k] = ap_rep_day(r->element[e++]);
         }
         for (int s = 0; s < l->n_sets; s++) {
-            g->ms[s] = ap_rep_day(r->element[AP_NF + 4 + l->n_counters + s]);
-            g->ns[s] = ap_rep_day(r->element[AP_NF + 4 + l->n_counters + l->n_sets + s]);
+            g->ms[s] = ap_rep_day(r->element[e + (size_t)s]);
+            g->ns[s] = ap_rep_day(r->element[e + (size_t)l->n_sets + (size_t)s]);
         }
         g->x = ap_rep_i64(r->element[want - g->n_cnt - 2]);
         g->last = ap_rep_i64(r->element[want - g->n_cnt - 1]);
@@ -1628,6 +1662,7 @@ static cw_err_t ap_reply_reads(cw_state_t *st, size_t i, const redisReply *r, vo
             g->last = -1;
         }
         return st->ap_vbuf.oom ? CW_ERROR : CW_OK;
+    }
     case AP_HMGET_S: {
         size_t e = 0;
         if (r->type != REDIS_REPLY_ARRAY) {
@@ -2454,6 +2489,7 @@ static cw_err_t reply_wreads(cw_state_t *st, size_t i, const redisReply *r, void
             }
         }
         rd->top = hist->elements > 0 ? rep_hist_asof(hist->element[0]) : AP_NONE;
+        rd->hlen = (int64_t)hist->elements; /* LRANGE 0 -1: all of it */
     }
     held_free(st);
     return err;
@@ -2545,6 +2581,17 @@ cw_err_t cw_state_due(cw_state_t *st, int partition, int64_t upto_ms, size_t max
 }
 
 /* ---- decisions ---- */
+
+/* Entries a history keeps (state.history_len). */
+static int64_t hist_cap(const cw_state_t *st) {
+    return st->conf->history_len > 0 ? st->conf->history_len : 30;
+}
+
+/* 1 when an LPUSH onto the history read as rd may take it past its cap:
+ * LTRIM then (it is unknown when the read did not list the history). */
+static int hist_trim(const cw_state_t *st, const cm_read_t *rd) {
+    return rd->hlen < 0 || rd->hlen + 1 > hist_cap(st);
+}
 
 /* The stored form of a score ("%.15g"), into tmp; its length. */
 static int score_str(double score, char *tmp, size_t size) {
@@ -2649,7 +2696,7 @@ static cw_err_t cm_build(cw_state_t *st, size_t i, void *vctx) {
         arg_str(st, "LTRIM");
         arg_key(st, "h", id, NULL);
         arg_str(st, "0");
-        arg_i64(st, (st->conf->history_len > 0 ? st->conf->history_len : 30) - 1);
+        arg_i64(st, hist_cap(st) - 1);
         break;
     case CM_EXPIRE_H:
         arg_str(st, "EXPIRE");
@@ -2774,7 +2821,8 @@ static int cm_plan_writes(cw_state_t *st, const cw_commit_t *commits, size_t n) 
                 (ap_cmd_push(st, k, CM_SET_SNAP, 0) ||
                  (rd->top != AP_NONE && rd->top == c->acct->asof_ms
                       ? ap_cmd_push(st, k, CM_LSET, 0)
-                      : ap_cmd_push(st, k, CM_LPUSH, 0) || ap_cmd_push(st, k, CM_LTRIM, 0)) ||
+                      : ap_cmd_push(st, k, CM_LPUSH, 0) ||
+                            (hist_trim(st, rd) && ap_cmd_push(st, k, CM_LTRIM, 0))) ||
                  (rd->top == AP_NONE && ap_cmd_push(st, k, CM_EXPIRE_H, 0)))) {
                 return -1;
             }
@@ -2846,6 +2894,7 @@ static cw_err_t cm_run(cw_state_t *st, const cw_commit_t *commits, size_t n, int
         rd->due = AP_NONE;
         rd->band = -1;
         rd->top = AP_NONE;
+        rd->hlen = -1;
         rd->timer_only = c->reschedule_only || changes_only_timer(c);
         if (ap_cmd_push(st, k, AP_ZSCORE, 0) ||
             (!rd->timer_only && ap_cmd_push(st, k, CM_HGET_BD, 0)) ||

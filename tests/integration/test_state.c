@@ -1194,3 +1194,66 @@ Test(state, set_prune_only_when_a_member_can_expire) {
     cr_expect_eq(cw_h_redis_int(redis, "HEXISTS t:s:{legacy}:U:lu gone"), 0);
     cr_expect_eq(cw_h_redis_int(redis, "HGET t:a:{legacy} n:U:lu"), D0 + ret + 6);
 }
+
+/* An apply reads only the facts its events can change (HMGET of the
+ * account hash): a batch with neither an account event, a login, a
+ * cancellation nor a key feature leaves the attributes and those facts as
+ * they were, and a later batch with older such events still lowers the
+ * first login and a key feature's first use. */
+Test(state, facts_kept_by_batches_that_do_not_read_them) {
+    cw_account_state_t a;
+    cw_event_t e[4];
+    e[0] = ev_make(CW_EV_ACCOUNT, "facts", NULL, NULL, T(2, 0), 1);
+    e[0].arr = 50000;
+    e[0].seats = 12;
+    cw_strlcpy(e[0].plan, "team", sizeof(e[0].plan));
+    e[0].renewal_ms = T(200, 0);
+    e[1] = login("facts", "u1", T(3, 5));
+    e[2] = ev_make(CW_EV_CANCELLATION, "facts", NULL, NULL, T(3, 6), 1);
+    e[3] = usage("facts", "u1", "reports", T(3, 7), 1); /* key feature 0 */
+    cr_assert_eq(apply(st, e, 4, 2, 0, NULL, NULL), CW_OK);
+    /* usage of a feature that is not a key feature: reads none of them */
+    cw_event_t plain = usage("facts", "u2", "export", T(4, 1), 1);
+    cr_assert_eq(apply(st, &plain, 1, 2, 4, NULL, NULL), CW_OK);
+    cr_assert_eq(cw_state_read(st, "facts", T(4, 12), &a), CW_OK);
+    cr_expect_eq(a.arr, 50000);
+    cr_expect_eq(a.seats, 12);
+    cr_expect_str_eq(a.plan, "team");
+    cr_expect_eq(a.renewal_ms, T(200, 0));
+    cr_expect_eq(a.first_login_ms, T(3, 5));
+    cr_expect_eq(a.last_login_ms, T(3, 5));
+    cr_expect_eq(a.cancel_ms, T(3, 6));
+    cr_expect_eq(a.key_feature_first_ms[0], T(3, 7));
+    cr_expect_eq(a.first_ms, T(2, 0));
+    cr_expect_eq(a.last_event_ms, T(4, 1));
+    /* older login and key-feature use, delivered later */
+    cw_event_t late[2] = {login("facts", "u3", T(1, 0)),
+                          usage("facts", "u3", "reports", T(1, 1), 1)};
+    cr_assert_eq(apply(st, late, 2, 2, 5, NULL, NULL), CW_OK);
+    cr_assert_eq(cw_state_read(st, "facts", T(4, 12), &a), CW_OK);
+    cr_expect_eq(a.first_login_ms, T(1, 0));
+    cr_expect_eq(a.last_login_ms, T(3, 5));
+    cr_expect_eq(a.key_feature_first_ms[0], T(1, 1));
+    cr_expect_eq(a.first_ms, T(1, 0));
+    cr_expect_eq(a.cancel_ms, T(3, 6));
+    cr_expect_str_eq(a.plan, "team");
+}
+
+/* A commit after a due read knows the history's length (the read listed
+ * it): it trims only once an LPUSH can take it past state.history_len. */
+Test(state, history_trimmed_only_when_full) {
+    long long ltrim0 = cmd_calls("ltrim");
+    int extra = 3;
+    for (int i = 0; i < conf->history_len + extra; i++) {
+        cw_account_state_t *due;
+        size_t n_due;
+        cw_event_t e = login("trim", "u", T(i, 1));
+        cr_assert_eq(apply(st, &e, 1, 9, i, NULL, NULL), CW_OK);
+        cr_assert_eq(cw_state_due(st, 9, DE(i), 10, &due, &n_due), CW_OK);
+        cr_assert_eq(n_due, 1);
+        cw_commit_t c = commit_of(&due[0], 40 + i % 7, CW_BAND_CAUTION, -1, "{}", no_alerts);
+        cr_assert_eq(cw_state_commit(st, &c, 1), CW_OK);
+    }
+    cr_expect_eq(cw_h_redis_int(redis, "LLEN t:h:{trim}"), conf->history_len);
+    cr_expect_eq(cmd_calls("ltrim") - ltrim0, extra);
+}

@@ -16,7 +16,9 @@
  *                    offset <= it is skipped, atomically with the update)
  *   P:s:{id}:<set>   hash member -> "<lastday>,<mask>": 52-bit day mask of
  *                    activity, so distinct counts over any window <= 52 days
- *                    are exact
+ *                    are exact; plus field "" = "0,0", the TTL mark: written
+ *                    with the key's EXPIRE, so adding members to a key that
+ *                    has it needs no EXPIRE (read as a member active on no day)
  *   P:h:{id}         list of "<asof_ms>,<score>" (score history, newest first)
  *   P:due:<p>        zset account -> time it must be rescored (timers; each
  *                    apply moves its account's earlier, atomically: now in

@@ -1257,3 +1257,56 @@ Test(state, history_trimmed_only_when_full) {
     cr_expect_eq(cw_h_redis_int(redis, "LLEN t:h:{trim}"), conf->history_len);
     cr_expect_eq(cmd_calls("ltrim") - ltrim0, extra);
 }
+
+/* A set key gets its TTL once, with its TTL mark (field ""): members added
+ * to a key that has the mark send no EXPIRE; a key without it (written by
+ * a version without marks, or recreated after it expired) is given the
+ * TTL and the mark again; a prune that leaves no member deletes the mark
+ * too, so the key goes. The mark counts in no window. */
+Test(state, set_ttl_given_once_by_its_mark) {
+    cw_account_state_t a;
+    cw_event_t e0 = login("ttl", "u1", T(0, 1));
+    cr_assert_eq(apply(st, &e0, 1, 0, 0, NULL, NULL), CW_OK);
+    cr_expect_eq(cw_h_redis_int(redis, "HEXISTS t:s:{ttl}:U:lu %s", ""), 1);
+    cr_expect_gt(cw_h_redis_int(redis, "TTL t:s:{ttl}:U:lu"), 0);
+    /* a new member of the same day: the key had the mark */
+    long long expire0 = cmd_calls("expire");
+    cw_event_t e1 = login("ttl", "u2", T(0, 2));
+    cr_assert_eq(apply(st, &e1, 1, 0, 1, NULL, NULL), CW_OK);
+    cr_expect_eq(cmd_calls("expire") - expire0, 0);
+    cr_expect_eq(cw_h_redis_int(redis, "HLEN t:s:{ttl}:U:lu"), 3);
+    cr_assert_eq(cw_state_read(st, "ttl", T(0, 12), &a), CW_OK);
+    cr_expect_eq(win(&a, CW_WIN_ACTIVE_USERS_30D), 2);
+
+    /* a key without the mark and without a TTL: the next apply gives both */
+    cw_h_redis_int(redis, "HDEL t:s:{ttl}:U:lu %s", "");
+    cw_h_redis_int(redis, "PERSIST t:s:{ttl}:U:lu");
+    cr_expect_eq(cw_h_redis_int(redis, "TTL t:s:{ttl}:U:lu"), -1);
+    expire0 = cmd_calls("expire");
+    cw_event_t e2 = login("ttl", "u3", T(0, 3));
+    cr_assert_eq(apply(st, &e2, 1, 0, 2, NULL, NULL), CW_OK);
+    cr_expect_geq(cmd_calls("expire") - expire0, 1);
+    cr_expect_gt(cw_h_redis_int(redis, "TTL t:s:{ttl}:U:lu"), 0);
+    cr_expect_eq(cw_h_redis_int(redis, "HEXISTS t:s:{ttl}:U:lu %s", ""), 1);
+    cr_assert_eq(cw_state_read(st, "ttl", T(0, 12), &a), CW_OK);
+    cr_expect_eq(win(&a, CW_WIN_ACTIVE_USERS_30D), 3);
+
+    /* past the set's retention, a batch marking none of its members prunes
+     * every member, and the mark: the key is gone */
+    cw_view_plan_t plan;
+    char err[256];
+    int s_lu = -1;
+    for (int s = 0; s < layout.n_sets; s++) {
+        s_lu = strcmp(layout.sets[s].name, "U:lu") == 0 ? s : s_lu;
+    }
+    cr_assert_geq(s_lu, 0);
+    cr_assert_eq(cw_view_plan_build(conf, &layout, CW_STATE_SLACK_DAYS, &plan, err, sizeof(err)),
+                 0);
+    int late = plan.sr[s_lu] + 3;
+    decided("ttl", 0, late - 1);
+    cw_event_t e3 = usage("ttl", NULL, "export", T(late, 1), 1);
+    cr_assert_eq(apply(st, &e3, 1, 0, 3, NULL, NULL), CW_OK);
+    cr_expect_eq(cw_h_redis_int(redis, "EXISTS t:s:{ttl}:U:lu"), 0);
+    cr_assert_eq(cw_state_read(st, "ttl", T(late, 12), &a), CW_OK);
+    cr_expect_eq(win(&a, CW_WIN_ACTIVE_USERS_30D), 0);
+}

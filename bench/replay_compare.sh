@@ -27,25 +27,10 @@ PARTITIONS=${PARTITIONS:-8}
 SEED=${SEED:-11}
 LOG_LEVEL=${LOG_LEVEL:-info}
 
-W=$(mktemp -d /tmp/cw-replay-compare.XXXXXX)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-  rm -rf "$W"
-}
-trap cleanup EXIT INT TERM
-[ -n "${KEEP:-}" ] && trap - EXIT
-
-redis-server --port 0 --unixsocket "$W/redis.sock" --save '' --appendonly no --dir "$W" \
-  >"$W/redis.log" 2>&1 &
-pids+=($!)
-for _ in $(seq 100); do redis-cli -s "$W/redis.sock" ping >/dev/null 2>&1 && break; sleep 0.1; done
-"$B_BIN" broker --partitions "$PARTITIONS" \
-  --topics events,a-alerts,a-scores,a-dlq,b-alerts,b-scores,b-dlq >"$W/broker.out" 2>"$W/broker.log" &
-pids+=($!)
-for _ in $(seq 100); do [ -s "$W/broker.out" ] && break; sleep 0.1; done
-B=$(head -n1 "$W/broker.out")
+. bench/lib.sh
+bench_workdir replay-compare
+bench_redis
+bench_broker "$B_BIN" "$PARTITIONS" events,a-alerts,a-scores,a-dlq,b-alerts,b-scores,b-dlq
 "$B_BIN" gen --seed "$SEED" --accounts "$ACCOUNTS" --days "$DAYS" --events-per-day "$EVENTS_PER_DAY" \
   --end 2026-12-01 --malformed-share 0.005 --brokers "$B" --topic events 2>"$W/gen.log"
 

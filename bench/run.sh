@@ -454,9 +454,11 @@ log "redis: ${R[e_mem]}; widest account ${R[e_hot]}"
 # Redis and a new consumer group each time); prints each run and the ratio
 # of the summed rates, so a change is measured against its predecessor
 # minutes apart on a noisy machine rather than across separate bench runs.
-compare_once() { # $1 binary, $2 label -> "events/s redis_commands_per_message peak_rss_MB"
+compare_once() { # $1 binary, $2 label -> "events/s redis_commands/message peak_rss_MB redis_cpu_us/message"
   rcli flushall >/dev/null
   rcli config resetstat >/dev/null
+  local r0
+  r0=$(cpu_s "$REDIS_PID")
   write_conf "$T/cmp.json" "$BROKERS" "cw-cmp-$$-$2" events churn-alerts account-scores events-dlq \
     cw event "${BENCH_CW_KAFKA:-}"
   local t0 t1
@@ -467,18 +469,18 @@ compare_once() { # $1 binary, $2 label -> "events/s redis_commands_per_message p
   t1=$(log_ts_ms "$T/cmp-$2.log" "all partitions idle")
   [ -n "$t1" ] || die "compare run $2 did not reach the idle exit ($T/cmp-$2.log)"
   rcli info commandstats | awk -F'[:=,]' -v n="$N_MSGS" -v ms=$((t1 - BENCH_IDLE_MS - t0)) \
-    -v kb="$(tail -n1 "$T/cmp-$2.rss")" \
+    -v kb="$(tail -n1 "$T/cmp-$2.rss")" -v rc="$(awk -v a="$r0" -v b="$(cpu_s "$REDIS_PID")" 'BEGIN { print b - a }')" \
     '/^cmdstat_/ && $1 != "cmdstat_exec" { c += $3 }
-     END { printf "%.0f %.2f %.1f\n", n / (ms / 1000), c / n, kb / 1024 }'
+     END { printf "%.0f %.2f %.1f %.1f\n", n / (ms / 1000), c / n, kb / 1024, rc * 1e6 / n }'
 }
 if [ -n "${BENCH_COMPARE:-}" ]; then
   [ -x "$BENCH_COMPARE" ] || die "BENCH_COMPARE=$BENCH_COMPARE is not an executable"
   sa=0 sb=0 runs=""
   for i in $(seq "${BENCH_COMPARE_RUNS:-2}"); do
-    read -r ra ca ma < <(compare_once "$CW" "a$i")
-    read -r rb cb mb < <(compare_once "$BENCH_COMPARE" "b$i")
-    log "compare pair $i: A $ra events/s ($ca Redis commands/message, peak RSS $ma MB), B $rb events/s ($cb, $mb MB)"
-    runs="$runs [A $ra, $ca cmd/msg, $ma MB; B $rb, $cb cmd/msg, $mb MB]"
+    read -r ra ca ma ua < <(compare_once "$CW" "a$i")
+    read -r rb cb mb ub < <(compare_once "$BENCH_COMPARE" "b$i")
+    log "compare pair $i: A $ra events/s ($ca Redis commands and $ua us of Redis CPU per message, peak RSS $ma MB), B $rb events/s ($cb, $ub us, $mb MB)"
+    runs="$runs [A $ra, $ca cmd/msg, $ua us/msg, $ma MB; B $rb, $cb cmd/msg, $ub us/msg, $mb MB]"
     sa=$((sa + ra)) sb=$((sb + rb))
   done
   R[cmp]="A = $CW, B = $BENCH_COMPARE; pairs:$runs; A/B $(awk -v a=$sa -v b=$sb 'BEGIN { printf "%.2f", a / b }')"

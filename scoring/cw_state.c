@@ -5,8 +5,8 @@
  * Plain commands only, computed in C: the apply of a batch and the commit
  * of a chunk of decisions are each one optimistic transaction (WATCH of a
  * fence key per partition, reads, MULTI ... EXEC; see "apply" and
- * "commit" below), and an account read is HGETALL of its hash, HVALS of its
- * queried sets and LRANGE of its history in one MULTI/EXEC, evaluated by
+ * "commit" below), and an account read is HGETALL of its hash (set members
+ * included) and LRANGE of its history in one MULTI/EXEC, evaluated by
  * cw_view. This used to be Lua scripts; the Lua VM cost Redis several times
  * the CPU of the commands themselves, and Redis CPU is the throughput
  * bottleneck (bench/README.md). The one script left, the watermark maximum
@@ -34,6 +34,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -49,6 +50,7 @@
 #define CW_STATE_PIPE_WINDOW 2048 /* commands in flight per connection */
 #define CW_STATE_PIPE_SLICE 256   /* commands written (and replies read) at a time */
 #define CW_STATE_SCAN_COUNT "500" /* HSCAN page size of the outbox scan */
+#define CW_STATE_KEY_MAX 256      /* P:<kind> of a blocking command */
 
 /* One event of the batch, packed: what the apply uses of it, its counter
  * and set updates worked out once at add (cw_layout_event_ops), its
@@ -108,6 +110,7 @@ struct cw_state {
     cw_state_rtt_cb *rtt_cb; /* optional observer of pipelined round trips */
     void *rtt_opaque;
     int ever_connected;
+    int migrating; /* cw_state_migrate: connect without the layout check */
     uint64_t reconnects;
     uint64_t duplicates;
     /* batch */
@@ -154,7 +157,7 @@ struct cw_state {
     int pre_watch;
     uint64_t watch_gen; /* counts watched reads: read_tag = gen << 20 | index */
     /* one account's replies (HGETALL, LRANGE, sets), until its last arrives */
-    redisReply *held[CW_MAX_SETS + 2];
+    redisReply *held[2]; /* READ_CMDS */
     size_t n_held;
     int hold; /* set by a reply callback: pipe_run must not free this reply */
     int64_t ap_wmax[CW_STATE_MAX_PARTITIONS];
@@ -317,13 +320,54 @@ static void arg_str(cw_state_t *st, const char *s) {
     arg_mem(st, s, strlen(s));
 }
 
+/* A distinct-set member's field in the account hash: "s<n>:<set>:<member>",
+ * n = the set name's length (feature names, and so set names, may hold any
+ * character; the length keeps the field unambiguous). */
+static void arg_member(cw_state_t *st, int set, const char *mem, size_t len) {
+    const char *name = st->layout->sets[set].name;
+    char pre[16];
+    size_t nl = strlen(name);
+    int n = snprintf(pre, sizeof(pre), "s%zu:", nl);
+    arg_begin(st);
+    arg_piece(st, pre, (size_t)n);
+    arg_piece(st, name, nl);
+    arg_piece(st, ":", 1);
+    arg_piece(st, mem, len);
+    arg_end(st);
+}
+
+/* The set of an account-hash field that is a member's (arg_member), -1 for
+ * any other field; *mem (may be NULL) the member. */
+static int member_field(const cw_layout_t *l, cw_sv_t f, cw_sv_t *mem) {
+    size_t nl = 0, k = 1;
+    if (f.len < 4 || f.p[0] != 's' || f.p[1] < '0' || f.p[1] > '9') {
+        return -1;
+    }
+    while (k < f.len && f.p[k] >= '0' && f.p[k] <= '9' && nl < 1000) {
+        nl = nl * 10 + (size_t)(f.p[k++] - '0');
+    }
+    if (k >= f.len || f.p[k] != ':' || f.len < k + 1 + nl + 1 || f.p[k + 1 + nl] != ':') {
+        return -1;
+    }
+    for (int s = 0; s < l->n_sets; s++) {
+        if (strlen(l->sets[s].name) == nl && memcmp(l->sets[s].name, f.p + k + 1, nl) == 0) {
+            if (mem != NULL) {
+                mem->p = f.p + k + 1 + nl + 1;
+                mem->len = f.len - (k + 1 + nl + 1);
+            }
+            return s;
+        }
+    }
+    return -1;
+}
+
 static void arg_i64(cw_state_t *st, int64_t v) {
     char tmp[32];
     int n = snprintf(tmp, sizeof(tmp), "%" PRId64, v);
     arg_mem(st, tmp, (size_t)n);
 }
 
-/* "P:<kind>" plus optional "{id}" and suffix: P:a:{id}, P:s:{id}:U:lu, P:wm. */
+/* "P:<kind>" plus optional "{id}" and suffix: P:a:{id}, P:due:3, P:wm. */
 static void arg_key(cw_state_t *st, const char *kind, const char *id, const char *suffix) {
     const char *prefix = st->conf->redis_key_prefix;
     arg_begin(st);
@@ -423,6 +467,80 @@ static cw_err_t cmd_blocking(cw_state_t *st, int argc, const char **argv, const 
     return CW_OK;
 }
 
+/* A key of the keyspace P:<kind> into buf (blocking commands). */
+static const char *plain_key(const cw_state_t *st, const char *kind, char *buf, size_t size) {
+    snprintf(buf, size, "%s:%s", st->conf->redis_key_prefix, kind);
+    return buf;
+}
+
+/* A blocking command with string arguments, NULL-terminated. */
+static cw_err_t cmd_strs(cw_state_t *st, const char *what, redisReply **out, ...) {
+    const char *argv[8];
+    size_t lens[8];
+    int argc = 0;
+    va_list ap;
+    va_start(ap, out);
+    for (const char *a; argc < 8 && (a = va_arg(ap, const char *)) != NULL; argc++) {
+        argv[argc] = a;
+        lens[argc] = strlen(a);
+    }
+    va_end(ap);
+    return cmd_blocking(st, argc, argv, lens, what, out);
+}
+
+/*
+ * The keyspace's layout (P:layout): CW_STATE_LAYOUT, claimed by the first
+ * connection to an empty keyspace. A keyspace with accounts and no mark
+ * was written by a version that kept set members in keys of their own
+ * (P:s:{id}:<set>): reading it as this layout would lose those members,
+ * so the connection is refused (CW_ERROR) until `churnwatch migrate` has
+ * moved them.
+ */
+static cw_err_t check_layout(cw_state_t *st) {
+    char key[CW_STATE_KEY_MAX], akey[CW_STATE_KEY_MAX];
+    redisReply *r = NULL;
+    cw_err_t err;
+    plain_key(st, "layout", key, sizeof(key));
+    for (int attempt = 0; attempt < 2; attempt++) {
+        if ((err = cmd_strs(st, "layout", &r, "GET", key, NULL)) != CW_OK) {
+            return err;
+        }
+        if (r->type == REDIS_REPLY_STRING) {
+            int ok = strcmp(r->str, CW_STATE_LAYOUT) == 0;
+            if (!ok) {
+                CW_LOG(CW_LOG_ERROR, CW_STATE_COMP,
+                       "redis keyspace \"%s\" has key layout %s (%s); this version reads layout "
+                       "%s only",
+                       st->conf->redis_key_prefix, r->str, key, CW_STATE_LAYOUT);
+            }
+            freeReplyObject(r);
+            return ok ? CW_OK : CW_ERROR;
+        }
+        freeReplyObject(r);
+        if ((err = cmd_strs(st, "layout", &r, "EXISTS",
+                            plain_key(st, "accounts", akey, sizeof(akey)), NULL)) != CW_OK) {
+            return err;
+        }
+        int legacy = r->type == REDIS_REPLY_INTEGER && r->integer > 0;
+        freeReplyObject(r);
+        if (legacy) {
+            CW_LOG(CW_LOG_ERROR, CW_STATE_COMP,
+                   "redis keyspace \"%s\" was written by a churnwatch that kept distinct-set "
+                   "members in keys of their own (%s:s:{id}:<set>); stop every churnwatch "
+                   "using it and run `churnwatch migrate --config FILE` once, then start this "
+                   "version",
+                   st->conf->redis_key_prefix, st->conf->redis_key_prefix);
+            return CW_ERROR;
+        }
+        /* empty: claim it (a concurrent claim is read back) */
+        if ((err = cmd_strs(st, "layout", &r, "SET", key, CW_STATE_LAYOUT, "NX", NULL)) != CW_OK) {
+            return err;
+        }
+        freeReplyObject(r);
+    }
+    return CW_ERROR;
+}
+
 cw_err_t cw_state_connect(cw_state_t *st) {
     struct timeval tv;
     int ms = st->conf->redis_timeout_ms > 0 ? st->conf->redis_timeout_ms : 5000;
@@ -479,6 +597,15 @@ cw_err_t cw_state_connect(cw_state_t *st) {
             drop(st, "SELECT");
             return err;
         }
+    }
+    if (!st->migrating && (err = check_layout(st)) != CW_OK) {
+        if (err == CW_ERROR) { /* logged: not a lost connection */
+            redisFree(st->c);
+            st->c = NULL;
+        } else {
+            drop(st, "layout");
+        }
+        return err;
     }
     if (st->ever_connected) {
         st->reconnects++;
@@ -590,138 +717,111 @@ static cw_err_t pipe_run(cw_state_t *st, size_t n, pipe_build_t build, pipe_repl
 
 /* ---- reading accounts ---- */
 
-/* One MULTI/EXEC per account: HGETALL a, HVALS of each queried set, LRANGE h. */
-#define READ_FIXED 4 /* MULTI, HGETALL, LRANGE, EXEC */
+/* One MULTI/EXEC per account: HGETALL a (set members included), LRANGE h. */
+#define READ_PER 4  /* MULTI, HGETALL, LRANGE, EXEC */
+#define READ_CMDS 2 /* HGETALL, LRANGE: without MULTI/EXEC (under a due scan's WATCH) */
 
 typedef struct reads_ctx {
     cw_account_state_t *a; /* account_id, due_ms, asof_ms set by the caller */
-    size_t per;            /* commands per account */
 } reads_ctx_t;
 
-static int set_is_read(const cw_layout_t *l, int s) {
-    for (int j = 0; j < l->n_queries; j++) {
-        if (l->queries[j].is_set && l->queries[j].index == s) {
-            return 1;
-        }
-    }
-    return 0;
-}
-
-/* Sets an account read fetches (HVALS each). */
-static size_t n_read_sets(const cw_layout_t *l) {
-    size_t n = 0;
-    for (int s = 0; s < l->n_sets; s++) {
-        n += (size_t)set_is_read(l, s);
-    }
-    return n;
-}
-
-/* Command k of an account read (id): 0 HGETALL a, 1 LRANGE h, 2.. HVALS of
- * the queried sets in layout order. */
+/* Command k of an account read (id): 0 HGETALL a, 1 LRANGE h. */
 static cw_err_t build_read_cmd(cw_state_t *st, const char *id, size_t k) {
     args_reset(st);
     if (k == 0) {
         arg_str(st, "HGETALL");
         arg_key(st, "a", id, NULL);
-    } else if (k == 1) {
+    } else {
         arg_str(st, "LRANGE");
         arg_key(st, "h", id, NULL);
         arg_str(st, "0");
         arg_str(st, "-1");
-    } else {
-        size_t want = k - 2; /* the want-th set that has queries */
-        for (int s = 0; s < st->layout->n_sets; s++) {
-            if (set_is_read(st->layout, s) && want-- == 0) {
-                char suffix[CW_KEYNAME_MAX + 2];
-                snprintf(suffix, sizeof(suffix), ":%s", st->layout->sets[s].name);
-                arg_str(st, "HVALS");
-                arg_key(st, "s", id, suffix);
-                break;
-            }
-        }
     }
     return args_send(st);
 }
 
 static cw_err_t build_reads(cw_state_t *st, size_t i, void *vctx) {
     const reads_ctx_t *ctx = vctx;
-    size_t k = i % ctx->per;
-    if (k == 0 || k + 1 == ctx->per) {
+    size_t k = i % READ_PER;
+    if (k == 0 || k + 1 == READ_PER) {
         args_reset(st);
         arg_str(st, k == 0 ? "MULTI" : "EXEC");
         return args_send(st);
     }
-    return build_read_cmd(st, ctx->a[i / ctx->per].account_id, k - 1);
+    return build_read_cmd(st, ctx->a[i / READ_PER].account_id, k - 1);
 }
 
-/* Views of an array reply's string elements, appended at st->sv[*used]. */
-static int sv_push(cw_state_t *st, const redisReply *r, size_t *used) {
-    if (r->type != REDIS_REPLY_ARRAY) {
-        return -1;
-    }
-    if (grow((void **)&st->sv, &st->sv_cap, *used + r->elements + 1, sizeof(*st->sv)) != 0) {
-        return -1;
-    }
-    for (size_t k = 0; k < r->elements; k++) {
-        const redisReply *e = r->element[k];
-        cw_sv_t *v = &st->sv[(*used)++];
-        v->p = e->type == REDIS_REPLY_STRING ? e->str : NULL;
-        v->len = e->type == REDIS_REPLY_STRING ? e->len : 0;
-    }
-    return 0;
-}
-
-/* Evaluate account a from its replies: hash (HGETALL a), hist (LRANGE h)
- * and sets[] (HVALS of each queried set, in layout order). An empty hash is
- * an unknown account (*miss = 1). */
+/* Evaluate account a from its replies: hash (HGETALL a: its set members
+ * are split off into one array of values per set) and hist (LRANGE h). An
+ * empty hash is an unknown account (*miss = 1). */
 static cw_err_t eval_account(cw_state_t *st, const redisReply *hash, const redisReply *hist,
-                             const redisReply *const *set_r, cw_account_state_t *a,
-                             unsigned char *miss) {
+                             cw_account_state_t *a, unsigned char *miss) {
     const cw_layout_t *l = st->layout;
-    size_t used = 0, off_hist, off_set[CW_MAX_SETS], n_set[CW_MAX_SETS];
+    size_t used = 0, off_hist, off_set[CW_MAX_SETS], n_set[CW_MAX_SETS] = {0};
     const cw_sv_t *sets[CW_MAX_SETS];
-    size_t e = 0;
-    if (hash->type != REDIS_REPLY_ARRAY || hist->type != REDIS_REPLY_ARRAY) {
+    if (hash->type != REDIS_REPLY_ARRAY || hist->type != REDIS_REPLY_ARRAY ||
+        hash->elements % 2 != 0) {
         return CW_ERROR;
     }
     if (hash->elements == 0) {
         *miss = 1; /* unknown (or expired) account */
         return CW_OK;
     }
-    if (sv_push(st, hash, &used) != 0) {
+    if (grow((void **)&st->sv, &st->sv_cap, hash->elements + hist->elements + 1, sizeof(*st->sv)) !=
+        0) {
         return CW_ERROR;
     }
+    /* the other fields first (name, value pairs), then the history, then
+     * each set's member values */
+    for (size_t k = 0; k < hash->elements; k += 2) {
+        const redisReply *f = hash->element[k], *v = hash->element[k + 1];
+        int s;
+        if (f->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING) {
+            continue;
+        }
+        if ((s = member_field(l, (cw_sv_t){f->str, f->len}, NULL)) >= 0) {
+            n_set[s]++;
+            continue;
+        }
+        st->sv[used++] = (cw_sv_t){f->str, f->len};
+        st->sv[used++] = (cw_sv_t){v->str, v->len};
+    }
+    const size_t n_fields = used / 2;
     off_hist = used;
-    if (sv_push(st, hist, &used) != 0) {
-        return CW_ERROR;
+    for (size_t k = 0; k < hist->elements; k++) {
+        const redisReply *e = hist->element[k];
+        st->sv[used++] =
+            e->type == REDIS_REPLY_STRING ? (cw_sv_t){e->str, e->len} : (cw_sv_t){NULL, 0};
     }
     for (int s = 0; s < l->n_sets; s++) {
         off_set[s] = used;
+        used += n_set[s];
         n_set[s] = 0;
-        if (set_is_read(l, s)) {
-            if (sv_push(st, set_r[e++], &used) != 0) {
-                return CW_ERROR;
-            }
-            n_set[s] = used - off_set[s];
+    }
+    for (size_t k = 0; k < hash->elements; k += 2) {
+        const redisReply *f = hash->element[k], *v = hash->element[k + 1];
+        int s;
+        if (f->type == REDIS_REPLY_STRING && v->type == REDIS_REPLY_STRING &&
+            (s = member_field(l, (cw_sv_t){f->str, f->len}, NULL)) >= 0) {
+            st->sv[off_set[s] + n_set[s]++] = (cw_sv_t){v->str, v->len};
         }
     }
-    /* st->sv may have moved while growing: take the pointers now */
     for (int s = 0; s < l->n_sets; s++) {
         sets[s] = st->sv + off_set[s];
     }
     *miss = 0;
-    cw_view_eval(l, &st->plan, a->asof_ms, st->sv, hash->elements / 2, sets, n_set,
-                 st->sv + off_hist, hist->elements, a);
+    cw_view_eval(l, &st->plan, a->asof_ms, st->sv, n_fields, sets, n_set, st->sv + off_hist,
+                 hist->elements, a);
     return CW_OK;
 }
 
 static cw_err_t reply_reads(cw_state_t *st, size_t i, const redisReply *r, void *vctx) {
     const reads_ctx_t *ctx = vctx;
-    size_t acct = i / ctx->per, k = i % ctx->per;
-    if (k + 1 < ctx->per) {
+    size_t acct = i / READ_PER, k = i % READ_PER;
+    if (k + 1 < READ_PER) {
         return CW_OK; /* +OK / +QUEUED */
     }
-    if (r->type != REDIS_REPLY_ARRAY || r->elements != ctx->per - 2) {
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != READ_CMDS) {
         return CW_ERROR; /* nil EXEC (aborted) or a short reply */
     }
     for (size_t x = 0; x < r->elements; x++) {
@@ -729,8 +829,7 @@ static cw_err_t reply_reads(cw_state_t *st, size_t i, const redisReply *r, void 
             return reply_error(r->element[x], "read");
         }
     }
-    return eval_account(st, r->element[0], r->element[1], (const redisReply *const *)r->element + 2,
-                        &ctx->a[acct], &st->read_miss[acct]);
+    return eval_account(st, r->element[0], r->element[1], &ctx->a[acct], &st->read_miss[acct]);
 }
 
 static cw_err_t reply_ignore(cw_state_t *st, size_t i, const redisReply *r, void *ctx) {
@@ -747,7 +846,7 @@ static cw_err_t reply_ignore(cw_state_t *st, size_t i, const redisReply *r, void
  * does not exist (a[i] is then left as it was).
  */
 static cw_err_t read_accounts(cw_state_t *st, cw_account_state_t *a, size_t n, const char *what) {
-    reads_ctx_t ctx = {a, READ_FIXED + n_read_sets(st->layout)};
+    reads_ctx_t ctx = {a};
     if (n == 0) {
         return CW_OK;
     }
@@ -766,7 +865,7 @@ static cw_err_t read_accounts(cw_state_t *st, cw_account_state_t *a, size_t n, c
         return CW_ERROR;
     }
     memset(st->read_miss, 1, n);
-    return pipe_run(st, n * ctx.per, build_reads, reply_reads, &ctx, what);
+    return pipe_run(st, n * READ_PER, build_reads, reply_reads, &ctx, what);
 }
 
 /* ---- lifecycle ---- */
@@ -1019,14 +1118,11 @@ static const char *const ap_attr[4] = {"arr", "sea", "pln", "ren"};
 enum {
     AP_WATCH,
     AP_HMGET_A,
-    AP_HMGET_S,
     AP_ZSCORE,
     AP_HKEYS,
-    AP_HGETALL_S,
+    AP_HGETALL_A,
     AP_MULTI,
     AP_HDEL_A,
-    AP_HSET_S,
-    AP_HDEL_S,
     AP_HSET_A,
     AP_EXPIRE,
     AP_SADD,
@@ -1076,10 +1172,9 @@ typedef struct ap_cnt {
     int64_t base; /* the bucket's value read; 0 when absent */
 } ap_cnt_t;
 
-/* One field (set < 0: of the account hash) or set member to delete. */
+/* One field of the account hash to delete (a day bucket, a member, ...). */
 typedef struct ap_del {
     uint32_t grp;
-    int set;
     uint32_t off, len; /* in st->ap_dbuf */
 } ap_del_t;
 
@@ -1097,7 +1192,6 @@ typedef struct ap_grp {
     int32_t ns_new[CW_MAX_SETS]; /* n:<set> to write */
     unsigned nsch;               /* n:<set> changed */
     unsigned sprune;             /* sets listed and pruned now (phase 2) */
-    unsigned sttl;               /* set keys holding the TTL mark (AP_TTL_MARK): no EXPIRE */
     int need_keys;
     int64_t last, due, cur, wmin, wmax;
     int64_t base; /* day retention is counted back from (<= cur) */
@@ -1110,18 +1204,6 @@ typedef struct ap_grp {
 } ap_grp_t;
 
 #define AP_I32_NONE INT32_MIN
-
-/* The TTL mark of a set key: field "" (never a member: events without one
- * mark no set), written only in a transaction that also gives the key its
- * TTL, and never deleted while the key holds a member. So a set key that
- * has it has a TTL, and an apply adding members to it sends no EXPIRE
- * (one per set and batch whenever every marked member was new: ~1.1 M
- * per set at full scale, bench/README.md). Its value reads as a member
- * with no active day ("0,0": counted in no window; a version without the
- * mark prunes it as out of the retention, and the next apply here gives
- * the key its TTL and the mark again). */
-#define AP_TTL_MARK ""
-#define AP_TTL_MARK_VALUE "0,0"
 
 static int64_t ap_day(int64_t ms) {
     return cw_time_day(ms);
@@ -1140,12 +1222,6 @@ static void ap_arg_field(cw_state_t *st, int64_t day, const char *name) {
     arg_piece(st, ":", 1);
     arg_piece(st, name, strlen(name));
     arg_end(st);
-}
-
-static void ap_arg_set_key(cw_state_t *st, const char *id, int s) {
-    char suffix[CW_KEYNAME_MAX + 2];
-    snprintf(suffix, sizeof(suffix), ":%s", st->layout->sets[s].name);
-    arg_key(st, "s", id, suffix);
 }
 
 static const char *ap_id(const cw_state_t *st, size_t g) {
@@ -1175,14 +1251,13 @@ static int ap_cmd_push(cw_state_t *st, uint32_t grp, int kind, int sub) {
     return 0;
 }
 
-static int ap_del_push(cw_state_t *st, uint32_t grp, int set, const char *p, size_t len) {
+static int ap_del_push(cw_state_t *st, uint32_t grp, const char *p, size_t len) {
     ap_del_t *d;
     if (grow((void **)&st->ap_del, &st->ap_del_cap, st->ap_n_del + 1, sizeof(*st->ap_del)) != 0) {
         return -1;
     }
     d = &st->ap_del[st->ap_n_del++];
     d->grp = grp;
-    d->set = set;
     d->off = (uint32_t)st->ap_dbuf.len;
     d->len = (uint32_t)len;
     cw_buf_append(&st->ap_dbuf, p, len);
@@ -1284,7 +1359,6 @@ static ap_cnt_t *ap_cnt_find(cw_state_t *st, ap_grp_t *g, int c, int64_t day, in
 /* Phase 1 plan: the reads of every group, and its member and counter
  * entries. */
 static int ap_plan_reads(cw_state_t *st) {
-    const cw_layout_t *l = st->layout;
     cw_event_ops_t ops;
     unsigned char seen[CW_STATE_MAX_PARTITIONS] = {0};
     st->ap_n_cmd = 0;
@@ -1301,7 +1375,6 @@ static int ap_plan_reads(cw_state_t *st) {
     }
     for (size_t gi = 0; gi < st->n_groups; gi++) {
         ap_grp_t *g = &st->ap_grp[gi];
-        unsigned sets_used = 0;
         memset(g, 0, sizeof(*g));
         g->mem0 = (uint32_t)st->ap_n_mem;
         g->cnt0 = (uint32_t)st->ap_n_cnt;
@@ -1322,17 +1395,11 @@ static int ap_plan_reads(cw_state_t *st) {
                     if (ap_mem_find(st, g, ops.set[k], mem, 1) == NULL) {
                         return -1;
                     }
-                    sets_used |= 1u << ops.set[k];
                 }
             }
         }
         if (ap_cmd_push(st, (uint32_t)gi, AP_HMGET_A, 0)) {
             return -1;
-        }
-        for (int s = 0; s < l->n_sets; s++) {
-            if ((sets_used & (1u << s)) && ap_cmd_push(st, (uint32_t)gi, AP_HMGET_S, s)) {
-                return -1;
-            }
         }
         if (ap_cmd_push(st, (uint32_t)gi, AP_ZSCORE, 0)) {
             return -1;
@@ -1440,55 +1507,25 @@ static cw_err_t ap_build(cw_state_t *st, size_t i, void *vctx) {
             const ap_cnt_t *e = &st->ap_cnt[g->cnt0 + x];
             ap_arg_field(st, e->day, l->counters[e->c].name);
         }
-        break;
-    case AP_HMGET_S:
-        arg_str(st, "HMGET");
-        ap_arg_set_key(st, id, c->sub);
         for (uint32_t k = 0; k < g->n_mem; k++) {
             const ap_mem_t *m = &st->ap_mem[g->mem0 + k];
-            if (m->set == c->sub) {
-                arg_str(st, m->member);
-            }
+            arg_member(st, m->set, m->member, strlen(m->member));
         }
-        arg_str(st, AP_TTL_MARK);
         break;
     case AP_HKEYS:
         arg_str(st, "HKEYS");
         arg_key(st, "a", id, NULL);
         break;
-    case AP_HGETALL_S:
+    case AP_HGETALL_A:
         arg_str(st, "HGETALL");
-        ap_arg_set_key(st, id, c->sub);
+        arg_key(st, "a", id, NULL);
         break;
     case AP_HDEL_A:
-    case AP_HDEL_S:
         arg_str(st, "HDEL");
-        if (c->kind == AP_HDEL_A) {
-            arg_key(st, "a", id, NULL);
-        } else {
-            ap_arg_set_key(st, id, c->sub);
-        }
+        arg_key(st, "a", id, NULL);
         for (uint32_t k = 0; k < g->n_del; k++) {
             const ap_del_t *d = &st->ap_del[g->del0 + k];
-            if (d->set == (c->kind == AP_HDEL_A ? -1 : c->sub)) {
-                arg_mem(st, st->ap_dbuf.data + d->off, d->len);
-            }
-        }
-        break;
-    case AP_HSET_S:
-        arg_str(st, "HSET");
-        ap_arg_set_key(st, id, c->sub);
-        for (uint32_t k = 0; k < g->n_mem; k++) {
-            const ap_mem_t *m = &st->ap_mem[g->mem0 + k];
-            if (m->set == c->sub && m->touched) {
-                arg_str(st, m->member);
-                n = snprintf(tmp, sizeof(tmp), "%" PRId64 ",%" PRId64, m->L, m->M);
-                arg_mem(st, tmp, (size_t)n);
-            }
-        }
-        if (!((g->sttl >> c->sub) & 1)) {
-            arg_str(st, AP_TTL_MARK); /* with the EXPIRE that follows in this MULTI */
-            arg_str(st, AP_TTL_MARK_VALUE);
+            arg_mem(st, st->ap_dbuf.data + d->off, d->len);
         }
         break;
     case AP_HSET_A:
@@ -1545,6 +1582,14 @@ static cw_err_t ap_build(cw_state_t *st, size_t i, void *vctx) {
             arg_str(st, "x");
             arg_i64(st, ap_day(st->ap_now));
         }
+        for (uint32_t k = 0; k < g->n_mem; k++) {
+            const ap_mem_t *m = &st->ap_mem[g->mem0 + k];
+            if (m->touched) {
+                arg_member(st, m->set, m->member, strlen(m->member));
+                n = snprintf(tmp, sizeof(tmp), "%" PRId64 ",%" PRId64, m->L, m->M);
+                arg_mem(st, tmp, (size_t)n);
+            }
+        }
         break;
     case AP_EXPIRE:
         arg_str(st, "EXPIRE");
@@ -1552,10 +1597,8 @@ static cw_err_t ap_build(cw_state_t *st, size_t i, void *vctx) {
             arg_key(st, "a", id, NULL);
         } else if (c->sub == -2) {
             arg_key(st, "h", id, NULL);
-        } else if (c->sub == -3) {
-            arg_key(st, "snap", id, NULL);
         } else {
-            ap_arg_set_key(st, id, c->sub);
+            arg_key(st, "snap", id, NULL);
         }
         arg_i64(st, (int64_t)(st->plan.max_retention + 2) * 86400);
         break;
@@ -1640,7 +1683,7 @@ static cw_err_t ap_reply_reads(cw_state_t *st, size_t i, const redisReply *r, vo
     switch (c->kind) {
     case AP_HMGET_A: {
         size_t e = 0, nf = (size_t)__builtin_popcount(g->rq_f), na = g->rq_at ? 4 : 0;
-        want = nf + na + (size_t)l->n_counters + 2 * (size_t)l->n_sets + 2 + g->n_cnt;
+        want = nf + na + (size_t)l->n_counters + 2 * (size_t)l->n_sets + 2 + g->n_cnt + g->n_mem;
         if (r->type != REDIS_REPLY_ARRAY || r->elements != want) {
             return CW_ERROR;
         }
@@ -1668,42 +1711,24 @@ static cw_err_t ap_reply_reads(cw_state_t *st, size_t i, const redisReply *r, vo
             g->ms[s] = ap_rep_day(r->element[e + (size_t)s]);
             g->ns[s] = ap_rep_day(r->element[e + (size_t)l->n_sets + (size_t)s]);
         }
-        g->x = ap_rep_i64(r->element[want - g->n_cnt - 2]);
-        g->last = ap_rep_i64(r->element[want - g->n_cnt - 1]);
+        e = want - g->n_mem - g->n_cnt - 2;
+        g->x = ap_rep_i64(r->element[e++]);
+        g->last = ap_rep_i64(r->element[e++]);
         for (uint32_t x = 0; x < g->n_cnt; x++) {
-            int64_t v = ap_rep_i64(r->element[want - g->n_cnt + x]);
+            int64_t v = ap_rep_i64(r->element[e++]);
             st->ap_cnt[g->cnt0 + x].base = v == AP_NONE ? 0 : v;
-        }
-        if (g->last == AP_NONE) {
-            g->last = -1;
-        }
-        return st->ap_vbuf.oom ? CW_ERROR : CW_OK;
-    }
-    case AP_HMGET_S: {
-        size_t e = 0;
-        if (r->type != REDIS_REPLY_ARRAY) {
-            return CW_ERROR;
         }
         for (uint32_t k = 0; k < g->n_mem; k++) {
             ap_mem_t *m = &st->ap_mem[g->mem0 + k];
-            if (m->set != c->sub) {
-                continue;
-            }
-            if (e >= r->elements) {
-                return CW_ERROR;
-            }
             if (ap_pair(r->element[e++], &m->L, &m->M) != 0 || m->M < 0) {
                 m->L = AP_NONE;
                 m->M = AP_NONE;
             }
         }
-        if (e + 1 != r->elements) {
-            return CW_ERROR;
+        if (g->last == AP_NONE) {
+            g->last = -1;
         }
-        if (r->element[e]->type != REDIS_REPLY_NIL) {
-            g->sttl |= 1u << c->sub;
-        }
-        return CW_OK;
+        return st->ap_vbuf.oom ? CW_ERROR : CW_OK;
     }
     case AP_ZSCORE:
         return rep_timer(r, &g->due);
@@ -1905,7 +1930,7 @@ static int ap_compute(cw_state_t *st, size_t gi, int64_t now) {
                 for (int64_t d = m; d < cut; d++) {
                     char name[CW_KEYNAME_MAX + 24];
                     int nn = snprintf(name, sizeof(name), "%" PRId64 ":%s", d, l->counters[c].name);
-                    if (ap_del_push(st, (uint32_t)gi, -1, name, (size_t)nn) != 0) {
+                    if (ap_del_push(st, (uint32_t)gi, name, (size_t)nn) != 0) {
                         return -1;
                     }
                 }
@@ -1941,7 +1966,7 @@ static int ap_compute(cw_state_t *st, size_t gi, int64_t now) {
             if (g->ms[s] != AP_I32_NONE) {
                 char name[CW_KEYNAME_MAX + 4];
                 int nn = snprintf(name, sizeof(name), "m:%s", l->sets[s].name);
-                if (ap_del_push(st, (uint32_t)gi, -1, name, (size_t)nn) != 0) {
+                if (ap_del_push(st, (uint32_t)gi, name, (size_t)nn) != 0) {
                     return -1;
                 }
             }
@@ -1980,51 +2005,41 @@ static cw_err_t ap_reply_prune(cw_state_t *st, size_t i, const redisReply *r, vo
                 if (m != AP_NONE && cut - m > AP_PRUNE_SCAN_DAYS && d < cut &&
                     strlen(name) == f->len - (size_t)(colon + 1 - f->str) &&
                     memcmp(name, colon + 1, strlen(name)) == 0 &&
-                    ap_del_push(st, c->grp, -1, f->str, f->len) != 0) {
+                    ap_del_push(st, c->grp, f->str, f->len) != 0) {
                     return CW_ERROR;
                 }
             }
         }
         return CW_OK;
     }
-    /* HGETALL of a set: members out of the retention that this batch does
-     * not mark again; the TTL mark too when no member stays (the key goes) */
+    /* HGETALL of the account hash: the members of the listed sets
+     * (sprune) out of the retention that this batch does not mark again */
     if (r->elements % 2 != 0) {
         return CW_ERROR;
     }
-    int stays = 0, marked = 0;
-    for (uint32_t x = 0; x < g->n_mem; x++) {
-        stays |= st->ap_mem[g->mem0 + x].set == c->sub && st->ap_mem[g->mem0 + x].touched;
-    }
     for (size_t k = 0; k < r->elements; k += 2) {
-        const redisReply *mem = r->element[k];
+        const redisReply *f = r->element[k];
+        cw_sv_t mem;
         int64_t L, M;
-        int keep = 0;
-        if (mem->type != REDIS_REPLY_STRING) {
+        int s, keep = 0;
+        if (f->type != REDIS_REPLY_STRING ||
+            (s = member_field(l, (cw_sv_t){f->str, f->len}, &mem)) < 0 || !((g->sprune >> s) & 1)) {
             continue;
         }
-        if (mem->len == 0) {
-            marked = 1; /* AP_TTL_MARK */
-            continue;
-        }
-        if (ap_pair(r->element[k + 1], &L, &M) == 0 && M >= 0 && L >= g->base - pl->sr[c->sub]) {
-            if (L < g->ns_new[c->sub]) {
-                g->ns_new[c->sub] = (int32_t)L; /* kept: the bound must cover it */
+        if (ap_pair(r->element[k + 1], &L, &M) == 0 && M >= 0 && L >= g->base - pl->sr[s]) {
+            if (L < g->ns_new[s]) {
+                g->ns_new[s] = (int32_t)L; /* kept: the bound must cover it */
             }
-            stays = 1;
             continue;
         }
         for (uint32_t x = 0; x < g->n_mem && !keep; x++) {
             const ap_mem_t *m = &st->ap_mem[g->mem0 + x];
-            keep = m->set == c->sub && m->touched && strlen(m->member) == mem->len &&
-                   memcmp(m->member, mem->str, mem->len) == 0;
+            keep = m->set == s && m->touched && strlen(m->member) == mem.len &&
+                   memcmp(m->member, mem.p, mem.len) == 0;
         }
-        if (!keep && ap_del_push(st, c->grp, c->sub, mem->str, mem->len) != 0) {
+        if (!keep && ap_del_push(st, c->grp, f->str, f->len) != 0) {
             return CW_ERROR;
         }
-    }
-    if (marked && !stays && ap_del_push(st, c->grp, c->sub, AP_TTL_MARK, 0) != 0) {
-        return CW_ERROR;
     }
     return CW_OK;
 }
@@ -2061,7 +2076,6 @@ static int ap_del_cmp(const void *a, const void *b) {
 
 /* Phase 3 plan: MULTI, each group's writes, the watermarks, EXEC. */
 static int ap_plan_writes(cw_state_t *st) {
-    const cw_layout_t *l = st->layout;
     size_t k = 0;
     /* deletions of a group contiguous (phase 2 appended more) */
     if (st->ap_n_del > 1) {
@@ -2082,43 +2096,17 @@ static int ap_plan_writes(cw_state_t *st) {
     for (size_t gi = 0; gi < st->n_groups; gi++) {
         const ap_grp_t *g = &st->ap_grp[gi];
         uint32_t gg = (uint32_t)gi;
-        unsigned hset = 0, hdel = 0;
-        int hdel_a = 0;
         if (g->applied == 0) {
             continue;
         }
-        for (uint32_t x = 0; x < g->n_mem; x++) {
-            hset |= st->ap_mem[g->mem0 + x].touched ? 1u << st->ap_mem[g->mem0 + x].set : 0;
-        }
-        for (uint32_t x = 0; x < g->n_del; x++) {
-            const ap_del_t *d = &st->ap_del[g->del0 + x];
-            hdel_a |= d->set < 0;
-            hdel |= d->set >= 0 ? 1u << d->set : 0;
-        }
-        if (hdel_a && ap_cmd_push(st, gg, AP_HDEL_A, 0)) {
-            return -1;
-        }
-        for (int s = 0; s < l->n_sets; s++) {
-            if (((hset >> s) & 1) && ap_cmd_push(st, gg, AP_HSET_S, s)) {
-                return -1;
-            }
-            if (((hdel >> s) & 1) && ap_cmd_push(st, gg, AP_HDEL_S, s)) {
-                return -1;
-            }
-        }
-        if (ap_cmd_push(st, gg, AP_HSET_A, 0) ||
+        /* set members are fields of the account hash: its HDEL and HSET
+         * carry them, and its TTL covers them */
+        if ((g->n_del > 0 && ap_cmd_push(st, gg, AP_HDEL_A, 0)) ||
+            ap_cmd_push(st, gg, AP_HSET_A, 0) ||
             (g->refresh &&
              (ap_cmd_push(st, gg, AP_EXPIRE, -1) || ap_cmd_push(st, gg, AP_EXPIRE, -2) ||
               ap_cmd_push(st, gg, AP_EXPIRE, -3)))) {
             return -1;
-        }
-        /* a set key without the TTL mark may be new (no TTL yet): its
-         * HSET adds the mark, this gives the TTL */
-        for (int s = 0; s < l->n_sets; s++) {
-            if (((hset >> s) & 1) && (g->refresh || !((g->sttl >> s) & 1)) &&
-                ap_cmd_push(st, gg, AP_EXPIRE, s)) {
-                return -1;
-            }
         }
         /* ZADD LT only when it moves the timer: an account whose timer is
          * already at or before this apply's (most applies of a day) is left
@@ -2174,10 +2162,8 @@ static cw_err_t ap_run(cw_state_t *st, int *aborted) {
         if (g->need_keys && ap_cmd_push(st, (uint32_t)gi, AP_HKEYS, 0)) {
             return CW_ERROR;
         }
-        for (int s = 0; s < st->layout->n_sets; s++) {
-            if (((g->sprune >> s) & 1) && ap_cmd_push(st, (uint32_t)gi, AP_HGETALL_S, s)) {
-                return CW_ERROR;
-            }
+        if (g->sprune != 0 && ap_cmd_push(st, (uint32_t)gi, AP_HGETALL_A, 0)) {
+            return CW_ERROR;
         }
     }
     n_prune = st->ap_n_cmd;
@@ -2438,9 +2424,8 @@ static cw_err_t build_due_gone(cw_state_t *st, size_t i, void *vctx) {
  * The due scan and reads, under WATCH: WATCH P:fence:<p> and the
  * ZRANGEBYSCORE of the partition's timers in one round trip (the timers'
  * scores are then those the commit depends on: no ZSCORE per account),
- * then per account HGETALL a, LRANGE h and HVALS of the queried sets as
- * plain commands (no MULTI: its EXEC would end the WATCH). The fence stays
- * watched until the commit of these accounts, whose MULTI/EXEC then needs
+ * then per account HGETALL a and LRANGE h as plain commands (no MULTI: its EXEC would end the
+ * WATCH). The fence stays watched until the commit of these accounts, whose MULTI/EXEC then needs
  * no reads of its own (st->pre_rd): any other writer of the partition INCRs
  * the fence and aborts it, and the commit falls back to reading again. A
  * scan that finds nothing leaves the WATCH on: the next EXEC on this
@@ -2449,7 +2434,6 @@ static cw_err_t build_due_gone(cw_state_t *st, size_t i, void *vctx) {
  */
 typedef struct wreads_ctx {
     int partition;
-    size_t per;   /* commands per account: HGETALL, LRANGE, sets */
     int64_t upto; /* scan: timers due at or before this */
     size_t max;   /* scan: at most this many */
 } wreads_ctx_t;
@@ -2482,31 +2466,30 @@ static cw_err_t reply_due_scan(cw_state_t *st, size_t i, const redisReply *r, vo
 }
 
 static cw_err_t build_wreads(cw_state_t *st, size_t i, void *vctx) {
-    const wreads_ctx_t *ctx = vctx;
-    size_t acct = i / ctx->per, k = i % ctx->per;
+    size_t acct = i / READ_CMDS, k = i % READ_CMDS;
+    (void)vctx;
     args_reset(st);
     return build_read_cmd(st, st->due_out[acct].account_id, k);
 }
 
 /* Replies of build_wreads: held until an account's last one arrives. */
 static cw_err_t reply_wreads(cw_state_t *st, size_t i, const redisReply *r, void *vctx) {
-    const wreads_ctx_t *ctx = vctx;
-    size_t acct = i / ctx->per, k = i % ctx->per;
+    size_t acct = i / READ_CMDS, k = i % READ_CMDS;
+    (void)vctx;
     if (k == 0) {
         held_free(st); /* an account whose replies were short (an error reply) */
     }
     st->held[st->n_held++] = (redisReply *)r;
     st->hold = 1;
-    if (k + 1 < ctx->per) {
+    if (k + 1 < READ_CMDS) {
         return CW_OK;
     }
     cm_read_t *rd = &st->pre_rd[acct];
     cw_err_t err = CW_ERROR;
-    if (st->n_held == ctx->per) {
+    if (st->n_held == READ_CMDS) {
         const redisReply *hash = st->held[0], *hist = st->held[1];
         rd->due = st->due_out[acct].due_ms; /* the scan's score, under the WATCH */
-        err = eval_account(st, hash, hist, (const redisReply *const *)st->held + 2,
-                           &st->due_out[acct], &st->read_miss[acct]);
+        err = eval_account(st, hash, hist, &st->due_out[acct], &st->read_miss[acct]);
         /* what the commit's own reads (HGET bd, LINDEX h 0) would find */
         rd->band = -1;
         for (size_t f = 0; err == CW_OK && f + 1 < hash->elements; f += 2) {
@@ -2538,7 +2521,7 @@ cw_err_t cw_state_due(cw_state_t *st, int partition, int64_t upto_ms, size_t max
     if (err != CW_OK) {
         return err;
     }
-    wreads_ctx_t wctx = {partition, 2 + n_read_sets(st->layout), upto_ms, max};
+    wreads_ctx_t wctx = {partition, upto_ms, max};
     st->pre_watch = 0;
     err = pipe_run(st, 2, build_due_scan, reply_due_scan, &wctx, "due");
     if (err != CW_OK || st->n_due == 0) {
@@ -2554,7 +2537,7 @@ cw_err_t cw_state_due(cw_state_t *st, int partition, int64_t upto_ms, size_t max
     }
     memset(st->read_miss, 1, st->n_due);
     st->pre_watch = 0;
-    err = pipe_run(st, st->n_due * wctx.per, build_wreads, reply_wreads, &wctx, "due read");
+    err = pipe_run(st, st->n_due * READ_CMDS, build_wreads, reply_wreads, &wctx, "due read");
     held_free(st);
     if (err != CW_OK) {
         return err;
@@ -3283,4 +3266,168 @@ cw_err_t cw_state_history(cw_state_t *st, const char *account_id, size_t max, in
     }
     *n_out = ctx.n;
     return ctx.n > 0 ? CW_OK : CW_NOENT;
+}
+
+/* ---- migration from the layout with set keys (P:s:{id}:<set>) ---- */
+
+/* n replies of commands already appended; each freed unless kept in out[]
+ * (out may be NULL). CW_RETRY on a lost connection, CW_ERROR on an error
+ * reply. */
+static cw_err_t mg_replies(cw_state_t *st, size_t n, redisReply **out, const char *what) {
+    cw_err_t worst = CW_OK;
+    for (size_t k = 0; k < n; k++) {
+        void *v = NULL;
+        if (redisGetReply(st->c, &v) != REDIS_OK || v == NULL) {
+            drop(st, what);
+            return CW_RETRY;
+        }
+        redisReply *r = v;
+        if (r->type == REDIS_REPLY_ERROR && worst == CW_OK) {
+            worst = reply_error(r, what);
+        }
+        if (out != NULL) {
+            out[k] = r;
+        } else {
+            freeReplyObject(r);
+        }
+    }
+    return worst;
+}
+
+/* The account id and set of a key P:s:{id}:<set> (set -1: not a set of
+ * the model); 0, or -1 when the key is not of that form. */
+static int mg_parse_key(const cw_state_t *st, const char *key, size_t len, cw_sv_t *id, int *set) {
+    const char *prefix = st->conf->redis_key_prefix;
+    size_t pl = strlen(prefix), best = 0;
+    if (len < pl + 5 || memcmp(key, prefix, pl) != 0 || memcmp(key + pl, ":s:{", 4) != 0) {
+        return -1;
+    }
+    *set = -1;
+    for (int s = 0; s < st->layout->n_sets; s++) {
+        size_t nl = strlen(st->layout->sets[s].name);
+        if (len >= pl + 4 + nl + 2 && nl >= best && memcmp(key + len - nl - 2, "}:", 2) == 0 &&
+            memcmp(key + len - nl, st->layout->sets[s].name, nl) == 0) {
+            *set = s;
+            best = nl;
+        }
+    }
+    id->p = key + pl + 4;
+    id->len = *set >= 0 ? len - best - 2 - (pl + 4) : 0;
+    return 0;
+}
+
+/* Move one set key's members into its account hash (when that exists) and
+ * delete the key. */
+static cw_err_t mg_move(cw_state_t *st, const char *key, size_t len, uint64_t *keys) {
+    cw_sv_t id;
+    int set;
+    char idbuf[CW_FIELD_MAX + 1];
+    redisReply *rep[2] = {NULL, NULL};
+    cw_err_t err;
+    size_t n = 0;
+    if (mg_parse_key(st, key, len, &id, &set) != 0) {
+        return CW_OK;
+    }
+    if (set >= 0 && id.len < sizeof(idbuf)) {
+        memcpy(idbuf, id.p, id.len);
+        idbuf[id.len] = '\0';
+        args_reset(st);
+        arg_str(st, "EXISTS");
+        arg_key(st, "a", idbuf, NULL);
+        if ((err = args_send(st)) != CW_OK) {
+            return err;
+        }
+        args_reset(st);
+        arg_str(st, "HGETALL");
+        arg_mem(st, key, len);
+        if ((err = args_send(st)) != CW_OK) {
+            return err;
+        }
+        err = mg_replies(st, 2, rep, "migrate read");
+        if (err == CW_OK && rep[0]->type == REDIS_REPLY_INTEGER && rep[0]->integer > 0 &&
+            rep[1]->type == REDIS_REPLY_ARRAY) {
+            /* the members (not the TTL mark "" of 22a750b) into the hash,
+             * which has its own TTL */
+            args_reset(st);
+            arg_str(st, "HSET");
+            arg_key(st, "a", idbuf, NULL);
+            for (size_t k = 0; k + 1 < rep[1]->elements; k += 2) {
+                const redisReply *f = rep[1]->element[k], *v = rep[1]->element[k + 1];
+                if (f->type == REDIS_REPLY_STRING && f->len > 0 && v->type == REDIS_REPLY_STRING) {
+                    arg_member(st, set, f->str, f->len);
+                    arg_mem(st, v->str, v->len);
+                }
+            }
+            if (st->argc > 2) {
+                err = args_send(st);
+                n++;
+            }
+        }
+        freeReplyObject(rep[0]);
+        freeReplyObject(rep[1]);
+        if (err != CW_OK) {
+            return err;
+        }
+    }
+    args_reset(st);
+    arg_str(st, "DEL");
+    arg_mem(st, key, len);
+    if ((err = args_send(st)) != CW_OK || (err = mg_replies(st, n + 1, NULL, "migrate")) != CW_OK) {
+        return err;
+    }
+    (*keys)++;
+    return CW_OK;
+}
+
+cw_err_t cw_state_migrate(cw_state_t *st, uint64_t *keys_out, char *errstr, size_t errstr_size) {
+    char match[CW_STATE_KEY_MAX], lkey[CW_STATE_KEY_MAX], cursor[32] = "0";
+    redisReply *r = NULL;
+    cw_err_t err;
+    *keys_out = 0;
+    st->migrating = 1;
+    err = cw_state_connect(st);
+    if (err != CW_OK) {
+        snprintf(errstr, errstr_size, "cannot connect to redis %s", st->conf->redis_url);
+        return err;
+    }
+    /* the prefix, glob characters escaped, then ":s:{*" */
+    size_t m = 0;
+    for (const char *c = st->conf->redis_key_prefix; *c != '\0' && m + 8 < sizeof(match); c++) {
+        if (strchr("*?[]\\", *c) != NULL) {
+            match[m++] = '\\';
+        }
+        match[m++] = *c;
+    }
+    memcpy(match + m, ":s:{*", 6);
+    do {
+        if ((err = cmd_strs(st, "migrate scan", &r, "SCAN", cursor, "MATCH", match, "COUNT", "1000",
+                            NULL)) != CW_OK) {
+            break;
+        }
+        if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+            r->element[0]->type != REDIS_REPLY_STRING || r->element[1]->type != REDIS_REPLY_ARRAY) {
+            freeReplyObject(r);
+            err = CW_ERROR;
+            break;
+        }
+        cw_strlcpy(cursor, r->element[0]->str, sizeof(cursor));
+        for (size_t k = 0; err == CW_OK && k < r->element[1]->elements; k++) {
+            const redisReply *key = r->element[1]->element[k];
+            if (key->type == REDIS_REPLY_STRING) {
+                err = mg_move(st, key->str, key->len, keys_out);
+            }
+        }
+        freeReplyObject(r);
+    } while (err == CW_OK && strcmp(cursor, "0") != 0);
+    if (err == CW_OK) {
+        err = cmd_strs(st, "migrate", &r, "SET", plain_key(st, "layout", lkey, sizeof(lkey)),
+                       CW_STATE_LAYOUT, NULL);
+        freeReplyObject(r);
+    }
+    if (err != CW_OK) {
+        snprintf(errstr, errstr_size,
+                 "migration stopped after %" PRIu64 " set keys (run it again to resume)",
+                 *keys_out);
+    }
+    return err;
 }

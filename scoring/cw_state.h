@@ -5,20 +5,19 @@
  * ranking. Plain Redis commands computed in C: the apply of a batch and the
  * commit of a chunk of decisions are each one optimistic transaction (WATCH
  * of the partitions' fence keys, pipelined reads, MULTI ... EXEC); an
- * account read is HGETALL/HVALS/LRANGE in one MULTI/EXEC, evaluated by
+ * account read is HGETALL/LRANGE in one MULTI/EXEC, evaluated by
  * cw_view. (These were Lua scripts; the Lua VM cost Redis several times the
  * CPU of the commands, bench/README.md.)
  *
  * Keys (P = redis.key_prefix, {id} = account id as a cluster hash tag):
  *   P:a:{id}         hash: attributes, facts, last decision, per-day counters
- *                    ("<day>:<counter>"), and "o:<partition>" = last Kafka
+ *                    ("<day>:<counter>"), "o:<partition>" = last Kafka
  *                    offset applied (idempotency: a redelivered event whose
- *                    offset <= it is skipped, atomically with the update)
- *   P:s:{id}:<set>   hash member -> "<lastday>,<mask>": 52-bit day mask of
- *                    activity, so distinct counts over any window <= 52 days
- *                    are exact; plus field "" = "0,0", the TTL mark: written
- *                    with the key's EXPIRE, so adding members to a key that
- *                    has it needs no EXPIRE (read as a member active on no day)
+ *                    offset <= it is skipped, atomically with the update),
+ *                    and the distinct-set members: "s<n>:<set>:<member>"
+ *                    (n = strlen(set)) -> "<lastday>,<mask>", a 52-bit day
+ *                    mask of activity, so distinct counts over any window
+ *                    <= 52 days are exact
  *   P:h:{id}         list of "<asof_ms>,<score>" (score history, newest first)
  *   P:due:<p>        zset account -> time it must be rescored (timers; each
  *                    apply moves its account's earlier, atomically: now in
@@ -31,6 +30,10 @@
  *   P:atrisk         zset account -> score (lowest first = most at risk)
  *   P:accounts       set of known account ids (for dashboards / explain)
  *   P:bands          hash band -> number of accounts in it (moved by commits)
+ *   P:layout         CW_STATE_LAYOUT, claimed by the first connection to an
+ *                    empty keyspace; a keyspace with accounts and no mark
+ *                    (members in keys P:s:{id}:<set>, versions up to
+ *                    22a750b) is refused until cw_state_migrate has run
  * Old day buckets and set members are deleted by the apply once they fall
  * out of the retention (longest window), and every key carries a TTL of
  * retention + 2 days (refreshed by the apply once a wall-clock day while
@@ -70,6 +73,9 @@
 
 typedef struct cw_state cw_state_t;
 
+/* The key layout this version reads and writes (P:layout). */
+#define CW_STATE_LAYOUT "2"
+
 /* Days kept beyond the longest window. The apply counts retention back
  * from the account's oldest pending day-end decision (its timer), not from
  * its newest event, so a decision made after a batch crossed its day end
@@ -90,6 +96,16 @@ void cw_state_destroy(cw_state_t *st);
 cw_err_t cw_state_connect(cw_state_t *st);
 /** @brief 1 when a live connection exists. */
 int cw_state_connected(const cw_state_t *st);
+/**
+ * @brief Move the distinct-set members of the previous layout (keys
+ * P:s:{id}:<set>) into their account hashes, delete those keys and mark
+ * the keyspace P:layout = CW_STATE_LAYOUT. Every churnwatch using the
+ * keyspace must be stopped first. Members of an account whose hash has
+ * expired, and sets the model no longer has, are deleted. Resumable: run
+ * it again after a failure. Call on a new cw_state_t, before any other.
+ * @param keys_out set keys moved or deleted
+ */
+cw_err_t cw_state_migrate(cw_state_t *st, uint64_t *keys_out, char *errstr, size_t errstr_size);
 /** @brief Number of reconnects since creation (metrics). */
 uint64_t cw_state_reconnects(const cw_state_t *st);
 

@@ -4,7 +4,7 @@
  * attributes, facts, last decision), the values of its distinct sets
  * ("<lastday>,<mask>" day masks) and its score history ("<asof>,<score>",
  * newest first). Pure: no I/O, no allocation; cw_state fetches the data
- * with plain HGETALL/HVALS/LRANGE in one MULTI/EXEC per account and calls
+ * with plain HGETALL/LRANGE in one MULTI/EXEC per account and calls
  * cw_view_eval.
  *
  * Why in C: the same arithmetic as a Lua script cost ~80 us of Redis CPU

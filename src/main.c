@@ -6,9 +6,11 @@
  *   churnwatch broker --partitions N --topics a,b,c    embedded dev broker
  *   churnwatch explain ACCOUNT --config FILE --json    one account's score
  *   churnwatch check-config FILE                       validate a config
+ *   churnwatch migrate --config FILE                   move Redis state to this layout
  *   churnwatch config-docs                             print docs/configuration.md
  *   churnwatch gen [...]                               traffic generator
  */
+#include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -46,6 +48,8 @@ static void usage(FILE *f) {
             "  explain ACCOUNT --config FILE [--json]\n"
             "                            an account's health score, signals and windows\n"
             "  check-config FILE         validate a config file (names the bad key)\n"
+            "  migrate --config FILE     move Redis state written by an older version to\n"
+            "                            this version's key layout (all churnwatch stopped)\n"
             "  config-docs               print the configuration reference (Markdown)\n"
             "  gen [options]             deterministic traffic generator\n"
             "  version                   print the version\n");
@@ -162,6 +166,55 @@ static int check_config_main(int argc, char **argv) {
     return 0;
 }
 
+static int migrate_main(int argc, char **argv) {
+    const char *config = NULL;
+    char errstr[512];
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--config") == 0 && i + 1 < argc) {
+            config = argv[++i];
+        } else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            printf("usage: churnwatch migrate --config FILE\n"
+                   "  Move the Redis state written by a churnwatch that kept distinct-set\n"
+                   "  members in keys of their own (P:s:{id}:<set>) into the account hashes\n"
+                   "  and mark the keyspace with key layout " CW_STATE_LAYOUT ". This version\n"
+                   "  refuses to start on such a keyspace until then. Stop every churnwatch\n"
+                   "  using the keyspace first; events wait in Kafka meanwhile. Safe to run\n"
+                   "  again (it resumes); exit 0 when done, 1 on errors.\n");
+            return 0;
+        } else {
+            fprintf(stderr, "migrate: unexpected argument '%s'\n", argv[i]);
+            return 2;
+        }
+    }
+    if (config == NULL) {
+        fprintf(stderr, "usage: churnwatch migrate --config FILE\n");
+        return 2;
+    }
+    cw_conf_t *conf = cw_conf_load(config, errstr, sizeof(errstr));
+    if (conf == NULL) {
+        fprintf(stderr, "%s: %s\n", config, errstr);
+        return 1;
+    }
+    cw_layout_t layout;
+    cw_state_t *st = NULL;
+    uint64_t keys = 0;
+    int rc = 1;
+    if (cw_layout_build(&conf->model, &layout, errstr, sizeof(errstr)) != 0 ||
+        (st = cw_state_new(conf, &layout, errstr, sizeof(errstr))) == NULL) {
+        fprintf(stderr, "%s: %s\n", config, errstr);
+    } else if (cw_state_migrate(st, &keys, errstr, sizeof(errstr)) != CW_OK) {
+        fprintf(stderr, "migrate: %s\n", errstr);
+    } else {
+        printf("migrate: %" PRIu64 " set keys moved into account hashes; keyspace \"%s\" has "
+               "key layout " CW_STATE_LAYOUT "\n",
+               keys, conf->redis_key_prefix);
+        rc = 0;
+    }
+    cw_state_destroy(st);
+    cw_conf_destroy(conf);
+    return rc;
+}
+
 int main(int argc, char **argv) {
     if (argc < 2) {
         usage(stderr);
@@ -176,6 +229,8 @@ int main(int argc, char **argv) {
         return cw_explain_main(argc - 1, argv + 1);
     } else if (strcmp(cmd, "check-config") == 0) {
         return check_config_main(argc - 1, argv + 1);
+    } else if (strcmp(cmd, "migrate") == 0) {
+        return migrate_main(argc - 1, argv + 1);
     } else if (strcmp(cmd, "config-docs") == 0) {
         if (argc > 2 && (strcmp(argv[2], "--help") == 0 || strcmp(argv[2], "-h") == 0)) {
             printf("usage: churnwatch config-docs\n"

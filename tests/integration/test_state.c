@@ -484,19 +484,17 @@ Test(state, pruning_bounds_memory) {
     cr_expect_lt(fields, 150);
     /* the set member seen only on day 0 is gone, the daily one kept */
     c = raw();
-    r = redisCommand(c, "HEXISTS t:s:{prune}:U:lu early");
+    r = redisCommand(c, "HEXISTS t:a:{prune} s4:U:lu:early");
     cr_assert(r != NULL && r->type == REDIS_REPLY_INTEGER);
     cr_expect_eq(r->integer, 0);
     freeReplyObject(r);
-    r = redisCommand(c, "HEXISTS t:s:{prune}:U:lu daily");
+    r = redisCommand(c, "HEXISTS t:a:{prune} s4:U:lu:daily");
     cr_expect_eq(r->integer, 1);
     freeReplyObject(r);
-    /* every key has a TTL of retention + 2 days */
+    /* every key has a TTL of retention + 2 days (the members' is the
+     * account hash's) */
     r = redisCommand(c, "TTL t:a:{prune}");
     cr_expect_gt(r->integer, (long long)(conf->retention_days + 1) * 86400);
-    freeReplyObject(r);
-    r = redisCommand(c, "TTL t:s:{prune}:U:lu");
-    cr_expect_gt(r->integer, 0);
     freeReplyObject(r);
     redisFree(c);
     cw_account_state_t a;
@@ -934,8 +932,7 @@ Test(state, memory_per_account) {
         c.last_alert_id = "0123456789abcdef0123456789abcdef";
         cr_assert_eq(cw_state_commit(st, &c, 1), CW_OK);
     }
-    const char *keys[] = {"t:a:{mem-acct-000001}", "t:s:{mem-acct-000001}:U:lu",
-                          "t:s:{mem-acct-000001}:F:u", "t:h:{mem-acct-000001}",
+    const char *keys[] = {"t:a:{mem-acct-000001}", "t:h:{mem-acct-000001}",
                           "t:snap:{mem-acct-000001}"};
     long long total = 0;
     for (size_t k = 0; k < sizeof(keys) / sizeof(keys[0]); k++) {
@@ -1175,8 +1172,8 @@ Test(state, set_prune_only_when_a_member_can_expire) {
         decided("sp", 0, d);
     }
     cr_expect_eq(cmd_calls("hgetall") - hgetall0, 3 + 1);
-    cr_expect_eq(cw_h_redis_int(redis, "HEXISTS t:s:{sp}:U:lu old"), 0);
-    cr_expect_eq(cw_h_redis_int(redis, "HEXISTS t:s:{sp}:U:lu daily"), 1);
+    cr_expect_eq(cw_h_redis_int(redis, "HEXISTS t:a:{sp} s4:U:lu:old"), 0);
+    cr_expect_eq(cw_h_redis_int(redis, "HEXISTS t:a:{sp} s4:U:lu:daily"), 1);
     cr_expect_geq(cw_h_redis_int(redis, "HGET t:a:{sp} n:U:lu"), D0 + ret);
 
     /* a set written by an older version (m:<set> = the last prune day, no
@@ -1191,7 +1188,7 @@ Test(state, set_prune_only_when_a_member_can_expire) {
     cr_assert_eq(apply(st, &l1, 1, 0, 101, NULL, NULL), CW_OK);
     cr_expect_eq(cmd_calls("hgetall") - hgetall0, 1 + 1);
     cr_expect_eq(cw_h_redis_int(redis, "HEXISTS t:a:{legacy} m:U:lu"), 0);
-    cr_expect_eq(cw_h_redis_int(redis, "HEXISTS t:s:{legacy}:U:lu gone"), 0);
+    cr_expect_eq(cw_h_redis_int(redis, "HEXISTS t:a:{legacy} s4:U:lu:gone"), 0);
     cr_expect_eq(cw_h_redis_int(redis, "HGET t:a:{legacy} n:U:lu"), D0 + ret + 6);
 }
 
@@ -1258,55 +1255,113 @@ Test(state, history_trimmed_only_when_full) {
     cr_expect_eq(cmd_calls("ltrim") - ltrim0, extra);
 }
 
-/* A set key gets its TTL once, with its TTL mark (field ""): members added
- * to a key that has the mark send no EXPIRE; a key without it (written by
- * a version without marks, or recreated after it expired) is given the
- * TTL and the mark again; a prune that leaves no member deletes the mark
- * too, so the key goes. The mark counts in no window. */
-Test(state, set_ttl_given_once_by_its_mark) {
+/* Distinct-set members are fields of the account hash, "s<n>:<set>:<member>"
+ * (n = the set name's length): no key of their own, so no EXPIRE of their
+ * own, and a member may hold any character. */
+Test(state, set_members_live_in_the_account_hash) {
     cw_account_state_t a;
-    cw_event_t e0 = login("ttl", "u1", T(0, 1));
-    cr_assert_eq(apply(st, &e0, 1, 0, 0, NULL, NULL), CW_OK);
-    cr_expect_eq(cw_h_redis_int(redis, "HEXISTS t:s:{ttl}:U:lu %s", ""), 1);
-    cr_expect_gt(cw_h_redis_int(redis, "TTL t:s:{ttl}:U:lu"), 0);
-    /* a new member of the same day: the key had the mark */
-    long long expire0 = cmd_calls("expire");
-    cw_event_t e1 = login("ttl", "u2", T(0, 2));
-    cr_assert_eq(apply(st, &e1, 1, 0, 1, NULL, NULL), CW_OK);
-    cr_expect_eq(cmd_calls("expire") - expire0, 0);
-    cr_expect_eq(cw_h_redis_int(redis, "HLEN t:s:{ttl}:U:lu"), 3);
-    cr_assert_eq(cw_state_read(st, "ttl", T(0, 12), &a), CW_OK);
-    cr_expect_eq(win(&a, CW_WIN_ACTIVE_USERS_30D), 2);
-
-    /* a key without the mark and without a TTL: the next apply gives both */
-    cw_h_redis_int(redis, "HDEL t:s:{ttl}:U:lu %s", "");
-    cw_h_redis_int(redis, "PERSIST t:s:{ttl}:U:lu");
-    cr_expect_eq(cw_h_redis_int(redis, "TTL t:s:{ttl}:U:lu"), -1);
-    expire0 = cmd_calls("expire");
-    cw_event_t e2 = login("ttl", "u3", T(0, 3));
-    cr_assert_eq(apply(st, &e2, 1, 0, 2, NULL, NULL), CW_OK);
-    cr_expect_geq(cmd_calls("expire") - expire0, 1);
-    cr_expect_gt(cw_h_redis_int(redis, "TTL t:s:{ttl}:U:lu"), 0);
-    cr_expect_eq(cw_h_redis_int(redis, "HEXISTS t:s:{ttl}:U:lu %s", ""), 1);
-    cr_assert_eq(cw_state_read(st, "ttl", T(0, 12), &a), CW_OK);
+    cw_event_t e[3] = {login("mh", "u1", T(0, 1)), login("mh", "s4:U:lu:x|y", T(0, 2)),
+                       usage("mh", "u:2", "reports", T(0, 3), 1)};
+    cr_assert_eq(apply(st, e, 3, 0, 0, NULL, NULL), CW_OK);
+    cr_expect_eq(cw_h_redis_int(redis, "HEXISTS t:a:{mh} %s", "s4:U:lu:u1"), 1);
+    cr_expect_eq(cw_h_redis_int(redis, "HEXISTS t:a:{mh} %s", "s4:U:lu:s4:U:lu:x|y"), 1);
+    cr_expect_eq(cw_h_redis_int(redis, "HEXISTS t:a:{mh} %s", "s4:U:lu:u:2"), 1);
+    cr_expect_eq(cw_h_redis_int(redis, "EXISTS t:s:{mh}:U:lu"), 0);
+    cr_assert_eq(cw_state_read(st, "mh", T(0, 12), &a), CW_OK);
     cr_expect_eq(win(&a, CW_WIN_ACTIVE_USERS_30D), 3);
+    /* more members of the same day: one HMGET, no EXPIRE (the hash has its
+     * TTL, refreshed once a wall-clock day) */
+    long long expire0 = cmd_calls("expire"), hmget0 = cmd_calls("hmget");
+    cw_event_t e2[2] = {login("mh", "u4", T(0, 4)), login("mh", "u5", T(0, 5))};
+    cr_assert_eq(apply(st, e2, 2, 0, 3, NULL, NULL), CW_OK);
+    cr_expect_eq(cmd_calls("expire") - expire0, 0);
+    cr_expect_eq(cmd_calls("hmget") - hmget0, 1);
+    cr_assert_eq(cw_state_read(st, "mh", T(0, 12), &a), CW_OK);
+    cr_expect_eq(win(&a, CW_WIN_ACTIVE_USERS_30D), 5);
+    cr_expect_gt(cw_h_redis_int(redis, "TTL t:a:{mh}"), 0);
+}
 
-    /* past the set's retention, a batch marking none of its members prunes
-     * every member, and the mark: the key is gone */
-    cw_view_plan_t plan;
+/* The keyspace's layout mark: claimed by the first connection to an empty
+ * keyspace; a keyspace with accounts and no mark (set members in keys of
+ * their own, as versions up to 22a750b wrote them) is refused until
+ * cw_state_migrate has moved them; afterwards every window reads as before
+ * the move. Members of an account whose hash has expired, the TTL mark of
+ * 22a750b and sets the model does not have are dropped. */
+Test(state, migrate_from_set_keys) {
     char err[256];
-    int s_lu = -1;
-    for (int s = 0; s < layout.n_sets; s++) {
-        s_lu = strcmp(layout.sets[s].name, "U:lu") == 0 ? s : s_lu;
+    redisContext *c;
+    redisReply *r;
+    cw_event_t evs[40];
+    size_t n = 0;
+    for (int d = 0; d < 10; d++) {
+        char user[16];
+        snprintf(user, sizeof(user), "u%d", d % 4);
+        evs[n++] = login("mig", user, T(d, 3));
+        evs[n++] = usage("mig", user, d % 2 ? "reports" : "export", T(d, 4), 1 + d % 3);
     }
-    cr_assert_geq(s_lu, 0);
-    cr_assert_eq(cw_view_plan_build(conf, &layout, CW_STATE_SLACK_DAYS, &plan, err, sizeof(err)),
+    cr_assert_eq(apply(st, evs, n, 0, 0, NULL, NULL), CW_OK);
+    cr_expect_eq(cw_h_redis_int(redis, "EXISTS t:layout"), 1);
+    cw_account_state_t before, after;
+    cr_assert_eq(cw_state_read(st, "mig", T(10, 0), &before), CW_OK);
+    check_all_queries(&before, evs, n);
+
+    /* back to the old layout: members out of the hash into set keys */
+    c = raw();
+    r = redisCommand(c, "HGETALL t:a:{mig}");
+    cr_assert(r != NULL && r->type == REDIS_REPLY_ARRAY);
+    int moved = 0;
+    for (size_t k = 0; k + 1 < r->elements; k += 2) {
+        const char *f = r->element[k]->str;
+        for (int s = 0; s < layout.n_sets; s++) {
+            char pre[64];
+            snprintf(pre, sizeof(pre), "s%zu:%s:", strlen(layout.sets[s].name),
+                     layout.sets[s].name);
+            if (strncmp(f, pre, strlen(pre)) == 0) {
+                char key[128];
+                snprintf(key, sizeof(key), "t:s:{mig}:%s", layout.sets[s].name);
+                freeReplyObject(redisCommand(c, "HSET %s %s %s %s 0,0", key, f + strlen(pre),
+                                             r->element[k + 1]->str, ""));
+                freeReplyObject(redisCommand(c, "HDEL t:a:{mig} %s", f));
+                moved++;
+            }
+        }
+    }
+    freeReplyObject(r);
+    cr_assert_gt(moved, 4);
+    freeReplyObject(redisCommand(c, "HSET t:s:{expired}:U:lu u1 20000,1"));
+    freeReplyObject(redisCommand(c, "HSET t:s:{mig}:U:gone u1 20000,1"));
+    freeReplyObject(redisCommand(c, "DEL t:layout"));
+    redisFree(c);
+
+    /* refused while the members are in set keys */
+    cw_state_t *fresh = cw_state_new(conf, &layout, err, sizeof(err));
+    cr_assert_not_null(fresh);
+    cr_expect_eq(cw_state_connect(fresh), CW_ERROR);
+    cr_expect_eq(cw_state_connected(fresh), 0);
+    cw_state_destroy(fresh);
+
+    fresh = cw_state_new(conf, &layout, err, sizeof(err));
+    uint64_t keys = 0;
+    cr_assert_eq(cw_state_migrate(fresh, &keys, err, sizeof(err)), CW_OK, "%s", err);
+    cw_state_destroy(fresh);
+    cr_expect_eq(keys, 2 + 2); /* mig's two sets, expired, the unknown set */
+    cr_expect_eq(cw_h_redis_int(redis, "EXISTS t:s:{mig}:U:lu t:s:{expired}:U:lu t:s:{mig}:U:gone"),
                  0);
-    int late = plan.sr[s_lu] + 3;
-    decided("ttl", 0, late - 1);
-    cw_event_t e3 = usage("ttl", NULL, "export", T(late, 1), 1);
-    cr_assert_eq(apply(st, &e3, 1, 0, 3, NULL, NULL), CW_OK);
-    cr_expect_eq(cw_h_redis_int(redis, "EXISTS t:s:{ttl}:U:lu"), 0);
-    cr_assert_eq(cw_state_read(st, "ttl", T(late, 12), &a), CW_OK);
-    cr_expect_eq(win(&a, CW_WIN_ACTIVE_USERS_30D), 0);
+    cr_expect_eq(cw_h_redis_int(redis, "EXISTS t:a:{expired}"), 0);
+    cr_expect_eq(cw_h_redis_int(redis, "HEXISTS t:a:{mig} s4:U:lu:"), 0); /* the 22a750b mark */
+    cr_expect_eq(cw_h_redis_int(redis, "HEXISTS t:a:{mig} s4:U:lu:u1"), 1);
+
+    fresh = cw_state_new(conf, &layout, err, sizeof(err));
+    cr_assert_eq(cw_state_connect(fresh), CW_OK);
+    cr_assert_eq(cw_state_read(fresh, "mig", T(10, 0), &after), CW_OK);
+    for (int j = 0; j < layout.n_queries; j++) {
+        cr_expect_eq(after.q[j], before.q[j], "query %d: %g after, %g before", j, after.q[j],
+                     before.q[j]);
+    }
+    cw_state_destroy(fresh);
+    /* a mark of another layout is refused */
+    cw_h_redis_int(redis, "SET t:layout 3");
+    fresh = cw_state_new(conf, &layout, err, sizeof(err));
+    cr_expect_eq(cw_state_connect(fresh), CW_ERROR);
+    cw_state_destroy(fresh);
 }

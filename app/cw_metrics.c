@@ -70,6 +70,10 @@ static const struct {
     {"churnwatch_snapshots_total", "Score snapshots produced to the score topic."},
     {"churnwatch_timer_rescored_total", "Accounts rescored by timers (windows rolled)."},
     {"churnwatch_redis_retries_total", "Redis operations retried after a connection failure."},
+    {"churnwatch_apply_cache_hits_total",
+     "Account applies whose fixed fields and timer came from the apply cache."},
+    {"churnwatch_apply_cache_misses_total",
+     "Account applies that read their fixed fields and timer from Redis (cache on)."},
 };
 
 static const char *const topic_kinds[CW_METRICS_TOPIC__COUNT] = {"alert", "score", "dlq"};

@@ -26,6 +26,7 @@
  *   redis_reconnects_total, redis_retries_total, redis_up
  *   producer_delivered_total{topic}, producer_failed_total{topic}
  *   batches_total, duplicates_total, snapshots_total, timer_rescored_total
+ *   apply_cache_hits_total, apply_cache_misses_total (state.cache_accounts)
  *   assigned_partitions, ready, start_time_seconds
  *
  * Ownership: cw_metrics_t is created by main, borrowed by the pipeline and
@@ -55,6 +56,8 @@ typedef enum {
     CW_CTR_SNAPSHOTS,      /* score snapshots produced */
     CW_CTR_TIMER_RESCORED, /* accounts rescored by timers */
     CW_CTR_REDIS_RETRIES,  /* Redis operations retried after a failure */
+    CW_CTR_CACHE_HITS,     /* applies of an account found in the apply cache */
+    CW_CTR_CACHE_MISSES,   /* applies that read its fixed fields from Redis */
     CW_CTR__COUNT
 } cw_metrics_ctr_t;
 

@@ -857,7 +857,8 @@ static cw_err_t lane_apply(lane_t *ln) {
         }
     }
     size_t na = 0;
-    uint64_t dup0 = cw_state_duplicates(ln->state);
+    uint64_t dup0 = cw_state_duplicates(ln->state), hit0, miss0, hit1, miss1;
+    cw_state_cache_stats(ln->state, &hit0, &miss0);
     cw_err_t r = WITH_REDIS(ln, cw_state_batch_exec(ln->state, &accts, &na));
     if (r != CW_OK) {
         return r;
@@ -865,6 +866,9 @@ static cw_err_t lane_apply(lane_t *ln) {
     uint64_t dups = cw_state_duplicates(ln->state) - dup0;
     ln->stats.duplicates += dups;
     cw_metrics_add(pl->m, CW_CTR_DUPLICATES, dups);
+    cw_state_cache_stats(ln->state, &hit1, &miss1);
+    cw_metrics_add(pl->m, CW_CTR_CACHE_HITS, hit1 - hit0);
+    cw_metrics_add(pl->m, CW_CTR_CACHE_MISSES, miss1 - miss0);
     for (size_t i = 0; i < na; i++) {
         int p = accts[i].partition;
         if (p >= 0 && p < CW_MAX_PARTITIONS && accts[i].last_event_ms > pl->wm[p]) {

@@ -340,6 +340,8 @@ CW_ALERTS=$(metric churnwatch_alerts_total "$M")
 CW_BATCHES=$(metric churnwatch_batches_total "$M")
 CW_REDIS_S=$(metricf churnwatch_redis_roundtrip_seconds_sum "$M")
 CW_BATCH_S=$(metricf churnwatch_batch_duration_seconds_sum "$M")
+CW_CHITS=$(metric churnwatch_apply_cache_hits_total "$M")
+CW_CMISS=$(metric churnwatch_apply_cache_misses_total "$M")
 COMM=$("$CONSUME_RATE" --brokers "$BROKERS" --topic events --committed "cw-bench-$$")
 COMMITTED=$(sed 's/.*committed_sum=\([0-9]*\).*/\1/' <<<"$COMM")
 DLQ_TOPIC=$("$CONSUME_RATE" --brokers "$BROKERS" --topic events-dlq --offsets | sed 's/.*high_sum=\([0-9]*\).*/\1/')
@@ -361,7 +363,7 @@ if [ -n "$T_ALL_DECODED" ]; then
   R[a_decoded]="cross-check: the 200 ms metrics poll saw every message decoded $(awk -v d=$((T_ALL_DECODED - T_START)) 'BEGIN { printf "%.2f", d / 1000 }') s after start (the idle-exit estimate above: $(awk -v d=$((T_END - T_START)) 'BEGIN { printf "%.2f", d / 1000 }') s)"
 fi
 WALL_S=$(awk -v ms=$((T_END - T_START)) 'BEGIN { printf "%.2f", ms / 1000 }')
-R[a_work]="$CW_BATCHES batches; $CW_TIMER day-end/timer rescorings; $CW_SNAPS score snapshots; $CW_ALERTS alerts; time in Redis round trips ${CW_REDIS_S} s of ${WALL_S} s"
+R[a_work]="$CW_BATCHES batches; $CW_TIMER day-end/timer rescorings; $CW_SNAPS score snapshots; $CW_ALERTS alerts; time in Redis round trips ${CW_REDIS_S} s of ${WALL_S} s; apply cache $(awk -v h="$CW_CHITS" -v m="$CW_CMISS" 'BEGIN { printf "%d hits of %d account applies (%.1f%%)", h, h + m, (h + m > 0 ? 100 * h / (h + m) : 0) }')"
 R[cpu]=$(awk -v w="$CW_WALL" -v cu="$CW_USER" -v cs="$CW_SYS" -v r=$(awk -v a="$RED0" -v b="$RED1" 'BEGIN{print b-a}') \
   -v k=$(awk -v a="$BRK0" -v b="$BRK1" 'BEGIN{print b-a}') 'BEGIN {
   printf "churnwatch %.1f s (%.0f%% of a core), redis-server %.1f s (%.0f%%), broker %.1f s (%.0f%%) over %.1f s", cu + cs, 100 * (cu + cs) / w, r, 100 * r / w, k, 100 * k / w, w }')

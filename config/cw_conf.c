@@ -456,6 +456,16 @@ static const cw_key_t conf_keys[] = {
      .min = 1,
      .max = 365,
      .desc = "Score history points kept per account."},
+    {.type = KT_INT,
+     .name = "state.cache_accounts",
+     .def = "32768",
+     .off = COFF(cache_accounts),
+     .min = 0,
+     .max = 16777216,
+     .desc = "Accounts whose fixed fields (facts, prune marks, last offset) and timer the "
+             "apply keeps in memory, split among the redis.connections lanes (about 240 bytes "
+             "each): an apply of a cached account asks Redis only for its day buckets and "
+             "members. Trusted while the partition's fence shows no other writer; 0 = off."},
     {.type = KT_ENUM,
      .name = "log.level",
      .def = "info",

@@ -156,6 +156,7 @@ typedef struct cw_conf {
     int max_event_bytes;      /* larger messages are dead-lettered (65536) */
     int retention_days;       /* derived: longest window + baseline; state kept this long */
     int history_len;          /* score history points kept per account (30) */
+    int cache_accounts;       /* apply cache size, accounts per process (32768; 0 off) */
     char log_level[16];
     /* model */
     cw_model_t model;

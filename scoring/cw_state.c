@@ -42,6 +42,7 @@
 
 #include <hiredis/hiredis.h>
 
+#include "cw_acache.h"
 #include "cw_state_lua.h"
 #include "cw_view.h"
 
@@ -148,6 +149,7 @@ struct cw_state {
     cw_buf_t ap_dbuf; /* names to delete */
     int64_t ap_now;
     int tx_aborted;   /* the last EXEC was aborted (WATCH) */
+    int ap_stale;     /* an apply read found a stale cache record */
     cm_read_t *cm_rd; /* commit: what each commit's writes depend on */
     size_t cm_rd_cap;
     /* due reads made under WATCH (see cw_state_due): what the commit of
@@ -164,8 +166,14 @@ struct cw_state {
     /* reads: views into one EXEC reply (scratch, grows to the largest) */
     cw_sv_t *sv;
     size_t sv_cap;
+    signed char *sv_set; /* per field of the hash read: its set, -1 none */
+    size_t sv_set_cap;
     unsigned char *read_miss; /* per account of the last read_accounts */
     size_t read_miss_cap;
+    /* the apply's cache of accounts' fixed fields and timers (state.cache_accounts; NULL off) */
+    cw_acache_t *acache; /* owned */
+    int acache_tried;
+    uint64_t ac_hits, ac_misses;
 };
 
 /* ---- small helpers ---- */
@@ -421,6 +429,9 @@ static void held_free(cw_state_t *st) {
 /* Free the context: a context that saw an error is never reused. */
 static void drop(cw_state_t *st, const char *why) {
     st->pre_watch = 0;
+    if (st->acache != NULL) {
+        cw_acache_clear(st->acache); /* an EXEC in flight may or may not have run */
+    }
     if (st->c != NULL) {
         CW_LOG(CW_LOG_WARN, CW_STATE_COMP, "redis connection lost (%s): %s", why,
                st->c->err ? st->c->errstr : "protocol error");
@@ -573,28 +584,19 @@ cw_err_t cw_state_connect(cw_state_t *st) {
         drop(st, "set timeout");
         return CW_RETRY;
     }
-    if (st->conf->redis_password[0] != '\0') {
-        const char *argv[2] = {"AUTH", st->conf->redis_password};
-        size_t lens[2] = {4, strlen(st->conf->redis_password)};
-        redisReply *r = NULL;
-        /* the password is never logged: only the error text is */
-        err = cmd_blocking(st, 2, argv, lens, "AUTH", &r);
-        freeReplyObject(r);
-        if (err != CW_OK) {
-            drop(st, "AUTH");
-            return err;
-        }
-    }
-    if (st->conf->redis_db != 0) {
+    for (int k = 0; k < 2; k++) {
+        /* AUTH (the password is never logged: only the error text is), SELECT */
         char db[16];
-        const char *argv[2] = {"SELECT", db};
-        size_t lens[2] = {6, 0};
         redisReply *r = NULL;
-        lens[1] = (size_t)snprintf(db, sizeof(db), "%d", st->conf->redis_db);
-        err = cmd_blocking(st, 2, argv, lens, "SELECT", &r);
+        const char *what = k == 0 ? "AUTH" : "SELECT";
+        if (k == 0 ? st->conf->redis_password[0] == '\0' : st->conf->redis_db == 0) {
+            continue;
+        }
+        snprintf(db, sizeof(db), "%d", st->conf->redis_db);
+        err = cmd_strs(st, what, &r, what, k == 0 ? st->conf->redis_password : db, NULL);
         freeReplyObject(r);
         if (err != CW_OK) {
-            drop(st, "SELECT");
+            drop(st, what);
             return err;
         }
     }
@@ -621,6 +623,11 @@ int cw_state_connected(const cw_state_t *st) {
 
 uint64_t cw_state_reconnects(const cw_state_t *st) {
     return st->reconnects;
+}
+
+void cw_state_cache_stats(const cw_state_t *st, uint64_t *hits, uint64_t *misses) {
+    *hits = st->ac_hits;
+    *misses = st->ac_misses;
 }
 
 uint64_t cw_state_duplicates(const cw_state_t *st) {
@@ -768,7 +775,8 @@ static cw_err_t eval_account(cw_state_t *st, const redisReply *hash, const redis
         return CW_OK;
     }
     if (grow((void **)&st->sv, &st->sv_cap, hash->elements + hist->elements + 1, sizeof(*st->sv)) !=
-        0) {
+            0 ||
+        grow((void **)&st->sv_set, &st->sv_set_cap, hash->elements / 2, 1) != 0) {
         return CW_ERROR;
     }
     /* the other fields first (name, value pairs), then the history, then
@@ -776,10 +784,12 @@ static cw_err_t eval_account(cw_state_t *st, const redisReply *hash, const redis
     for (size_t k = 0; k < hash->elements; k += 2) {
         const redisReply *f = hash->element[k], *v = hash->element[k + 1];
         int s;
+        st->sv_set[k / 2] = -1;
         if (f->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING) {
             continue;
         }
         if ((s = member_field(l, (cw_sv_t){f->str, f->len}, NULL)) >= 0) {
+            st->sv_set[k / 2] = (signed char)s; /* placed below */
             n_set[s]++;
             continue;
         }
@@ -799,10 +809,9 @@ static cw_err_t eval_account(cw_state_t *st, const redisReply *hash, const redis
         n_set[s] = 0;
     }
     for (size_t k = 0; k < hash->elements; k += 2) {
-        const redisReply *f = hash->element[k], *v = hash->element[k + 1];
-        int s;
-        if (f->type == REDIS_REPLY_STRING && v->type == REDIS_REPLY_STRING &&
-            (s = member_field(l, (cw_sv_t){f->str, f->len}, NULL)) >= 0) {
+        const redisReply *v = hash->element[k + 1];
+        int s = st->sv_set[k / 2];
+        if (s >= 0) {
             st->sv[off_set[s] + n_set[s]++] = (cw_sv_t){v->str, v->len};
         }
     }
@@ -921,6 +930,7 @@ void cw_state_destroy(cw_state_t *st) {
     free(st->arg_len);
     free(st->argv);
     free(st->sv);
+    free(st->sv_set);
     free(st->read_miss);
     free(st->ap_grp);
     free(st->ap_mem);
@@ -932,6 +942,7 @@ void cw_state_destroy(cw_state_t *st) {
     held_free(st);
     cw_buf_free(&st->ap_vbuf);
     cw_buf_free(&st->ap_dbuf);
+    cw_acache_destroy(st->acache);
     free(st);
 }
 
@@ -1117,6 +1128,7 @@ static const char *const ap_attr[4] = {"arr", "sea", "pln", "ren"};
 /* What one command of a phase is for. */
 enum {
     AP_WATCH,
+    AP_GETF, /* GET of a partition's fence (the apply cache's check) */
     AP_HMGET_A,
     AP_ZSCORE,
     AP_HKEYS,
@@ -1201,9 +1213,36 @@ typedef struct ap_grp {
     unsigned rq_f; /* facts the read asks for (ap_read_fields) */
     int rq_at;     /* and the attributes */
     uint32_t mem0, n_mem, cnt0, n_cnt, del0, n_del;
+    int hit;        /* fixed fields and (if due_known) timer from the cache */
+    int stale;      /* ... but the hash's "p" says another partition wrote it */
+    unsigned known; /* facts known before the read (the cache's) */
+    int due_known;  /* the timer too: no ZSCORE */
 } ap_grp_t;
 
 #define AP_I32_NONE INT32_MIN
+
+/*
+ * What the lane's cache (cw_acache) keeps of an account for its next apply:
+ * the account hash's fixed fields as Redis holds them after this lane's
+ * last transaction on it — the facts read or written (known), the prune
+ * marks m:<counter>, m:<set>, n:<set>, x and o:<p> — and its timer. A hit
+ * makes the apply's HMGET carry only the day buckets, members, facts not
+ * yet known and attributes, and drops its ZSCORE (bench/README.md).
+ * Records are trusted while the partition's fence shows no other writer
+ * (cw_acache.h) and only on the wall day of their x: the account hash then
+ * still exists (its TTL was refreshed that day).
+ */
+typedef struct ac_rec {
+    int64_t f[AP_NF];
+    int64_t x, last, due; /* due: AP_NONE none */
+    uint32_t known;       /* facts in f */
+    int32_t due_known;
+    int32_t mark[]; /* mc[n_counters], ms[n_sets], ns[n_sets] */
+} ac_rec_t;
+
+static size_t ac_rec_size(const cw_layout_t *l) {
+    return sizeof(ac_rec_t) + sizeof(int32_t) * (size_t)(l->n_counters + 2 * l->n_sets);
+}
 
 static int64_t ap_day(int64_t ms) {
     return cw_time_day(ms);
@@ -1356,22 +1395,93 @@ static ap_cnt_t *ap_cnt_find(cw_state_t *st, ap_grp_t *g, int c, int64_t day, in
     return ce;
 }
 
-/* Phase 1 plan: the reads of every group, and its member and counter
- * entries. */
-static int ap_plan_reads(cw_state_t *st) {
-    cw_event_ops_t ops;
+/* WATCH of the fences of the batch's partitions (before anything is
+ * read), each with its GET when the cache needs the value (kind AP_GETF). */
+static int ap_push_watches(cw_state_t *st, int with_get) {
     unsigned char seen[CW_STATE_MAX_PARTITIONS] = {0};
-    st->ap_n_cmd = 0;
-    st->ap_n_mem = 0;
-    /* the fences of the batch's partitions, watched before anything is read */
     for (size_t gi = 0; gi < st->n_groups; gi++) {
         int p = st->groups[gi].partition;
         if (!seen[p]) {
             seen[p] = 1;
-            if (ap_cmd_push(st, (uint32_t)p, AP_WATCH, 0)) {
+            if (ap_cmd_push(st, (uint32_t)p, AP_WATCH, 0) ||
+                (with_get && ap_cmd_push(st, (uint32_t)p, AP_GETF, 0))) {
                 return -1;
             }
         }
+    }
+    return 0;
+}
+
+/* Replies of the cache's fence check: the WATCHes, and the fences' values
+ * (nil: never INCRed, 0), which keep or drop each partition's records. */
+static cw_err_t ap_reply_fences(cw_state_t *st, size_t i, const redisReply *r, void *vctx) {
+    const ap_cmd_t *c = &st->ap_cmd[i];
+    int64_t v = 0;
+    (void)vctx;
+    if (c->kind == AP_WATCH) {
+        return r->type == REDIS_REPLY_STATUS ? CW_OK : CW_ERROR;
+    }
+    if (r->type != REDIS_REPLY_NIL && rep_i64(r, &v) != 0) {
+        return CW_ERROR;
+    }
+    cw_acache_fence_seen(st->acache, (int)c->grp, v);
+    return CW_OK;
+}
+
+/* Group gi's facts, marks, x, o:<p> and timer from the cache when it holds
+ * a current record of the account (see ac_rec_t); g->rq_f then asks only
+ * for the facts it lacks. */
+static void ap_cache_load(cw_state_t *st, size_t gi, int64_t today) {
+    const cw_layout_t *l = st->layout;
+    ap_grp_t *g = &st->ap_grp[gi];
+    const ac_rec_t *r = NULL;
+    for (int k = 0; k < AP_NF; k++) {
+        g->f[k] = AP_NONE;
+    }
+    for (int k = 0; k < 4; k++) {
+        g->at[k] = AP_NONE;
+    }
+    g->due = AP_NONE;
+    if (st->acache == NULL) {
+        return;
+    }
+    r = cw_acache_get(st->acache, st->groups[gi].partition, ap_id(st, gi));
+    if (r == NULL || r->x != today) {
+        st->ac_misses++;
+        return;
+    }
+    st->ac_hits++;
+    g->hit = 1;
+    g->known = r->known;
+    g->due_known = r->due_known;
+    for (int k = 0; k < AP_NF; k++) {
+        if (r->known & (1u << k)) {
+            g->f[k] = r->f[k];
+        }
+    }
+    g->rq_f &= ~r->known;
+    for (int c = 0; c < l->n_counters; c++) {
+        g->mc[c] = r->mark[c];
+    }
+    for (int s = 0; s < l->n_sets; s++) {
+        g->ms[s] = r->mark[l->n_counters + s];
+        g->ns[s] = r->mark[l->n_counters + l->n_sets + s];
+    }
+    g->x = r->x;
+    g->last = r->last;
+    g->due = r->due_known ? r->due : AP_NONE;
+}
+
+/* Phase 1 plan: the reads of every group, and its member and counter
+ * entries. */
+static int ap_plan_reads(cw_state_t *st) {
+    cw_event_ops_t ops;
+    int64_t today = ap_day(cw_time_now_ms());
+    st->ap_n_cmd = 0;
+    st->ap_n_mem = 0;
+    /* with the cache, the WATCHes went first (ap_run) */
+    if (st->acache == NULL && ap_push_watches(st, 0) != 0) {
+        return -1;
     }
     for (size_t gi = 0; gi < st->n_groups; gi++) {
         ap_grp_t *g = &st->ap_grp[gi];
@@ -1379,6 +1489,7 @@ static int ap_plan_reads(cw_state_t *st) {
         g->mem0 = (uint32_t)st->ap_n_mem;
         g->cnt0 = (uint32_t)st->ap_n_cnt;
         g->rq_f = ap_read_fields(st, st->groups[gi].head, &g->rq_at);
+        ap_cache_load(st, gi, today);
         for (int32_t e = st->groups[gi].head; e >= 0; e = st->evs[e].next) {
             const cw_bev_t *ev = &st->evs[e];
             ap_event_ops(st, ev, &ops);
@@ -1401,7 +1512,7 @@ static int ap_plan_reads(cw_state_t *st) {
         if (ap_cmd_push(st, (uint32_t)gi, AP_HMGET_A, 0)) {
             return -1;
         }
-        if (ap_cmd_push(st, (uint32_t)gi, AP_ZSCORE, 0)) {
+        if (!g->due_known && ap_cmd_push(st, (uint32_t)gi, AP_ZSCORE, 0)) {
             return -1;
         }
     }
@@ -1458,8 +1569,8 @@ static cw_err_t ap_build(cw_state_t *st, size_t i, void *vctx) {
     const cw_layout_t *l = st->layout;
     /* grp is a group index, except for AP_WATCH, AP_WMAX and AP_FENCE (a
      * partition) and AP_MULTI/AP_EXEC (unused) */
-    int per_group = c->kind != AP_WATCH && c->kind != AP_WMAX && c->kind != AP_FENCE &&
-                    c->kind != AP_MULTI && c->kind != AP_EXEC;
+    int per_group = c->kind != AP_WATCH && c->kind != AP_GETF && c->kind != AP_WMAX &&
+                    c->kind != AP_FENCE && c->kind != AP_MULTI && c->kind != AP_EXEC;
     const ap_grp_t *g = per_group ? &st->ap_grp[c->grp] : NULL;
     const char *id = per_group ? ap_id(st, c->grp) : "";
     int p = per_group ? st->groups[c->grp].partition : (int)c->grp;
@@ -1474,6 +1585,9 @@ static cw_err_t ap_build(cw_state_t *st, size_t i, void *vctx) {
     case AP_HMGET_A:
         arg_str(st, "HMGET");
         arg_key(st, "a", id, NULL);
+        if (g->hit) {
+            arg_str(st, "p"); /* the partition of the hash's last apply */
+        }
         for (int k = 0; k < AP_NF; k++) {
             if (g->rq_f & (1u << k)) {
                 arg_str(st, ap_fact[k]);
@@ -1482,27 +1596,29 @@ static cw_err_t ap_build(cw_state_t *st, size_t i, void *vctx) {
         for (int k = 0; g->rq_at && k < 4; k++) {
             arg_str(st, ap_attr[k]);
         }
-        for (int k = 0; k < l->n_counters; k++) {
+        for (int k = 0; !g->hit && k < l->n_counters; k++) {
             arg_begin(st);
             arg_piece(st, "m:", 2);
             arg_piece(st, l->counters[k].name, strlen(l->counters[k].name));
             arg_end(st);
         }
-        for (int s = 0; s < l->n_sets; s++) {
+        for (int s = 0; !g->hit && s < l->n_sets; s++) {
             arg_begin(st);
             arg_piece(st, "m:", 2);
             arg_piece(st, l->sets[s].name, strlen(l->sets[s].name));
             arg_end(st);
         }
-        for (int s = 0; s < l->n_sets; s++) {
+        for (int s = 0; !g->hit && s < l->n_sets; s++) {
             arg_begin(st);
             arg_piece(st, "n:", 2);
             arg_piece(st, l->sets[s].name, strlen(l->sets[s].name));
             arg_end(st);
         }
-        arg_str(st, "x");
-        n = snprintf(tmp, sizeof(tmp), "o:%d", p);
-        arg_mem(st, tmp, (size_t)n);
+        if (!g->hit) {
+            arg_str(st, "x");
+            n = snprintf(tmp, sizeof(tmp), "o:%d", p);
+            arg_mem(st, tmp, (size_t)n);
+        }
         for (uint32_t x = 0; x < g->n_cnt; x++) {
             const ap_cnt_t *e = &st->ap_cnt[g->cnt0 + x];
             ap_arg_field(st, e->day, l->counters[e->c].name);
@@ -1511,6 +1627,10 @@ static cw_err_t ap_build(cw_state_t *st, size_t i, void *vctx) {
             const ap_mem_t *m = &st->ap_mem[g->mem0 + k];
             arg_member(st, m->set, m->member, strlen(m->member));
         }
+        break;
+    case AP_GETF:
+        arg_str(st, "GET");
+        arg_pkey(st, "fence", p);
         break;
     case AP_HKEYS:
         arg_str(st, "HKEYS");
@@ -1531,8 +1651,10 @@ static cw_err_t ap_build(cw_state_t *st, size_t i, void *vctx) {
     case AP_HSET_A:
         arg_str(st, "HSET");
         arg_key(st, "a", id, NULL);
-        arg_str(st, "p");
-        arg_i64(st, p);
+        if (!g->hit) { /* a hit read it: this partition already */
+            arg_str(st, "p");
+            arg_i64(st, p);
+        }
         for (uint32_t x = 0; x < g->n_cnt; x++) {
             const ap_cnt_t *e = &st->ap_cnt[g->cnt0 + x];
             if (e->amount != 0) {
@@ -1683,12 +1805,24 @@ static cw_err_t ap_reply_reads(cw_state_t *st, size_t i, const redisReply *r, vo
     switch (c->kind) {
     case AP_HMGET_A: {
         size_t e = 0, nf = (size_t)__builtin_popcount(g->rq_f), na = g->rq_at ? 4 : 0;
-        want = nf + na + (size_t)l->n_counters + 2 * (size_t)l->n_sets + 2 + g->n_cnt + g->n_mem;
+        /* the fixed fields, unless the cache had them (ap_cache_load);
+         * then "p" instead */
+        size_t nfix = g->hit ? 1 : (size_t)l->n_counters + 2 * (size_t)l->n_sets + 2;
+        want = nf + na + nfix + g->n_cnt + g->n_mem;
         if (r->type != REDIS_REPLY_ARRAY || r->elements != want) {
             return CW_ERROR;
         }
+        if (g->hit && ap_rep_i64(r->element[e++]) != st->groups[c->grp].partition) {
+            /* another partition's apply wrote the hash since (an account
+             * on two partitions; the pipeline applies them in turn), or it
+             * is gone: the record is stale (ap_run reads again) */
+            g->stale = 1;
+            st->ap_stale = 1;
+        }
         for (int k = 0; k < AP_NF; k++) {
-            g->f[k] = g->rq_f & (1u << k) ? ap_rep_i64(r->element[e++]) : AP_NONE;
+            if (g->rq_f & (1u << k)) {
+                g->f[k] = ap_rep_i64(r->element[e++]);
+            }
         }
         for (int k = 0; k < 4; k++) {
             const redisReply *v = k < (int)na ? r->element[e++] : NULL;
@@ -1704,16 +1838,18 @@ static cw_err_t ap_reply_reads(cw_state_t *st, size_t i, const redisReply *r, vo
                 g->at[k] = AP_NONE;
             }
         }
-        for (int k = 0; k < l->n_counters; k++) {
-            g->mc[k] = ap_rep_day(r->element[e++]);
+        if (!g->hit) {
+            for (int k = 0; k < l->n_counters; k++) {
+                g->mc[k] = ap_rep_day(r->element[e++]);
+            }
+            for (int s = 0; s < l->n_sets; s++) {
+                g->ms[s] = ap_rep_day(r->element[e + (size_t)s]);
+                g->ns[s] = ap_rep_day(r->element[e + (size_t)l->n_sets + (size_t)s]);
+            }
+            e += 2 * (size_t)l->n_sets;
+            g->x = ap_rep_i64(r->element[e++]);
+            g->last = ap_rep_i64(r->element[e++]);
         }
-        for (int s = 0; s < l->n_sets; s++) {
-            g->ms[s] = ap_rep_day(r->element[e + (size_t)s]);
-            g->ns[s] = ap_rep_day(r->element[e + (size_t)l->n_sets + (size_t)s]);
-        }
-        e = want - g->n_mem - g->n_cnt - 2;
-        g->x = ap_rep_i64(r->element[e++]);
-        g->last = ap_rep_i64(r->element[e++]);
         for (uint32_t x = 0; x < g->n_cnt; x++) {
             int64_t v = ap_rep_i64(r->element[e++]);
             st->ap_cnt[g->cnt0 + x].base = v == AP_NONE ? 0 : v;
@@ -2063,6 +2199,20 @@ static cw_err_t ap_reply_writes(cw_state_t *st, size_t i, const redisReply *r, v
             return reply_error(r->element[k], "apply");
         }
     }
+    /* the fences' new values (the queued commands are ap_cmd[1..i)) */
+    if (st->acache != NULL && (st->ap_cmd[0].kind != AP_MULTI || r->elements + 1 != i)) {
+        cw_acache_clear(st->acache); /* cannot tell which reply is whose */
+        return CW_OK;
+    }
+    for (size_t k = 0; st->acache != NULL && k < r->elements; k++) {
+        const ap_cmd_t *q = &st->ap_cmd[k + 1];
+        if (q->kind == AP_FENCE) {
+            if (r->element[k]->type != REDIS_REPLY_INTEGER) {
+                return CW_ERROR;
+            }
+            cw_acache_fence_incr(st->acache, (int)q->grp, r->element[k]->integer);
+        }
+    }
     return CW_OK;
 }
 
@@ -2134,18 +2284,41 @@ static cw_err_t ap_run(cw_state_t *st, int *aborted) {
     cw_err_t err;
     size_t n_prune = 0;
     *aborted = 0;
-    st->ap_n_cnt = 0;
-    st->ap_n_del = 0;
-    cw_buf_reset(&st->ap_vbuf);
-    cw_buf_reset(&st->ap_dbuf);
-    if (grow((void **)&st->ap_grp, &st->ap_grp_cap, st->n_groups, sizeof(*st->ap_grp)) != 0 ||
-        ap_plan_reads(st) != 0) {
+    if (grow((void **)&st->ap_grp, &st->ap_grp_cap, st->n_groups, sizeof(*st->ap_grp)) != 0) {
         return CW_ERROR;
     }
-    err = pipe_run(st, st->ap_n_cmd, ap_build, ap_reply_reads, NULL, "apply read");
-    if (err != CW_OK) {
-        return err;
-    }
+    do {
+        st->ap_n_cnt = 0;
+        st->ap_n_del = 0;
+        st->ap_stale = 0;
+        cw_buf_reset(&st->ap_vbuf);
+        cw_buf_reset(&st->ap_dbuf);
+        if (st->acache != NULL) {
+            /* the fences first: the cache's records are used only if they
+             * have not moved (one round trip per batch) */
+            st->ap_n_cmd = 0;
+            if (ap_push_watches(st, 1) != 0) {
+                return CW_ERROR;
+            }
+            err = pipe_run(st, st->ap_n_cmd, ap_build, ap_reply_fences, NULL, "apply fences");
+            if (err != CW_OK) {
+                return err;
+            }
+        }
+        if (ap_plan_reads(st) != 0) {
+            return CW_ERROR;
+        }
+        err = pipe_run(st, st->ap_n_cmd, ap_build, ap_reply_reads, NULL, "apply read");
+        if (err != CW_OK) {
+            return err;
+        }
+        /* stale records are dropped and the batch read again: they miss */
+        for (size_t gi = 0; st->ap_stale && gi < st->n_groups; gi++) {
+            if (st->ap_grp[gi].stale) {
+                cw_acache_drop(st->acache, st->groups[gi].partition, ap_id(st, gi));
+            }
+        }
+    } while (st->ap_stale);
     st->ap_now = cw_time_now_ms();
     for (size_t gi = 0; gi < st->n_groups; gi++) {
         if (ap_compute(st, gi, st->ap_now) != 0) {
@@ -2185,6 +2358,46 @@ static cw_err_t ap_run(cw_state_t *st, int *aborted) {
     return err;
 }
 
+/* Group g's timer after its apply (ZADD LT): AP_NONE for none. */
+static int64_t ap_due_after(const cw_state_t *st, const ap_grp_t *g) {
+    int64_t timer = ap_timer(st, g);
+    if (g->due == AP_NONE) {
+        return timer >= 0 ? timer : AP_NONE;
+    }
+    return timer >= 0 && timer < g->due ? timer : g->due;
+}
+
+/* After a successful apply: every group's record as Redis now holds it
+ * (the fixed fields read, or from the cache, and what the apply wrote). */
+static void ap_cache_store(cw_state_t *st) {
+    const cw_layout_t *l = st->layout;
+    for (size_t gi = 0; st->acache != NULL && gi < st->n_groups; gi++) {
+        const ap_grp_t *g = &st->ap_grp[gi];
+        ac_rec_t *r = cw_acache_put(st->acache, st->groups[gi].partition, ap_id(st, gi));
+        if (r == NULL) {
+            continue;
+        }
+        /* the facts read, known before, or written (g->fch) */
+        r->known = g->known | g->rq_f | g->fch;
+        for (int k = 0; k < AP_NF; k++) {
+            r->f[k] = (r->known & (1u << k)) ? g->f[k] : AP_NONE;
+        }
+        for (int c = 0; c < l->n_counters; c++) {
+            r->mark[c] = (g->mch >> c) & 1 ? g->mc_new[c] : g->mc[c];
+        }
+        for (int s = 0; s < l->n_sets; s++) {
+            /* a listed set's m:<set> was deleted (ap_compute) */
+            r->mark[l->n_counters + s] = (g->sprune >> s) & 1 ? AP_I32_NONE : g->ms[s];
+            r->mark[l->n_counters + l->n_sets + s] = (g->nsch >> s) & 1 ? g->ns_new[s] : g->ns[s];
+        }
+        /* a group with nothing applied wrote nothing */
+        r->x = g->applied > 0 && g->refresh ? ap_day(st->ap_now) : g->x;
+        r->last = g->last;
+        r->due = ap_due_after(st, g);
+        r->due_known = 1;
+    }
+}
+
 cw_err_t cw_state_batch_exec(cw_state_t *st, cw_account_state_t **out, size_t *n_out) {
     cw_err_t err;
     int aborted = 0;
@@ -2199,6 +2412,19 @@ cw_err_t cw_state_batch_exec(cw_state_t *st, cw_account_state_t **out, size_t *n
     err = cw_state_connect(st);
     if (err != CW_OK) {
         return err;
+    }
+    if (!st->acache_tried && st->conf->cache_accounts > 0) {
+        int lanes = st->conf->redis_connections > 0 ? st->conf->redis_connections : 1;
+        size_t slots = (size_t)st->conf->cache_accounts / (size_t)lanes;
+        st->acache_tried = 1;
+        st->acache = cw_acache_new(slots > 0 ? slots : 1, ac_rec_size(st->layout));
+        if (st->acache == NULL) {
+            CW_LOG(CW_LOG_WARN, CW_STATE_COMP, "no memory for the apply cache; running without");
+        } else {
+            CW_LOG(CW_LOG_INFO, CW_STATE_COMP, "apply cache: %zu accounts in %.1f MB (this lane)",
+                   cw_acache_slots(st->acache),
+                   (double)cw_acache_bytes(st->acache) / (1024.0 * 1024.0));
+        }
     }
     for (int attempt = 0;; attempt++) {
         uint64_t dup0 = st->duplicates;
@@ -2225,17 +2451,16 @@ cw_err_t cw_state_batch_exec(cw_state_t *st, cw_account_state_t **out, size_t *n
             return err;
         }
     }
+    ap_cache_store(st);
     for (size_t gi = 0; gi < st->n_groups; gi++) {
         const ap_grp_t *g = &st->ap_grp[gi];
         cw_account_state_t *a = &st->exec_out[gi];
-        int64_t timer, dm;
+        int64_t dm = ap_due_after(st, g); /* the timer after ZADD LT */
         memset(a, 0, sizeof(*a));
         cw_strlcpy(a->account_id, ap_id(st, gi), sizeof(a->account_id));
         a->partition = st->groups[gi].partition;
         a->last_event_ms = g->f[AP_LM] == AP_NONE ? -1 : g->f[AP_LM];
-        timer = ap_timer(st, g);
-        /* the timer after ZADD LT */
-        dm = g->due == AP_NONE ? timer : (timer >= 0 && timer < g->due ? timer : g->due);
+        dm = dm == AP_NONE ? -1 : dm;
         if (st->conf->time_mode == CW_TIME_WALL) {
             /* decided at once, as of now: COMMIT replaces the due mark only if
              * it is still the one this apply set */
@@ -2563,6 +2788,10 @@ cw_err_t cw_state_due(cw_state_t *st, int partition, int64_t upto_ms, size_t max
             }
         }
         gctx.unwatch = n_gone == st->n_due; /* no commit will follow: end the WATCH */
+        for (size_t i = 0; st->acache != NULL && i < n_gone; i++) {
+            /* their timers go without a fence INCR */
+            cw_acache_drop(st->acache, partition, st->due_out[gctx.idx[i]].account_id);
+        }
         err = pipe_run(st, 3 * n_gone + (size_t)gctx.unwatch, build_due_gone, reply_ignore, &gctx,
                        "due cleanup");
         free(gctx.idx);
@@ -2810,6 +3039,56 @@ static cw_err_t cm_reply_reads(cw_state_t *st, size_t i, const redisReply *r, vo
     }
 }
 
+/* The timer write of commit c after its read rd: CM_TIMER_SET, CM_TIMER_LT,
+ * CM_TIMER_DEL, or -1 for none. The timer is replaced when it is still the
+ * one the read saw (or there is none); otherwise only moved earlier, so a
+ * newer earlier timer is kept. */
+static int cm_timer_op(const cm_read_t *rd, const cw_commit_t *c) {
+    int64_t dm = c->acct->due_ms;
+    if (rd->due == AP_NONE || (dm >= 0 && rd->due == dm)) {
+        return c->next_due_ms >= 0 ? CM_TIMER_SET : rd->due != AP_NONE ? CM_TIMER_DEL : -1;
+    }
+    return c->next_due_ms >= 0 ? CM_TIMER_LT : -1;
+}
+
+/* The account's timer after that write (AP_NONE: none). */
+static int64_t cm_due_after(const cm_read_t *rd, const cw_commit_t *c) {
+    switch (cm_timer_op(rd, c)) {
+    case CM_TIMER_SET:
+        return c->next_due_ms;
+    case CM_TIMER_DEL:
+        return AP_NONE;
+    case CM_TIMER_LT:
+        return c->next_due_ms < rd->due ? c->next_due_ms : rd->due;
+    default:
+        return rd->due;
+    }
+}
+
+/* After a successful commit: the timers of the committed accounts that
+ * the apply cache holds. An account committed twice in one call (the
+ * pipeline's chunks never do) is left with an unknown timer rather than
+ * a guess (due_known 2 marks "moved by this call"). */
+static void cm_cache_store(cw_state_t *st, const cw_commit_t *commits, size_t n) {
+    for (int pass = 0; st->acache != NULL && pass < 2; pass++) {
+        for (size_t i = 0; i < n; i++) {
+            const cw_account_state_t *a = commits[i].acct;
+            ac_rec_t *r = cw_acache_get(st->acache, cm_partition(&commits[i]), a->account_id);
+            if (r == NULL || r->due_known == 0) {
+                continue;
+            }
+            if (pass == 1) {
+                r->due_known = r->due_known == 2 ? 1 : 0;
+            } else if (r->due_known >= 2) {
+                r->due_known = 3; /* twice: unknown after pass 1 */
+            } else {
+                r->due = cm_due_after(&st->cm_rd[i], &commits[i]);
+                r->due_known = 2;
+            }
+        }
+    }
+}
+
 /* Phase 2: every commit's writes, from its read. */
 static int cm_plan_writes(cw_state_t *st, const cw_commit_t *commits, size_t n) {
     unsigned char seen[CW_STATE_MAX_PARTITIONS] = {0};
@@ -2821,7 +3100,6 @@ static int cm_plan_writes(cw_state_t *st, const cw_commit_t *commits, size_t n) 
         const cw_commit_t *c = &commits[i];
         const cm_read_t *rd = &st->cm_rd[i];
         uint32_t k = (uint32_t)i;
-        int64_t dm = c->acct->due_ms;
         int p = cm_partition(c);
         if (!rd->timer_only) {
             int ndel = 0;
@@ -2850,16 +3128,12 @@ static int cm_plan_writes(cw_state_t *st, const cw_commit_t *commits, size_t n) 
                 return -1;
             }
         }
-        /* the timer: replaced when it is still the one the read saw (or
-         * there is none); otherwise only moved earlier, so a newer earlier
-         * timer is kept */
-        if (rd->due == AP_NONE || (dm >= 0 && rd->due == dm)) {
-            if (c->next_due_ms >= 0 ? ap_cmd_push(st, k, CM_TIMER_SET, 0)
-                                    : rd->due != AP_NONE && ap_cmd_push(st, k, CM_TIMER_DEL, 0)) {
+        /* the timer */
+        {
+            int op = cm_timer_op(rd, c);
+            if (op >= 0 && ap_cmd_push(st, k, op, 0)) {
                 return -1;
             }
-        } else if (c->next_due_ms >= 0 && ap_cmd_push(st, k, CM_TIMER_LT, 0)) {
-            return -1;
         }
         if (!rd->timer_only) {
             int na = c->n_alerts < 0                  ? 0
@@ -2960,8 +3234,15 @@ cw_err_t cw_state_commit(cw_state_t *st, const cw_commit_t *commits, size_t n) {
         }
         st->tx_aborted = 0;
         err = pipe_run(st, st->ap_n_cmd, cm_build, ap_reply_writes, (void *)commits, "commit");
-        if (err != CW_OK || !st->tx_aborted) {
+        if (err != CW_OK) {
+            if (st->acache != NULL) {
+                cw_acache_clear(st->acache); /* some of it may have run */
+            }
             return err;
+        }
+        if (!st->tx_aborted) {
+            cm_cache_store(st, commits, n);
+            return CW_OK;
         }
         /* another writer of the partition since the read: read again below */
     }
@@ -2975,8 +3256,12 @@ cw_err_t cw_state_commit(cw_state_t *st, const cw_commit_t *commits, size_t n) {
         if (err != CW_OK || aborted) {
             drop(st, err != CW_OK ? "commit failed" : "commit aborted");
         }
-        if (err != CW_OK || !aborted) {
+        if (err != CW_OK) {
             return err;
+        }
+        if (!aborted) {
+            cm_cache_store(st, commits, n);
+            return CW_OK;
         }
         if (attempt == 4) {
             CW_LOG(CW_LOG_WARN, CW_STATE_COMP,

@@ -40,6 +40,16 @@
  * the account has events; a commit gives one only to a key it creates) so
  * silent accounts do not leak memory.
  *
+ * Apply cache (state.cache_accounts, cw_acache.h): each cw_state_t keeps
+ * the fixed fields of the account hashes it applied (facts, prune marks, x,
+ * o:<p>) and their timers, as of its last transaction; the next apply of a
+ * cached account asks Redis only for its day buckets, members and missing
+ * facts, and sends no ZSCORE. It first WATCHes and GETs the batch's
+ * fences: a partition whose fence moved other than by this cw_state_t's
+ * own INCRs has its records dropped. So every writer of an account's hash
+ * or timer must INCR its partition's fence in the same transaction (the
+ * apply and commit do; cw_state_migrate runs with every consumer stopped).
+ *
  * Timers: cw_state_due reads its accounts after a WATCH of the partition's
  * fence, as plain commands, and a cw_state_commit of (some of) those
  * accounts that follows on the same cw_state_t reuses that read: its
@@ -138,6 +148,9 @@ size_t cw_state_batch_len(const cw_state_t *st);
 cw_err_t cw_state_batch_exec(cw_state_t *st, cw_account_state_t **out, size_t *n_out);
 /** @brief Events skipped as already applied (redeliveries) since creation. */
 uint64_t cw_state_duplicates(const cw_state_t *st);
+/** @brief Applies of an account whose fixed fields came from the apply
+ * cache (state.cache_accounts), and those that read them, since creation. */
+void cw_state_cache_stats(const cw_state_t *st, uint64_t *hits, uint64_t *misses);
 
 /* ---- reads ---- */
 /** @brief Event-time watermark of a partition (-1 when none yet). */

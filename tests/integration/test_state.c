@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <hiredis/hiredis.h>
 
@@ -433,9 +434,12 @@ Test(state, redelivery_is_idempotent) {
 }
 
 /* The pipeline's day-end decision for (account, day) has been made: the
- * account's timer moves to the next day end (what a commit does). */
+ * account's timer moves to the next day end (what a commit does, INCR of
+ * the partition's fence included: every writer of a partition's accounts
+ * does, and the apply cache trusts nothing else). */
 static void decided(const char *id, int partition, int day) {
     cw_h_redis_int(redis, "ZADD t:due:%d %lld %s", partition, (long long)(T(day + 2, 0) - 1), id);
+    cw_h_redis_int(redis, "INCR t:fence:%d", partition);
 }
 
 /* Old day fields and set members are pruned once no pending decision needs
@@ -1182,6 +1186,7 @@ Test(state, set_prune_only_when_a_member_can_expire) {
     cr_assert_eq(apply(st, &l0, 1, 0, 100, NULL, NULL), CW_OK);
     cw_h_redis_int(redis, "HDEL t:a:{legacy} n:U:lu");
     cw_h_redis_int(redis, "HSET t:a:{legacy} m:U:lu %lld", (long long)(D0 + ret + 5));
+    cw_h_redis_int(redis, "INCR t:fence:0"); /* that writer's fence */
     decided("legacy", 0, ret + 5);
     hgetall0 = cmd_calls("hgetall");
     cw_event_t l1 = login("legacy", "new", T(ret + 6, 1));
@@ -1364,4 +1369,104 @@ Test(state, migrate_from_set_keys) {
     fresh = cw_state_new(conf, &layout, err, sizeof(err));
     cr_expect_eq(cw_state_connect(fresh), CW_ERROR);
     cw_state_destroy(fresh);
+}
+
+/* The arguments of the last logged call of cmd (SLOWLOG, every call
+ * logged), space-separated into buf; "" when none. */
+static void last_call(const char *cmd, char *buf, size_t size) {
+    redisContext *c = raw();
+    redisReply *r = redisCommand(c, "SLOWLOG GET 1000");
+    buf[0] = '\0';
+    cr_assert(r != NULL && r->type == REDIS_REPLY_ARRAY);
+    for (size_t i = 0; i < r->elements && buf[0] == '\0'; i++) { /* newest first */
+        const redisReply *args = r->element[i]->element[3];
+        if (args->elements > 0 && strcasecmp(args->element[0]->str, cmd) == 0) {
+            for (size_t k = 0; k < args->elements; k++) {
+                size_t len = strlen(buf);
+                snprintf(buf + len, size - len, "%s%s", k ? " " : "", args->element[k]->str);
+            }
+        }
+    }
+    freeReplyObject(r);
+    redisFree(c);
+}
+
+/* The apply cache (state.cache_accounts): the second apply of an account
+ * asks Redis only for its day buckets and members (no facts it knows, no
+ * prune marks, x or o:<p>, no ZSCORE of its timer), and computes the same.
+ * A write by another writer that INCRs the partition's fence is seen; a
+ * commit's timer move is kept in the cache, so the next apply still moves
+ * the timer earlier when it must. */
+Test(state, apply_cache_keeps_the_fixed_fields) {
+    cw_account_state_t *out, *due;
+    size_t n_out, n_due;
+    uint64_t hits, misses;
+    char args[2048];
+    cw_event_t evs[4] = {login("ac", "u1", T(0, 1)), login("ac", "u2", T(0, 2)),
+                         usage("ac", "u1", "reports", T(0, 3), 2), login("ac", "u1", T(1, 4))};
+    cw_h_redis_int(redis, "CONFIG SET slowlog-log-slower-than 0");
+    cw_h_redis_int(redis, "CONFIG SET slowlog-max-len 1000");
+    cr_assert_eq(apply(st, evs, 1, 0, 0, NULL, NULL), CW_OK);
+    cw_state_cache_stats(st, &hits, &misses);
+    cr_expect_eq(hits, 0);
+    cr_expect_eq(misses, 1);
+    last_call("HMGET", args, sizeof(args));
+    cr_expect_neq(strstr(args, " o:0"), NULL, "a miss reads the fixed fields: %s", args);
+
+    long long zscore0 = cmd_calls("zscore"), hmget0 = cmd_calls("hmget");
+    cr_assert_eq(apply(st, evs + 1, 2, 0, 1, &out, &n_out), CW_OK);
+    cw_state_cache_stats(st, &hits, &misses);
+    cr_expect_eq(hits, 1);
+    cr_expect_eq(cmd_calls("zscore") - zscore0, 0, "the timer came from the cache");
+    cr_expect_eq(cmd_calls("hmget") - hmget0, 1);
+    last_call("HMGET", args, sizeof(args));
+    cr_expect_eq(strstr(args, " o:0"), NULL, "%s", args);
+    cr_expect_eq(strstr(args, " x"), NULL, "%s", args);
+    cr_expect_eq(strstr(args, " m:"), NULL, "%s", args);
+    cr_expect_eq(strstr(args, " fm"), NULL, "%s", args);
+    cr_expect_neq(strstr(args, "s4:U:lu:u2"), NULL, "members are still read: %s", args);
+    check_all_queries(&out[0], evs, 3);
+    cr_expect_eq(cw_h_redis_int(redis, "HGET t:a:{ac} o:0"), 2);
+
+    /* another writer (fence INCRed) applied offsets up to 10: offset 3 is a
+     * redelivery for it, which the cache must not hide */
+    cw_h_redis_int(redis, "HSET t:a:{ac} o:0 10");
+    cw_h_redis_int(redis, "INCR t:fence:0");
+    uint64_t dup0 = cw_state_duplicates(st);
+    cr_assert_eq(apply(st, evs + 3, 1, 0, 3, NULL, NULL), CW_OK);
+    cr_expect_eq(cw_state_duplicates(st) - dup0, 1);
+    cr_expect_eq(cw_h_redis_int(redis, "HGET t:a:{ac} o:0"), 10);
+
+    /* the day-0 decision moves the timer to day 5 (a commit, fence INCRed
+     * by it); the day-1 event must then bring it back to day 1's end */
+    cr_assert_eq(cw_state_due(st, 0, DE(0), 10, &due, &n_due), CW_OK);
+    cr_assert_eq(n_due, 1);
+    cw_commit_t c = commit_of(&due[0], 80, CW_BAND_HEALTHY, DE(5), NULL, no_alerts);
+    cr_assert_eq(cw_state_commit(st, &c, 1), CW_OK);
+    cr_expect_eq(cw_h_redis_int(redis, "ZSCORE t:due:0 ac"), DE(5));
+    zscore0 = cmd_calls("zscore");
+    cw_state_cache_stats(st, &hits, &misses);
+    cr_assert_eq(apply(st, evs + 3, 1, 0, 11, NULL, NULL), CW_OK);
+    uint64_t hits2, misses2;
+    cw_state_cache_stats(st, &hits2, &misses2);
+    cr_expect_eq(hits2 - hits, 1);
+    cr_expect_eq(cmd_calls("zscore") - zscore0, 0);
+    cr_expect_eq(cw_h_redis_int(redis, "ZSCORE t:due:0 ac"), DE(1));
+    cw_account_state_t a;
+    cr_assert_eq(cw_state_read(st, "ac", T(1, 12), &a), CW_OK);
+    check_all_queries(&a, evs, 4);
+}
+
+/* state.cache_accounts = 0: every apply reads the fixed fields and the
+ * timer (the behaviour the cache's figures are compared with). */
+Test(state, apply_cache_off) {
+    uint64_t hits, misses;
+    cw_event_t evs[2] = {login("off", "u1", T(0, 1)), login("off", "u2", T(0, 2))};
+    conf->cache_accounts = 0; /* before the first batch: the cache is made then */
+    cr_assert_eq(apply(st, evs, 1, 0, 0, NULL, NULL), CW_OK);
+    long long zscore0 = cmd_calls("zscore");
+    cr_assert_eq(apply(st, evs + 1, 1, 0, 1, NULL, NULL), CW_OK);
+    cr_expect_eq(cmd_calls("zscore") - zscore0, 1);
+    cw_state_cache_stats(st, &hits, &misses);
+    cr_expect_eq(hits + misses, 0);
 }

@@ -2316,6 +2316,7 @@ static cw_err_t ap_run(cw_state_t *st, int *aborted) {
         for (size_t gi = 0; st->ap_stale && gi < st->n_groups; gi++) {
             if (st->ap_grp[gi].stale) {
                 cw_acache_drop(st->acache, st->groups[gi].partition, ap_id(st, gi));
+                st->ac_hits--; /* counted as a miss when read again */
             }
         }
     } while (st->ap_stale);
@@ -3073,7 +3074,9 @@ static void cm_cache_store(cw_state_t *st, const cw_commit_t *commits, size_t n)
     for (int pass = 0; st->acache != NULL && pass < 2; pass++) {
         for (size_t i = 0; i < n; i++) {
             const cw_account_state_t *a = commits[i].acct;
-            ac_rec_t *r = cw_acache_get(st->acache, cm_partition(&commits[i]), a->account_id);
+            ac_rec_t *r = a->partition == cm_partition(&commits[i])
+                              ? cw_acache_get(st->acache, a->partition, a->account_id)
+                              : NULL; /* (no partition: not the apply's key) */
             if (r == NULL || r->due_known == 0) {
                 continue;
             }

@@ -1470,3 +1470,30 @@ Test(state, apply_cache_off) {
     cw_state_cache_stats(st, &hits, &misses);
     cr_expect_eq(hits + misses, 0);
 }
+
+/* An account whose events arrive on two partitions (a producer that changed
+ * its keys): a cached record of partition 0 is stale once partition 1's
+ * apply wrote the hash (its "p" names 1), so the next apply from 0 reads
+ * the fixed fields again (counted as a miss) and every window stays exact. */
+Test(state, apply_cache_record_stale_after_another_partition) {
+    uint64_t hits, misses, hits2, misses2;
+    cw_event_t evs[3] = {login("two", "u1", T(0, 1)), login("two", "u2", T(0, 5)),
+                         login("two", "u3", T(0, 3))};
+    cr_assert_eq(apply(st, evs, 1, 0, 0, NULL, NULL), CW_OK);
+    cr_assert_eq(apply(st, evs + 1, 1, 1, 0, NULL, NULL), CW_OK); /* lm = T(0, 5) */
+    cw_state_cache_stats(st, &hits, &misses);
+    cr_assert_eq(apply(st, evs + 2, 1, 0, 1, NULL, NULL), CW_OK);
+    cw_state_cache_stats(st, &hits2, &misses2);
+    cr_expect_eq(hits2 - hits, 0);
+    cr_expect_eq(misses2 - misses, 1);
+    cr_expect_eq(cw_h_redis_int(redis, "HGET t:a:{two} lm"), T(0, 5), "the newest event stays");
+    cr_expect_eq(cw_h_redis_int(redis, "HGET t:a:{two} p"), 0);
+    cw_account_state_t a;
+    cr_assert_eq(cw_state_read(st, "two", T(0, 12), &a), CW_OK);
+    check_all_queries(&a, evs, 3);
+    /* and from partition 0 again: now a hit (p names 0) */
+    cw_event_t e4 = login("two", "u4", T(0, 6));
+    cr_assert_eq(apply(st, &e4, 1, 0, 2, NULL, NULL), CW_OK);
+    cw_state_cache_stats(st, &hits, &misses);
+    cr_expect_eq(hits - hits2, 1);
+}

@@ -135,7 +135,10 @@ struct cw_pipeline {
     int dlq_inflight;
     int dlq_failed;
     int alert_failed; /* an alert delivery failed: rescan the outboxes */
-    int consumed_any; /* at least one event applied (idle exit waits for it) */
+    /* the lanes ran a step since the last assignment (outboxes re-sent,
+     * timers checked): the idle exit waits for it, not for an event, so a
+     * consumer that starts at the end of every partition exits too */
+    int stepped;
 
     cw_pipeline_stats_t stats;
 };
@@ -199,6 +202,7 @@ static void on_rebalance(void *opaque, int assigned, const rd_kafka_topic_partit
         }
         pl->next_off[p] = 0;
         if (assigned) {
+            pl->stepped = 0;
             pl->wm[p] = -2; /* load from Redis before use */
             pl->timer_upto[p] = -1;
             pl->scan_outbox[p] = 1;
@@ -1022,9 +1026,6 @@ static cw_err_t step(cw_pipeline_t *pl, int stored, int dlq_sent, const char **s
             return pl->lanes[i].r_apply;
         }
     }
-    if (pl->step_batch) {
-        pl->consumed_any = 1;
-    }
     if (stored && (r = store_offsets(pl, dlq_sent)) != CW_OK) {
         return r;
     }
@@ -1034,6 +1035,7 @@ static cw_err_t step(cw_pipeline_t *pl, int stored, int dlq_sent, const char **s
             return pl->lanes[i].r_work;
         }
     }
+    pl->stepped = 1;
     return CW_OK;
 }
 
@@ -1233,7 +1235,7 @@ int cw_pipeline_run(cw_pipeline_t *pl) {
                                         pl->stats.alerts[2] + pl->stats.alerts[3] +
                                         pl->stats.alerts[4] + pl->stats.alerts[5]));
         }
-        if (pl->opts.exit_on_idle_ms > 0 && pl->consumed_any && all_idle(pl) &&
+        if (pl->opts.exit_on_idle_ms > 0 && pl->stepped && all_idle(pl) &&
             cw_sink_outq(pl->sink) == 0 && pl->n_acks == 0 &&
             cw_time_mono_ms() - pl->last_activity_ms >= pl->opts.exit_on_idle_ms) {
             CW_LOG(CW_LOG_INFO, "pipeline", "all partitions idle; draining");

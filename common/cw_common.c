@@ -203,6 +203,10 @@ uint64_t cw_fnv1a(uint64_t h, const void *data, size_t len) {
     return h;
 }
 
+uint64_t cw_hash_account(const char *id, size_t len, int partition) {
+    return cw_fnv1a(cw_fnv1a(CW_FNV_INIT, id, len), &partition, sizeof(partition));
+}
+
 char *cw_strlcpy(char *dst, const char *src, size_t size) {
     if (size == 0) {
         return dst;

@@ -86,6 +86,9 @@ static inline int64_t cw_time_day(int64_t ms) {
 /** @brief 64-bit FNV-1a over len bytes, continuing from h (start with CW_FNV_INIT). */
 #define CW_FNV_INIT UINT64_C(0xcbf29ce484222325)
 uint64_t cw_fnv1a(uint64_t h, const void *data, size_t len);
+/** @brief The hash of (account id of len bytes, partition): the state's
+ * batch groups and the apply cache's slots. */
+uint64_t cw_hash_account(const char *id, size_t len, int partition);
 
 /** @brief snprintf that never overflows and always NUL-terminates; returns buf. */
 char *cw_strlcpy(char *dst, const char *src, size_t size);

@@ -74,44 +74,48 @@ size_t cw_acache_slots(const cw_acache_t *c) {
     return c != NULL ? c->n : 0;
 }
 
-static int usable(int partition, const char *id) {
-    return partition >= 0 && partition < CW_ACACHE_MAX_PARTITIONS && strlen(id) < CW_ACACHE_ID_MAX;
-}
-
-static slot_hdr_t *slot_of(const cw_acache_t *c, int partition, const char *id) {
-    uint64_t h = cw_fnv1a(CW_FNV_INIT, id, strlen(id));
-    h = cw_fnv1a(h, &partition, sizeof(partition));
+/* The slot of (partition, id), or NULL when they cannot be cached; *len
+ * the id's length. */
+static slot_hdr_t *slot_of(const cw_acache_t *c, int partition, const char *id, size_t *len) {
+    *len = strlen(id);
+    if (partition < 0 || partition >= CW_ACACHE_MAX_PARTITIONS || *len >= CW_ACACHE_ID_MAX) {
+        return NULL;
+    }
+    uint64_t h = cw_hash_account(id, *len, partition);
     return (slot_hdr_t *)(c->slots + (size_t)(h & c->mask) * c->stride);
 }
 
-static int holds(const cw_acache_t *c, const slot_hdr_t *s, int partition, const char *id) {
-    return s->epoch == c->epoch[partition] && s->partition == partition && strcmp(s->id, id) == 0;
+/* The slot of (partition, id) when it holds a current record of them. */
+static slot_hdr_t *find(const cw_acache_t *c, int partition, const char *id) {
+    size_t len;
+    slot_hdr_t *s = slot_of(c, partition, id, &len);
+    return s != NULL && s->epoch == c->epoch[partition] && s->partition == partition &&
+                   memcmp(s->id, id, len + 1) == 0
+               ? s
+               : NULL;
 }
 
 void *cw_acache_get(cw_acache_t *c, int partition, const char *id) {
-    slot_hdr_t *s;
-    if (!usable(partition, id) || !holds(c, s = slot_of(c, partition, id), partition, id)) {
-        return NULL;
-    }
-    return (unsigned char *)s + c->rec_off;
+    slot_hdr_t *s = find(c, partition, id);
+    return s != NULL ? (unsigned char *)s + c->rec_off : NULL;
 }
 
 void *cw_acache_put(cw_acache_t *c, int partition, const char *id) {
-    slot_hdr_t *s;
-    if (!usable(partition, id)) {
+    size_t len;
+    slot_hdr_t *s = slot_of(c, partition, id, &len);
+    if (s == NULL) {
         return NULL;
     }
-    s = slot_of(c, partition, id);
     memset(s, 0, c->stride);
     s->epoch = c->epoch[partition];
     s->partition = (int16_t)partition;
-    memcpy(s->id, id, strlen(id) + 1);
+    memcpy(s->id, id, len + 1);
     return (unsigned char *)s + c->rec_off;
 }
 
 void cw_acache_drop(cw_acache_t *c, int partition, const char *id) {
-    slot_hdr_t *s;
-    if (usable(partition, id) && holds(c, s = slot_of(c, partition, id), partition, id)) {
+    slot_hdr_t *s = find(c, partition, id);
+    if (s != NULL) {
         s->epoch = 0;
     }
 }

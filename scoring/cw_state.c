@@ -198,8 +198,7 @@ static int grow(void **p, size_t *cap, size_t need, size_t elsz) {
 }
 
 static uint64_t group_hash(const char *id, int partition) {
-    uint64_t h = cw_fnv1a(CW_FNV_INIT, id, strlen(id));
-    return cw_fnv1a(h, &partition, sizeof(partition));
+    return cw_hash_account(id, strlen(id), partition);
 }
 
 /* Integer from an INTEGER or STRING reply; -1 when neither parses. */
@@ -552,6 +551,18 @@ static cw_err_t check_layout(cw_state_t *st) {
     return CW_ERROR;
 }
 
+/* "<cmd> <arg>" while connecting (AUTH, SELECT); the connection is
+ * dropped when it fails. */
+static cw_err_t connect_cmd(cw_state_t *st, const char *cmd, const char *arg) {
+    redisReply *r = NULL;
+    cw_err_t err = cmd_strs(st, cmd, &r, cmd, arg, NULL);
+    freeReplyObject(r);
+    if (err != CW_OK) {
+        drop(st, cmd);
+    }
+    return err;
+}
+
 cw_err_t cw_state_connect(cw_state_t *st) {
     struct timeval tv;
     int ms = st->conf->redis_timeout_ms > 0 ? st->conf->redis_timeout_ms : 5000;
@@ -584,19 +595,15 @@ cw_err_t cw_state_connect(cw_state_t *st) {
         drop(st, "set timeout");
         return CW_RETRY;
     }
-    for (int k = 0; k < 2; k++) {
-        /* AUTH (the password is never logged: only the error text is), SELECT */
+    /* the password is never logged: only the error text is */
+    if (st->conf->redis_password[0] != '\0' &&
+        (err = connect_cmd(st, "AUTH", st->conf->redis_password)) != CW_OK) {
+        return err;
+    }
+    if (st->conf->redis_db != 0) {
         char db[16];
-        redisReply *r = NULL;
-        const char *what = k == 0 ? "AUTH" : "SELECT";
-        if (k == 0 ? st->conf->redis_password[0] == '\0' : st->conf->redis_db == 0) {
-            continue;
-        }
         snprintf(db, sizeof(db), "%d", st->conf->redis_db);
-        err = cmd_strs(st, what, &r, what, k == 0 ? st->conf->redis_password : db, NULL);
-        freeReplyObject(r);
-        if (err != CW_OK) {
-            drop(st, what);
+        if ((err = connect_cmd(st, "SELECT", db)) != CW_OK) {
             return err;
         }
     }

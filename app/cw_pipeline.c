@@ -10,19 +10,33 @@
  * p mod N. Partitions share no Redis state that is not commutative (fence,
  * timers, outbox and watermark are per partition; P:bands is HINCRBY), so
  * lanes run side by side and Redis works on one lane's commands while
- * another lane computes. The main thread waits for every lane before it
- * polls the consumer again, so a rebalance (served inside the consumer
- * poll) never finds a half-done batch: by then the batch is applied in
- * Redis and its offsets are stored. Scoring is done in chunks of CHUNK
- * accounts to keep memory flat however large a batch is.
+ * another lane computes. Scoring is done in chunks of CHUNK accounts to
+ * keep memory flat however large a batch is.
  *
- * Who touches what while lanes run: a lane writes only the per-partition
- * entries of its own partitions (wm, rescan, timer_upto, scan_outbox), its
- * own lane_t (state, scratch, stats) and the metrics (atomics); it produces
- * with rd_kafka_producev (thread-safe) but never polls the producer, so
- * every delivery report runs on the main thread. The main thread meanwhile
- * only polls the producer and pauses the consumer if a lane reports Redis
- * down.
+ * Steps overlap with decoding. Work goes in steps (step_t, two used in
+ * turn): while the lanes run step k, the main thread consumes and decodes
+ * step k + 1 into the other step and each lane's other batch; it then
+ * collects step k (finish_step: waits for every lane, stores k's offsets
+ * once its apply succeeded, acks delivered alerts) and only then starts
+ * k + 1. So the lanes apply steps strictly in order, offsets are stored
+ * in order and never ahead of Redis, and what a step applies does not
+ * depend on when it was decoded (decoding reads only the messages: the
+ * step cuts in decode_batch look at nothing the lanes write). A rebalance
+ * is served inside the consumer poll, i.e. while step k may be running:
+ * on_rebalance collects it first, so a revoke commits its offsets and the
+ * assignment never changes under a lane. The step being decoded is empty
+ * then (it is decoded after the poll returns).
+ *
+ * Who touches what while lanes run: a lane reads the running step and its
+ * own batch of it, writes only the per-partition entries of its own
+ * partitions (wm, rescan, timer_upto, scan_outbox), its own lane_t
+ * (state, scratch, stats) and the metrics (atomics); it produces with
+ * rd_kafka_producev (thread-safe) but never polls the producer, so every
+ * delivery report runs on the main thread. The main thread meanwhile
+ * writes only the other step and the lanes' other batches (decoding), the
+ * dead letters, eof and its own counters, polls the producer and pauses
+ * the consumer if a lane reports Redis down; anything that touches a
+ * lane's connection (outbox acks, gauges) waits for finish_step.
  */
 #include "cw_pipeline.h"
 
@@ -52,12 +66,29 @@ typedef struct alert_ref {
     char id[CW_ALERT_ID_MAX];
 } alert_ref_t;
 
+/* One step: the messages decode_batch put in the lanes' batches, and what
+ * is stored after the lanes applied them. There are two, used in turn: the
+ * main thread decodes the next step into one while the lanes run the other
+ * (see "Threads" at the top of this file). */
+typedef struct step {
+    int batch;     /* some lane has events to apply */
+    int stored;    /* it consumed messages: store next_off after it */
+    int dlq_sent;  /* it dead-lettered: their delivery is awaited before the store */
+    int real;      /* it held messages (not only errors/EOF): activity */
+    int64_t t0_us; /* decoding began (the batch histogram) */
+    int64_t first_day[CW_MAX_PARTITIONS]; /* event mode: its earliest event day per
+                                             partition; INT64_MIN none */
+    int64_t last_day[CW_MAX_PARTITIONS];  /* and its latest */
+    int64_t next_off[CW_MAX_PARTITIONS];  /* offsets to store after it (0 = none) */
+} step_t;
+
 /* One lane: a worker thread with its own Redis connection, owning the
  * partitions p with p % n_lanes == id (see the top of this file). */
 typedef struct lane {
     cw_pipeline_t *pl; /* borrowed back-pointer */
     int id;
-    cw_state_t *state; /* owned: this lane's Redis connection and batch */
+    cw_state_t *state;          /* owned: this lane's Redis connection */
+    cw_state_batch_t *batch[2]; /* owned: its share of step i (see step_t) */
     pthread_t thread;
     int started;
     int64_t backoff_ms;
@@ -96,13 +127,14 @@ struct cw_pipeline {
     uint64_t gen;
     int pending;
     int quit;
-    int step_batch;       /* this step has a batch to apply */
+    step_t steps[2];
+    int fill;             /* the step the main thread decodes into */
+    int run;              /* the step the lanes run (while running) */
+    int running;          /* the lanes have a step that finish_step has not collected */
+    int64_t done_us;      /* when the last lane finished it (monotonic) */
     int64_t horizon_days; /* event mode: a step's events of one partition span at most
                              this many days (see decode_batch) */
-    int64_t first_day[CW_MAX_PARTITIONS]; /* this step's earliest event day per partition;
-                                             INT64_MIN none */
-    int64_t last_day[CW_MAX_PARTITIONS];  /* and its latest */
-    int step_rescan_all;                  /* this step re-sends every outbox (failed deliveries) */
+    int step_rescan_all;  /* this step re-sends every outbox (failed deliveries) */
 
     rd_kafka_message_t **msgs; /* owned array; messages destroyed per batch */
     /* accounts of this step: hash of the id -> partition + 1 (0: empty
@@ -119,7 +151,6 @@ struct cw_pipeline {
                                               mode, the second scanned */
     int rescan[CW_MAX_PARTITIONS];         /* the last batch left a timer at or below the
                                               watermark (late events): scan again */
-    int64_t next_off[CW_MAX_PARTITIONS];   /* offsets to store after the batch (0 = none) */
     cw_metrics_t *m;                       /* borrowed, may be NULL */
     int64_t last_gauges_ms;                /* gauges refreshed once a second */
     int64_t last_activity_ms;
@@ -188,8 +219,14 @@ static void on_delivery(void *opaque, cw_sink_topic_t topic, void *msg_opaque,
 
 /* ---- rebalance ---- */
 
+static void collect_step(cw_pipeline_t *pl);
+
+/* Served inside the consumer poll, which the main thread calls while the
+ * lanes may run a step: that step is collected first (applied, offsets
+ * stored, so a revoke commits them), then the assignment changes. */
 static void on_rebalance(void *opaque, int assigned, const rd_kafka_topic_partition_list_t *parts) {
     cw_pipeline_t *pl = opaque;
+    collect_step(pl);
     for (int i = 0; i < parts->cnt; i++) {
         int p = parts->elems[i].partition;
         if (p < 0 || p >= CW_MAX_PARTITIONS) {
@@ -200,7 +237,7 @@ static void on_rebalance(void *opaque, int assigned, const rd_kafka_topic_partit
         if (!assigned) {
             cw_metrics_set_lag(pl->m, p, -1);
         }
-        pl->next_off[p] = 0;
+        pl->steps[pl->fill].next_off[p] = 0;
         if (assigned) {
             pl->stepped = 0;
             pl->wm[p] = -2; /* load from Redis before use */
@@ -648,11 +685,12 @@ static cw_err_t fire_timers(lane_t *ln) {
  * before the step's first event day of each (decode_batch explains why). */
 static cw_err_t fire_before_step(lane_t *ln) {
     cw_pipeline_t *pl = ln->pl;
+    const step_t *s = &pl->steps[pl->run];
     for (int p = ln->id; p < CW_MAX_PARTITIONS; p += pl->n_lanes) {
-        if (!pl->owned[p] || pl->first_day[p] <= 0) {
+        if (!pl->owned[p] || s->first_day[p] <= 0) {
             continue; /* INT64_MIN: no event of p in this step */
         }
-        int64_t key = pl->first_day[p] - 1; /* the day before the step's first */
+        int64_t key = s->first_day[p] - 1; /* the day before the step's first */
         if (pl->timer_upto[p] >= key && !pl->rescan[p]) {
             continue;
         }
@@ -743,7 +781,7 @@ static int acct_on_other_partition(cw_pipeline_t *pl, const char *id, int p) {
 /* 1 when the step must end before event ev of partition p (see
  * decode_batch): its account is in the step under another partition, or
  * (event mode) p's events in the step would span more than horizon_days. */
-static int ends_step(cw_pipeline_t *pl, const cw_event_t *ev, int p) {
+static int ends_step(cw_pipeline_t *pl, step_t *s, const cw_event_t *ev, int p) {
     if (ev->type == CW_EV_UNKNOWN) {
         return 0;
     }
@@ -752,22 +790,22 @@ static int ends_step(cw_pipeline_t *pl, const cw_event_t *ev, int p) {
     }
     if (pl->conf->time_mode == CW_TIME_EVENT) {
         int64_t d = cw_time_day(ev->ts_ms);
-        if (pl->first_day[p] == INT64_MIN) {
-            pl->first_day[p] = pl->last_day[p] = d;
-        } else if (d > pl->first_day[p] + pl->horizon_days ||
-                   d < pl->last_day[p] - pl->horizon_days) {
+        if (s->first_day[p] == INT64_MIN) {
+            s->first_day[p] = s->last_day[p] = d;
+        } else if (d > s->first_day[p] + pl->horizon_days ||
+                   d < s->last_day[p] - pl->horizon_days) {
             return 1;
         } else {
-            pl->first_day[p] = d < pl->first_day[p] ? d : pl->first_day[p];
-            pl->last_day[p] = d > pl->last_day[p] ? d : pl->last_day[p];
+            s->first_day[p] = d < s->first_day[p] ? d : s->first_day[p];
+            s->last_day[p] = d > s->last_day[p] ? d : s->last_day[p];
         }
     }
     return 0;
 }
 
-/* Decode msgs[start..n) into the lanes' state batches (main thread);
- * malformed messages are dead-lettered (*dlq_sent set). pl->step_batch is
- * set when some lane has events to apply. *end = where this step stops.
+/* Decode msgs[start..n) into the step being filled and the lanes' batches
+ * of it (main thread, while the lanes may run the other step); malformed
+ * messages are dead-lettered. *end = where this step stops.
  *
  * Event mode cuts the step before an event that would make its
  * partition's events in the step span more than horizon_days: a member's
@@ -788,17 +826,21 @@ static int ends_step(cw_pipeline_t *pl, const cw_event_t *ev, int p) {
  * later write would overwrite the earlier one's counters, masks and
  * facts. In consecutive steps they are applied one after the other
  * (test_pipeline: account_on_two_partitions). */
-static cw_err_t decode_batch(cw_pipeline_t *pl, size_t start, size_t n, int *dlq_sent,
-                             size_t *end) {
+static cw_err_t decode_batch(cw_pipeline_t *pl, size_t start, size_t n, size_t *end) {
     cw_event_limits_t lim = cw_event_limits_from_conf(pl->conf);
     cw_event_t ev;
     char reason[CW_REASON_MAX], detail[CW_DETAIL_MAX];
+    step_t *s = &pl->steps[pl->fill];
 
     for (int i = 0; i < pl->n_lanes; i++) {
-        cw_state_batch_begin(pl->lanes[i].state);
+        cw_state_batch_begin(pl->lanes[i].batch[pl->fill]);
     }
     for (int p = 0; p < CW_MAX_PARTITIONS; p++) {
-        pl->first_day[p] = INT64_MIN;
+        s->first_day[p] = INT64_MIN;
+    }
+    s->stored = 1;
+    if (s->t0_us == 0) {
+        s->t0_us = cw_time_mono_us();
     }
     memset(pl->acct_part, 0, pl->acct_slots * sizeof(*pl->acct_part));
     *end = n;
@@ -823,27 +865,29 @@ static cw_err_t decode_batch(cw_pipeline_t *pl, size_t start, size_t n, int *dlq
         if (cw_event_decode(m->payload, m->len, m->key, m->key_len, &lim, &ev, reason, detail) !=
             CW_OK) {
             pl->eof[p] = 0;
-            pl->next_off[p] = m->offset + 1;
+            s->next_off[p] = m->offset + 1;
+            s->real = 1;
             dead_letter(pl, m, reason, detail);
-            *dlq_sent = 1;
+            s->dlq_sent = 1;
             continue;
         }
-        if (ends_step(pl, &ev, p)) {
+        if (ends_step(pl, s, &ev, p)) {
             *end = i; /* the next step starts here */
             return CW_OK;
         }
         pl->eof[p] = 0;
-        pl->next_off[p] = m->offset + 1;
+        s->next_off[p] = m->offset + 1;
+        s->real = 1;
         pl->stats.events_in[ev.type]++;
         cw_metrics_event_in(pl->m, ev.type);
         if (ev.type == CW_EV_UNKNOWN) {
             continue;
         }
-        if (cw_state_batch_add(lane_of(pl, p)->state, p, m->offset, &ev) != CW_OK) {
+        if (cw_state_batch_add(lane_of(pl, p)->batch[pl->fill], p, m->offset, &ev) != CW_OK) {
             CW_LOG(CW_LOG_ERROR, "pipeline", "state batch full");
             return CW_ERROR;
         }
-        pl->step_batch = 1;
+        s->batch = 1;
     }
     return CW_OK;
 }
@@ -851,7 +895,8 @@ static cw_err_t decode_batch(cw_pipeline_t *pl, size_t start, size_t n, int *dlq
 /* Apply the lane's share of the batch; in wall mode, decide at once. */
 static cw_err_t lane_apply(lane_t *ln) {
     cw_pipeline_t *pl = ln->pl;
-    if (cw_state_batch_len(ln->state) == 0) {
+    cw_state_batch_t *batch = ln->batch[pl->run];
+    if (cw_state_batch_len(batch) == 0) {
         return CW_OK;
     }
     cw_account_state_t *accts = NULL;
@@ -863,7 +908,7 @@ static cw_err_t lane_apply(lane_t *ln) {
     size_t na = 0;
     uint64_t dup0 = cw_state_duplicates(ln->state), hit0, miss0, hit1, miss1;
     cw_state_cache_stats(ln->state, &hit0, &miss0);
-    cw_err_t r = WITH_REDIS(ln, cw_state_batch_exec(ln->state, &accts, &na));
+    cw_err_t r = WITH_REDIS(ln, cw_state_batch_exec(ln->state, batch, &accts, &na));
     if (r != CW_OK) {
         return r;
     }
@@ -906,11 +951,12 @@ static cw_err_t lane_apply(lane_t *ln) {
  * partitions' outboxes and due timers (timers only after a good apply). */
 static void lane_step(lane_t *ln) {
     cw_pipeline_t *pl = ln->pl;
+    int batch = pl->steps[pl->run].batch;
     ln->r_apply = CW_OK;
-    if (pl->step_batch && pl->conf->time_mode == CW_TIME_EVENT) {
+    if (batch && pl->conf->time_mode == CW_TIME_EVENT) {
         ln->r_apply = fire_before_step(ln);
     }
-    if (pl->step_batch && ln->r_apply == CW_OK) {
+    if (batch && ln->r_apply == CW_OK) {
         ln->r_apply = lane_apply(ln);
     }
     ln->r_work = ln->r_apply;
@@ -942,6 +988,7 @@ static void *lane_main(void *arg) {
         lane_step(ln);
         pthread_mutex_lock(&pl->mu);
         if (--pl->pending == 0) {
+            pl->done_us = cw_time_mono_us();
             pthread_cond_signal(&pl->cv_done);
         }
     }
@@ -960,13 +1007,30 @@ static void stats_add(cw_pipeline_stats_t *dst, cw_pipeline_stats_t *src) {
     memset(src, 0, sizeof(*src));
 }
 
-/* Run one step on every lane and wait for all of them, serving delivery
- * reports meanwhile and pausing fetching while a lane retries Redis. */
-static void run_lanes(cw_pipeline_t *pl) {
+/* Hand the filled step to the lanes (they must be idle) and return at
+ * once; the main thread decodes into the other step meanwhile. */
+static void start_step(cw_pipeline_t *pl) {
+    int64_t now = cw_time_mono_ms();
+    pl->step_rescan_all = pl->alert_failed && now - pl->last_outbox_scan_ms > OUTBOX_RESCAN_MS;
+    if (pl->step_rescan_all) {
+        pl->alert_failed = 0;
+        pl->last_outbox_scan_ms = now;
+    }
     pthread_mutex_lock(&pl->mu);
+    pl->run = pl->fill;
+    pl->fill ^= 1;
+    pl->running = 1;
     pl->pending = pl->n_lanes;
     pl->gen++;
     pthread_cond_broadcast(&pl->cv_work);
+    pthread_mutex_unlock(&pl->mu);
+    memset(&pl->steps[pl->fill], 0, sizeof(pl->steps[pl->fill]));
+}
+
+/* Wait for every lane to finish the running step, serving delivery
+ * reports meanwhile and pausing fetching while a lane retries Redis. */
+static void wait_lanes(cw_pipeline_t *pl) {
+    pthread_mutex_lock(&pl->mu);
     while (pl->pending > 0) {
         struct timespec until = cw_time_deadline(1);
         pthread_cond_timedwait(&pl->cv_done, &pl->mu, &until);
@@ -990,10 +1054,10 @@ static void run_lanes(cw_pipeline_t *pl) {
     set_paused(pl, 0);
 }
 
-/* After the lanes applied the batch: dead letters must be acknowledged
+/* After the lanes applied step s: dead letters must be acknowledged
  * before the offsets are stored. */
-static cw_err_t store_offsets(cw_pipeline_t *pl, int dlq_sent) {
-    if (dlq_sent) {
+static cw_err_t store_offsets(cw_pipeline_t *pl, const step_t *s) {
+    if (s->dlq_sent) {
         while (pl->dlq_inflight > 0 && !pl->dlq_failed) {
             cw_sink_poll(pl->sink, 10);
         }
@@ -1003,59 +1067,69 @@ static cw_err_t store_offsets(cw_pipeline_t *pl, int dlq_sent) {
             return CW_ERROR;
         }
     }
-    cw_consumer_store(pl->consumer, pl->next_off, CW_MAX_PARTITIONS);
-    memset(pl->next_off, 0, sizeof(pl->next_off));
+    cw_consumer_store(pl->consumer, s->next_off, CW_MAX_PARTITIONS);
     pl->stats.batches++;
     cw_metrics_add(pl->m, CW_CTR_BATCHES, 1);
     return CW_OK;
 }
 
-/* One step: the lanes' work on what decode_batch put in their batches;
- * stored: store the offsets of what was decoded. */
-static cw_err_t step(cw_pipeline_t *pl, int stored, int dlq_sent, const char **stage) {
-    cw_err_t r;
-    int64_t now = cw_time_mono_ms();
-    pl->step_rescan_all = pl->alert_failed && now - pl->last_outbox_scan_ms > OUTBOX_RESCAN_MS;
-    if (pl->step_rescan_all) {
-        pl->alert_failed = 0;
-        pl->last_outbox_scan_ms = now;
-    }
-    run_lanes(pl);
-    for (int i = 0; i < pl->n_lanes; i++) {
-        if (pl->lanes[i].r_apply != CW_OK) {
-            return pl->lanes[i].r_apply;
+/* Collect the running step, if any: wait for the lanes, store its offsets
+ * once its apply succeeded, then (lanes idle) remove delivered alerts from
+ * the outboxes on the first lane's connection and refresh the gauges.
+ * Called before the next step starts, before a rebalance changes the
+ * assignment and before the loop ends, so offsets are stored in step
+ * order and never ahead of what Redis holds. *stage names what failed. */
+static cw_err_t finish_step(cw_pipeline_t *pl, const char **stage) {
+    cw_err_t r = CW_OK;
+    *stage = "batch";
+    if (pl->running) {
+        const step_t *s = &pl->steps[pl->run];
+        wait_lanes(pl);
+        pl->running = 0;
+        for (int i = 0; i < pl->n_lanes; i++) {
+            if (pl->lanes[i].r_apply != CW_OK) {
+                return pl->lanes[i].r_apply;
+            }
+        }
+        if (s->stored && (r = store_offsets(pl, s)) != CW_OK) {
+            return r;
+        }
+        for (int i = 0; i < pl->n_lanes; i++) {
+            if (pl->lanes[i].r_work != CW_OK) {
+                *stage = pl->lanes[i].stage;
+                return pl->lanes[i].r_work;
+            }
+        }
+        pl->stepped = 1;
+        if (s->real) {
+            pl->last_activity_ms = pl->done_us / 1000;
+            cw_metrics_observe(pl->m, CW_HIST_BATCH, (double)(pl->done_us - s->t0_us) / 1e6);
         }
     }
-    if (stored && (r = store_offsets(pl, dlq_sent)) != CW_OK) {
-        return r;
-    }
-    for (int i = 0; i < pl->n_lanes; i++) {
-        if (pl->lanes[i].r_work != CW_OK) {
-            *stage = pl->lanes[i].stage;
-            return pl->lanes[i].r_work;
-        }
-    }
-    pl->stepped = 1;
-    return CW_OK;
+    *stage = "outbox ack";
+    r = ack_alerts(pl);
+    refresh_gauges(pl);
+    return r;
 }
 
 /* One iteration's work on n consumed messages (n may be 0: timers and
- * outboxes only), in as many steps as the event-time horizon needs.
+ * outboxes only), in as many steps as the event-time horizon needs: each
+ * step is decoded while the lanes still run the previous one, which is
+ * then collected before this one starts. The last step is left running.
  * *stage names what failed. */
 static cw_err_t process(cw_pipeline_t *pl, size_t n, const char **stage) {
     size_t start = 0;
     do {
-        int dlq_sent = 0;
         size_t end = n;
-        pl->step_batch = 0;
         *stage = "batch";
-        cw_err_t r = n > 0 ? decode_batch(pl, start, n, &dlq_sent, &end) : CW_OK;
+        cw_err_t r = n > 0 ? decode_batch(pl, start, n, &end) : CW_OK;
         if (r == CW_OK) {
-            r = step(pl, n > 0, dlq_sent, stage);
+            r = finish_step(pl, stage);
         }
         if (r != CW_OK) {
             return r;
         }
+        start_step(pl);
         start = end;
     } while (start < n);
     return CW_OK;
@@ -1130,6 +1204,12 @@ cw_pipeline_t *cw_pipeline_new(const cw_conf_t *conf, const cw_pipeline_opts_t *
         if (ln->state == NULL) {
             goto fail;
         }
+        ln->batch[0] = cw_state_batch_new(conf, &pl->layout);
+        ln->batch[1] = cw_state_batch_new(conf, &pl->layout);
+        if (ln->batch[0] == NULL || ln->batch[1] == NULL) {
+            snprintf(errstr, errstr_size, "out of memory");
+            goto fail;
+        }
         if (pl->m != NULL) {
             cw_state_set_rtt_cb(ln->state, on_redis_rtt, pl->m);
         }
@@ -1183,6 +1263,33 @@ static int all_idle(const cw_pipeline_t *pl) {
     return any;
 }
 
+/* --exit-on-idle: every owned partition at its end, nothing to deliver or
+ * ack, and no activity for the idle period since a step (outboxes re-sent,
+ * timers checked) ran after the assignment. */
+static int idle_for_exit(const cw_pipeline_t *pl) {
+    return pl->opts.exit_on_idle_ms > 0 && pl->stepped && all_idle(pl) &&
+           cw_sink_outq(pl->sink) == 0 && pl->n_acks == 0 &&
+           cw_time_mono_ms() - pl->last_activity_ms >= pl->opts.exit_on_idle_ms;
+}
+
+/* A stage failed for good (CW_ERROR): stop without committing. CW_RETRY
+ * comes back only when stopping anyway. */
+static void stop_on_error(cw_pipeline_t *pl, cw_err_t r, const char *stage) {
+    if (r == CW_ERROR && !pl->fatal) {
+        CW_LOG(CW_LOG_ERROR, "pipeline", "%s failed; stopping without committing", stage);
+        pl->fatal = 1;
+    }
+}
+
+/* Collect the running step, if any (see finish_step). */
+static void collect_step(cw_pipeline_t *pl) {
+    if (pl->running) {
+        const char *stage;
+        cw_err_t r = finish_step(pl, &stage);
+        stop_on_error(pl, r, stage);
+    }
+}
+
 int cw_pipeline_run(cw_pipeline_t *pl) {
     int64_t last_stats = cw_time_mono_ms();
     pl->main_thread = pthread_self(); /* the thread that polls the consumer and producer */
@@ -1194,34 +1301,14 @@ int cw_pipeline_run(cw_pipeline_t *pl) {
     while (!pl->stop && !pl->fatal) {
         size_t n = cw_consumer_batch(pl->consumer, pl->msgs, (size_t)pl->conf->kafka_batch_size,
                                      pl->conf->kafka_batch_timeout_ms);
-        cw_err_t r = CW_OK;
         const char *stage = "batch"; /* named in the log when a stage fails for good */
-        int real = 0;
-        for (size_t i = 0; i < n; i++) {
-            real += pl->msgs[i]->err == 0;
-        }
-        int64_t t0 = cw_time_mono_us();
-        r = process(pl, n, &stage);
-        if (real > 0) {
-            cw_metrics_observe(pl->m, CW_HIST_BATCH, (double)(cw_time_mono_us() - t0) / 1e6);
-        }
+        cw_err_t r = process(pl, n, &stage);
         for (size_t i = 0; i < n; i++) {
             rd_kafka_message_destroy(pl->msgs[i]);
             pl->msgs[i] = NULL;
         }
-        if (real > 0) {
-            pl->last_activity_ms = cw_time_mono_ms();
-        }
         cw_sink_poll(pl->sink, 0);
-        if (r == CW_OK) {
-            stage = "outbox ack";
-            r = ack_alerts(pl);
-        }
-        if (r == CW_ERROR) {
-            CW_LOG(CW_LOG_ERROR, "pipeline", "%s failed; stopping without committing", stage);
-            pl->fatal = 1;
-        }
-        refresh_gauges(pl);
+        stop_on_error(pl, r, stage);
         if (cw_time_mono_ms() - last_stats > 10000) {
             last_stats = cw_time_mono_ms();
             CW_LOG(CW_LOG_INFO, "stats",
@@ -1235,13 +1322,17 @@ int cw_pipeline_run(cw_pipeline_t *pl) {
                                         pl->stats.alerts[2] + pl->stats.alerts[3] +
                                         pl->stats.alerts[4] + pl->stats.alerts[5]));
         }
-        if (pl->opts.exit_on_idle_ms > 0 && pl->stepped && all_idle(pl) &&
-            cw_sink_outq(pl->sink) == 0 && pl->n_acks == 0 &&
-            cw_time_mono_ms() - pl->last_activity_ms >= pl->opts.exit_on_idle_ms) {
-            CW_LOG(CW_LOG_INFO, "pipeline", "all partitions idle; draining");
-            break;
+        if (idle_for_exit(pl)) {
+            /* the step just started may hold the last events: collect it
+             * (its end is the last activity) and look again */
+            collect_step(pl);
+            if (!pl->fatal && idle_for_exit(pl)) {
+                CW_LOG(CW_LOG_INFO, "pipeline", "all partitions idle; draining");
+                break;
+            }
         }
     }
+    collect_step(pl);
     /* Drain: deliver what is queued, remove acked alerts, commit offsets. */
     int64_t deadline = cw_time_mono_ms() + 5000;
     while (cw_sink_outq(pl->sink) > 0 && cw_time_mono_ms() < deadline) {
@@ -1279,6 +1370,9 @@ void cw_pipeline_destroy(cw_pipeline_t *pl) {
             pthread_join(pl->lanes[i].thread, NULL);
         }
     }
+    /* a step never collected (run not called to its end) is dropped with
+     * its offsets unstored: a redelivery the apply absorbs */
+    pl->running = 0;
     if (pl->sync_ok) {
         pthread_mutex_destroy(&pl->mu);
         pthread_cond_destroy(&pl->cv_work);
@@ -1288,6 +1382,8 @@ void cw_pipeline_destroy(cw_pipeline_t *pl) {
     cw_sink_destroy(pl->sink, 5000);
     for (int i = 0; pl->lanes != NULL && i < pl->n_lanes; i++) {
         cw_state_destroy(pl->lanes[i].state);
+        cw_state_batch_destroy(pl->lanes[i].batch[0]);
+        cw_state_batch_destroy(pl->lanes[i].batch[1]);
         cw_buf_free(&pl->lanes[i].json);
     }
     free(pl->lanes);

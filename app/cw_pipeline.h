@@ -12,8 +12,10 @@
  * The Redis work of a batch (apply, decisions, timers) runs on
  * redis.connections worker threads ("lanes"), partition p on lane p mod N,
  * each with its own Redis connection; the calling thread consumes,
- * decodes, dead-letters, stores offsets and serves delivery reports, and
- * waits for every lane before it polls the consumer again.
+ * decodes, dead-letters, stores offsets and serves delivery reports. It
+ * decodes the next batch while the lanes apply the current one, and
+ * starts the next only when every lane is done with the current one and
+ * its offsets are stored (a rebalance waits for it too).
  *
  * Failure handling: Redis down → pause fetching, reconnect with
  * exponential backoff, re-execute the same batch (idempotent), resume.

@@ -55,7 +55,7 @@
 
 /* One event of the batch, packed: what the apply uses of it, its counter
  * and set updates worked out once at add (cw_layout_event_ops), its
- * strings in st->ev_str (80 bytes plus the strings, instead of a copy of
+ * strings in the batch's ev_str (80 bytes plus the strings, instead of a copy of
  * the 700-byte cw_event_t: a batch of 4,096 held ~2.9 MB per lane). Groups
  * link their events by index. */
 typedef struct cw_bev {
@@ -66,7 +66,7 @@ typedef struct cw_bev {
     double arr;                   /* account events: as in cw_event_t */
     int64_t seats, renewal_ms;    /* account events: as in cw_event_t */
     uint32_t counters;            /* bit c: adds to layout counter c */
-    uint32_t user, feature, plan; /* offsets of NUL-terminated strings in st->ev_str */
+    uint32_t user, feature, plan; /* offsets of NUL-terminated strings in ev_str */
     int32_t next;                 /* next event of the same group, -1 last */
     int16_t partition;
     uint8_t type;       /* cw_ev_type_t */
@@ -82,11 +82,26 @@ static int ap_known(const cw_bev_t *b) {
 /* The events of one (account, partition) in the batch. */
 typedef struct cw_group {
     int32_t head, tail; /* first/last event index */
-    uint32_t id;        /* the account id: offset in st->ev_str */
+    uint32_t id;        /* the account id: offset in ev_str */
     int partition;
     uint32_t n;    /* events */
     uint64_t hash; /* of (account, partition) */
 } cw_group_t;
+
+/* A batch (see cw_state.h): its events packed, grouped per (account,
+ * partition). Filled by one thread while another executes a different one:
+ * nothing here points into a cw_state_t. */
+struct cw_state_batch {
+    const cw_conf_t *conf;     /* not owned; outlives b */
+    const cw_layout_t *layout; /* not owned; outlives b */
+    cw_bev_t *evs;
+    size_t n_evs, cap_evs, max_evs;
+    cw_buf_t ev_str; /* the batch's strings (offset 0: ""), see cw_bev_t */
+    cw_group_t *groups;
+    size_t n_groups, cap_groups;
+    int32_t *table; /* open addressing over group indices; -1 empty */
+    size_t table_size;
+};
 
 /* What a commit's writes depend on, read under the WATCH of its fence. */
 typedef struct cm_read {
@@ -114,14 +129,8 @@ struct cw_state {
     int migrating; /* cw_state_migrate: connect without the layout check */
     uint64_t reconnects;
     uint64_t duplicates;
-    /* batch */
-    cw_bev_t *evs;
-    size_t n_evs, cap_evs, max_evs;
-    cw_buf_t ev_str; /* the batch's strings (offset 0: ""), see cw_bev_t */
-    cw_group_t *groups;
-    size_t n_groups, cap_groups;
-    int32_t *table; /* open addressing over group indices; -1 empty */
-    size_t table_size;
+    /* the batch cw_state_batch_exec runs: borrowed for the call */
+    cw_state_batch_t *bat;
     /* results, owned; valid until the next call */
     cw_account_state_t *exec_out;
     size_t exec_cap;
@@ -904,20 +913,6 @@ cw_state_t *cw_state_new(const cw_conf_t *conf, const cw_layout_t *layout, char 
         cw_state_destroy(st);
         return NULL;
     }
-    st->max_evs = conf->kafka_batch_size > 0 ? (size_t)conf->kafka_batch_size * 2 : 20000;
-    if (st->max_evs < CW_STATE_MIN_EVENTS) {
-        st->max_evs = CW_STATE_MIN_EVENTS;
-    }
-    st->cap_evs = CW_STATE_MIN_EVENTS;
-    st->evs = malloc(st->cap_evs * sizeof(*st->evs));
-    st->table_size = 2 * CW_STATE_MIN_EVENTS;
-    st->table = malloc(st->table_size * sizeof(*st->table));
-    if (st->evs == NULL || st->table == NULL) {
-        snprintf(errstr, errstr_size, "state: out of memory");
-        cw_state_destroy(st);
-        return NULL;
-    }
-    memset(st->table, 0xff, st->table_size * sizeof(*st->table));
     return st;
 }
 
@@ -926,10 +921,6 @@ void cw_state_destroy(cw_state_t *st) {
         return;
     }
     redisFree(st->c); /* accepts NULL */
-    free(st->evs);
-    cw_buf_free(&st->ev_str);
-    free(st->groups);
-    free(st->table);
     free(st->exec_out);
     free(st->due_out);
     cw_buf_free(&st->abuf);
@@ -955,53 +946,88 @@ void cw_state_destroy(cw_state_t *st) {
 
 /* ---- batch ---- */
 
-void cw_state_batch_begin(cw_state_t *st) {
-    cw_buf_reset(&st->ev_str);
-    st->n_evs = 0;
-    st->n_groups = 0;
-    memset(st->table, 0xff, st->table_size * sizeof(*st->table));
+cw_state_batch_t *cw_state_batch_new(const cw_conf_t *conf, const cw_layout_t *layout) {
+    cw_state_batch_t *b = calloc(1, sizeof(*b));
+    if (b == NULL) {
+        return NULL;
+    }
+    b->conf = conf;
+    b->layout = layout;
+    b->max_evs = conf->kafka_batch_size > 0 ? (size_t)conf->kafka_batch_size * 2 : 20000;
+    if (b->max_evs < CW_STATE_MIN_EVENTS) {
+        b->max_evs = CW_STATE_MIN_EVENTS;
+    }
+    b->cap_evs = CW_STATE_MIN_EVENTS;
+    b->evs = malloc(b->cap_evs * sizeof(*b->evs));
+    b->table_size = 2 * CW_STATE_MIN_EVENTS;
+    b->table = malloc(b->table_size * sizeof(*b->table));
+    if (b->evs == NULL || b->table == NULL) {
+        cw_state_batch_destroy(b);
+        return NULL;
+    }
+    memset(b->table, 0xff, b->table_size * sizeof(*b->table));
+    return b;
 }
 
-size_t cw_state_batch_len(const cw_state_t *st) {
-    return st->n_evs;
+void cw_state_batch_destroy(cw_state_batch_t *b) {
+    if (b == NULL) {
+        return;
+    }
+    free(b->evs);
+    cw_buf_free(&b->ev_str);
+    free(b->groups);
+    free(b->table);
+    free(b);
+}
+
+void cw_state_batch_begin(cw_state_batch_t *b) {
+    cw_buf_reset(&b->ev_str);
+    b->n_evs = 0;
+    b->n_groups = 0;
+    memset(b->table, 0xff, b->table_size * sizeof(*b->table));
+}
+
+size_t cw_state_batch_len(const cw_state_batch_t *b) {
+    return b->n_evs;
 }
 
 /* Double the group table and re-insert every group. */
-static int table_grow(cw_state_t *st) {
-    size_t nsize = st->table_size * 2;
+static int table_grow(cw_state_batch_t *b) {
+    size_t nsize = b->table_size * 2;
     int32_t *nt = malloc(nsize * sizeof(*nt));
     if (nt == NULL) {
         return -1;
     }
     memset(nt, 0xff, nsize * sizeof(*nt));
-    for (size_t g = 0; g < st->n_groups; g++) {
-        size_t idx = (size_t)st->groups[g].hash & (nsize - 1);
+    for (size_t g = 0; g < b->n_groups; g++) {
+        size_t idx = (size_t)b->groups[g].hash & (nsize - 1);
         while (nt[idx] >= 0) {
             idx = (idx + 1) & (nsize - 1);
         }
         nt[idx] = (int32_t)g;
     }
-    free(st->table);
-    st->table = nt;
-    st->table_size = nsize;
+    free(b->table);
+    b->table = nt;
+    b->table_size = nsize;
     return 0;
 }
 
-/* Offset of a copy of s in st->ev_str; 0 (the empty string) for "". */
-static uint32_t ev_str_add(cw_state_t *st, const char *s) {
-    size_t off = st->ev_str.len, n = strlen(s);
+/* Offset of a copy of s in b->ev_str; 0 (the empty string) for "". */
+static uint32_t ev_str_add(cw_state_batch_t *b, const char *s) {
+    size_t off = b->ev_str.len, n = strlen(s);
     if (n == 0) {
         return 0;
     }
-    cw_buf_append(&st->ev_str, s, n + 1);
+    cw_buf_append(&b->ev_str, s, n + 1);
     return (uint32_t)off;
 }
 
-static const char *ev_str(const cw_state_t *st, uint32_t off) {
-    return st->ev_str.data + off;
+static const char *ev_str(const cw_state_batch_t *b, uint32_t off) {
+    return b->ev_str.data + off;
 }
 
-cw_err_t cw_state_batch_add(cw_state_t *st, int partition, int64_t offset, const cw_event_t *ev) {
+cw_err_t cw_state_batch_add(cw_state_batch_t *b, int partition, int64_t offset,
+                            const cw_event_t *ev) {
     uint64_t h;
     size_t idx;
     int32_t g = -1;
@@ -1010,51 +1036,50 @@ cw_err_t cw_state_batch_add(cw_state_t *st, int partition, int64_t offset, const
     if (partition < 0 || partition >= CW_STATE_MAX_PARTITIONS) {
         return CW_ERROR;
     }
-    if (st->ev_str.len == 0) {
-        cw_buf_append(&st->ev_str, "", 1); /* offset 0: the empty string */
+    if (b->ev_str.len == 0) {
+        cw_buf_append(&b->ev_str, "", 1); /* offset 0: the empty string */
     }
-    if (st->n_evs == st->cap_evs) {
-        size_t ncap = st->cap_evs * 2 < st->max_evs ? st->cap_evs * 2 : st->max_evs;
+    if (b->n_evs == b->cap_evs) {
+        size_t ncap = b->cap_evs * 2 < b->max_evs ? b->cap_evs * 2 : b->max_evs;
         cw_bev_t *ne;
-        if (st->cap_evs >= st->max_evs) {
+        if (b->cap_evs >= b->max_evs) {
             return CW_ERROR; /* full: the caller execs first */
         }
-        ne = realloc(st->evs, ncap * sizeof(*ne));
+        ne = realloc(b->evs, ncap * sizeof(*ne));
         if (ne == NULL) {
             return CW_ERROR;
         }
-        st->evs = ne;
-        st->cap_evs = ncap;
+        b->evs = ne;
+        b->cap_evs = ncap;
     }
-    if ((st->n_groups + 1) * 2 > st->table_size && table_grow(st) != 0) {
+    if ((b->n_groups + 1) * 2 > b->table_size && table_grow(b) != 0) {
         return CW_ERROR;
     }
     h = group_hash(ev->account_id, partition);
-    idx = (size_t)h & (st->table_size - 1);
-    while (st->table[idx] >= 0) {
-        const cw_group_t *cand = &st->groups[st->table[idx]];
+    idx = (size_t)h & (b->table_size - 1);
+    while (b->table[idx] >= 0) {
+        const cw_group_t *cand = &b->groups[b->table[idx]];
         if (cand->hash == h && cand->partition == partition &&
-            strcmp(ev_str(st, cand->id), ev->account_id) == 0) {
-            g = st->table[idx];
+            strcmp(ev_str(b, cand->id), ev->account_id) == 0) {
+            g = b->table[idx];
             break;
         }
-        idx = (idx + 1) & (st->table_size - 1);
+        idx = (idx + 1) & (b->table_size - 1);
     }
     if (g < 0) {
-        if (grow((void **)&st->groups, &st->cap_groups, st->n_groups + 1, sizeof(*st->groups)) !=
-            0) {
+        if (grow((void **)&b->groups, &b->cap_groups, b->n_groups + 1, sizeof(*b->groups)) != 0) {
             return CW_ERROR;
         }
-        g = (int32_t)st->n_groups++;
-        st->groups[g].head = (int32_t)st->n_evs;
-        st->groups[g].tail = -1;
-        st->groups[g].partition = partition;
-        st->groups[g].n = 0;
-        st->groups[g].hash = h;
-        st->groups[g].id = ev_str_add(st, ev->account_id);
-        st->table[idx] = g;
+        g = (int32_t)b->n_groups++;
+        b->groups[g].head = (int32_t)b->n_evs;
+        b->groups[g].tail = -1;
+        b->groups[g].partition = partition;
+        b->groups[g].n = 0;
+        b->groups[g].hash = h;
+        b->groups[g].id = ev_str_add(b, ev->account_id);
+        b->table[idx] = g;
     }
-    be = &st->evs[st->n_evs];
+    be = &b->evs[b->n_evs];
     memset(be, 0, sizeof(*be));
     be->ts_ms = ev->ts_ms;
     be->offset = offset;
@@ -1064,10 +1089,10 @@ cw_err_t cw_state_batch_add(cw_state_t *st, int partition, int64_t offset, const
     be->key_feature = -1;
     be->sum_amount = 1;
     if (ap_known(be)) {
-        cw_layout_event_ops(st->layout, &st->conf->model, ev, &ops);
+        cw_layout_event_ops(b->layout, &b->conf->model, ev, &ops);
         for (int k = 0; k < ops.n_counters; k++) {
             be->counters |= UINT32_C(1) << ops.counter[k];
-            if (st->layout->counters[ops.counter[k]].sum) {
+            if (b->layout->counters[ops.counter[k]].sum) {
                 be->sum_amount = ops.amount[k];
             }
         }
@@ -1075,24 +1100,24 @@ cw_err_t cw_state_batch_add(cw_state_t *st, int partition, int64_t offset, const
             be->sets |= (uint8_t)(1u << ops.set[k]);
         }
         be->key_feature = (int8_t)ops.key_feature;
-        be->user = ev_str_add(st, ev->user_id);
-        be->feature = ev_str_add(st, ev->feature);
+        be->user = ev_str_add(b, ev->user_id);
+        be->feature = ev_str_add(b, ev->feature);
     }
     if (ev->type == CW_EV_ACCOUNT) {
         be->arr = ev->arr;
         be->seats = ev->seats;
         be->renewal_ms = ev->renewal_ms;
-        be->plan = ev_str_add(st, ev->plan);
+        be->plan = ev_str_add(b, ev->plan);
     }
-    if (st->ev_str.oom || st->ev_str.len > UINT32_MAX) {
+    if (b->ev_str.oom || b->ev_str.len > UINT32_MAX) {
         return CW_ERROR;
     }
-    if (st->groups[g].tail >= 0) {
-        st->evs[st->groups[g].tail].next = (int32_t)st->n_evs;
+    if (b->groups[g].tail >= 0) {
+        b->evs[b->groups[g].tail].next = (int32_t)b->n_evs;
     }
-    st->groups[g].tail = (int32_t)st->n_evs;
-    st->groups[g].n++;
-    st->n_evs++;
+    b->groups[g].tail = (int32_t)b->n_evs;
+    b->groups[g].n++;
+    b->n_evs++;
     return CW_OK;
 }
 
@@ -1271,7 +1296,7 @@ static void ap_arg_field(cw_state_t *st, int64_t day, const char *name) {
 }
 
 static const char *ap_id(const cw_state_t *st, size_t g) {
-    return ev_str(st, st->groups[g].id);
+    return ev_str(st->bat, st->bat->groups[g].id);
 }
 
 /* The timer this apply sets for group g (ZADD LT): now in wall mode, the
@@ -1335,7 +1360,7 @@ static ap_mem_t *ap_mem_find(cw_state_t *st, ap_grp_t *g, int set, const char *m
 
 /* The member of set s of an event ("" when the event has none). */
 static const char *ap_member(const cw_state_t *st, const cw_bev_t *b, int set) {
-    return ev_str(st, st->layout->sets[set].of_users ? b->user : b->feature);
+    return ev_str(st->bat, st->layout->sets[set].of_users ? b->user : b->feature);
 }
 
 /* The counter and set updates of an event (worked out at add). */
@@ -1363,8 +1388,8 @@ static void ap_event_ops(const cw_state_t *st, const cw_bev_t *b, cw_event_ops_t
 static unsigned ap_read_fields(const cw_state_t *st, int32_t head, int *at) {
     unsigned f = 1u << AP_FM | 1u << AP_LM | 1u << AP_LL | 1u << AP_LT;
     *at = 0;
-    for (int32_t e = head; e >= 0; e = st->evs[e].next) {
-        const cw_bev_t *ev = &st->evs[e];
+    for (int32_t e = head; e >= 0; e = st->bat->evs[e].next) {
+        const cw_bev_t *ev = &st->bat->evs[e];
         if (ev->type == CW_EV_LOGIN) {
             f |= 1u << AP_FL;
         } else if (ev->type == CW_EV_CANCELLATION) {
@@ -1406,8 +1431,8 @@ static ap_cnt_t *ap_cnt_find(cw_state_t *st, ap_grp_t *g, int c, int64_t day, in
  * read), each with its GET when the cache needs the value (kind AP_GETF). */
 static int ap_push_watches(cw_state_t *st, int with_get) {
     unsigned char seen[CW_STATE_MAX_PARTITIONS] = {0};
-    for (size_t gi = 0; gi < st->n_groups; gi++) {
-        int p = st->groups[gi].partition;
+    for (size_t gi = 0; gi < st->bat->n_groups; gi++) {
+        int p = st->bat->groups[gi].partition;
         if (!seen[p]) {
             seen[p] = 1;
             if (ap_cmd_push(st, (uint32_t)p, AP_WATCH, 0) ||
@@ -1452,7 +1477,7 @@ static void ap_cache_load(cw_state_t *st, size_t gi, int64_t today) {
     if (st->acache == NULL) {
         return;
     }
-    r = cw_acache_get(st->acache, st->groups[gi].partition, ap_id(st, gi));
+    r = cw_acache_get(st->acache, st->bat->groups[gi].partition, ap_id(st, gi));
     if (r == NULL || r->x != today) {
         st->ac_misses++;
         return;
@@ -1490,15 +1515,15 @@ static int ap_plan_reads(cw_state_t *st) {
     if (st->acache == NULL && ap_push_watches(st, 0) != 0) {
         return -1;
     }
-    for (size_t gi = 0; gi < st->n_groups; gi++) {
+    for (size_t gi = 0; gi < st->bat->n_groups; gi++) {
         ap_grp_t *g = &st->ap_grp[gi];
         memset(g, 0, sizeof(*g));
         g->mem0 = (uint32_t)st->ap_n_mem;
         g->cnt0 = (uint32_t)st->ap_n_cnt;
-        g->rq_f = ap_read_fields(st, st->groups[gi].head, &g->rq_at);
+        g->rq_f = ap_read_fields(st, st->bat->groups[gi].head, &g->rq_at);
         ap_cache_load(st, gi, today);
-        for (int32_t e = st->groups[gi].head; e >= 0; e = st->evs[e].next) {
-            const cw_bev_t *ev = &st->evs[e];
+        for (int32_t e = st->bat->groups[gi].head; e >= 0; e = st->bat->evs[e].next) {
+            const cw_bev_t *ev = &st->bat->evs[e];
             ap_event_ops(st, ev, &ops);
             /* every day bucket an event may add to (the compute skips
              * redeliveries and days out of the retention) */
@@ -1580,7 +1605,7 @@ static cw_err_t ap_build(cw_state_t *st, size_t i, void *vctx) {
                     c->kind != AP_FENCE && c->kind != AP_MULTI && c->kind != AP_EXEC;
     const ap_grp_t *g = per_group ? &st->ap_grp[c->grp] : NULL;
     const char *id = per_group ? ap_id(st, c->grp) : "";
-    int p = per_group ? st->groups[c->grp].partition : (int)c->grp;
+    int p = per_group ? st->bat->groups[c->grp].partition : (int)c->grp;
     char tmp[64];
     int n;
     (void)vctx;
@@ -1819,7 +1844,7 @@ static cw_err_t ap_reply_reads(cw_state_t *st, size_t i, const redisReply *r, vo
         if (r->type != REDIS_REPLY_ARRAY || r->elements != want) {
             return CW_ERROR;
         }
-        if (g->hit && ap_rep_i64(r->element[e++]) != st->groups[c->grp].partition) {
+        if (g->hit && ap_rep_i64(r->element[e++]) != st->bat->groups[c->grp].partition) {
             /* another partition's apply wrote the hash since (an account
              * on two partitions; the pipeline applies them in turn), or it
              * is gone: the record is stale (ap_run reads again) */
@@ -1900,8 +1925,8 @@ static int ap_compute(cw_state_t *st, size_t gi, int64_t now) {
      * keys this apply may create: EXPIRE was ~7 per account apply before */
     g->refresh = g->is_new || g->x == AP_NONE || g->x < ap_day(now);
     /* redeliveries: at or below the last offset applied from this partition */
-    for (int32_t e = st->groups[gi].head; e >= 0; e = st->evs[e].next) {
-        cw_bev_t *ev = &st->evs[e];
+    for (int32_t e = st->bat->groups[gi].head; e >= 0; e = st->bat->evs[e].next) {
+        cw_bev_t *ev = &st->bat->evs[e];
         int fl;
         if (ev->offset <= g->last) {
             ev->skip = 1;
@@ -1951,7 +1976,7 @@ static int ap_compute(cw_state_t *st, size_t gi, int64_t now) {
                 } else if (k == 3 && ev->renewal_ms >= 0) {
                     n = ap_fmt(tmp, sizeof(tmp), ev->renewal_ms);
                 }
-                const char *plan = ev_str(st, ev->plan);
+                const char *plan = ev_str(st->bat, ev->plan);
                 if ((k == 2 ? plan[0] == '\0' : n == 0) ||
                     (g->at[k] != AP_NONE && ev->ts_ms < g->at[k])) {
                     continue;
@@ -1983,9 +2008,10 @@ static int ap_compute(cw_state_t *st, size_t gi, int64_t now) {
          * timers back over days whose data is gone) */
         int64_t lim = g->cur - st->plan.max_retention, due = g->due;
         g->wmin = AP_NONE;
-        for (int32_t e = st->groups[gi].head; e >= 0; e = st->evs[e].next) {
-            int64_t ts = st->evs[e].ts_ms;
-            if (!st->evs[e].skip && ap_day(ts) >= lim && (g->wmin == AP_NONE || ts < g->wmin)) {
+        for (int32_t e = st->bat->groups[gi].head; e >= 0; e = st->bat->evs[e].next) {
+            int64_t ts = st->bat->evs[e].ts_ms;
+            if (!st->bat->evs[e].skip && ap_day(ts) >= lim &&
+                (g->wmin == AP_NONE || ts < g->wmin)) {
                 g->wmin = ts;
             }
         }
@@ -2000,8 +2026,8 @@ static int ap_compute(cw_state_t *st, size_t gi, int64_t now) {
          * end does not depend on where batches start. */
         if (due != AP_NONE && g->f[AP_LL] != AP_NONE && g->f[AP_LL] > due) {
             int64_t lt = ll0 != AP_NONE && ll0 <= due ? ll0 : AP_NONE;
-            for (int32_t e = st->groups[gi].head; e >= 0; e = st->evs[e].next) {
-                const cw_bev_t *ev = &st->evs[e];
+            for (int32_t e = st->bat->groups[gi].head; e >= 0; e = st->bat->evs[e].next) {
+                const cw_bev_t *ev = &st->bat->evs[e];
                 if (!ev->skip && ev->type == CW_EV_LOGIN && ev->ts_ms <= due &&
                     (lt == AP_NONE || ev->ts_ms > lt)) {
                     lt = ev->ts_ms;
@@ -2017,8 +2043,8 @@ static int ap_compute(cw_state_t *st, size_t gi, int64_t now) {
         }
     }
     /* counters (coalesced per day and counter) and set masks, in event order */
-    for (int32_t e = st->groups[gi].head; e >= 0; e = st->evs[e].next) {
-        const cw_bev_t *ev = &st->evs[e];
+    for (int32_t e = st->bat->groups[gi].head; e >= 0; e = st->bat->evs[e].next) {
+        const cw_bev_t *ev = &st->bat->evs[e];
         int64_t d = ap_day(ev->ts_ms);
         if (ev->skip || !ap_known(ev)) {
             continue;
@@ -2238,7 +2264,7 @@ static int ap_plan_writes(cw_state_t *st) {
     if (st->ap_n_del > 1) {
         qsort(st->ap_del, st->ap_n_del, sizeof(*st->ap_del), ap_del_cmp);
     }
-    for (size_t gi = 0; gi < st->n_groups; gi++) {
+    for (size_t gi = 0; gi < st->bat->n_groups; gi++) {
         st->ap_grp[gi].del0 = (uint32_t)k;
         st->ap_grp[gi].n_del = 0;
         while (k < st->ap_n_del && st->ap_del[k].grp == gi) {
@@ -2250,7 +2276,7 @@ static int ap_plan_writes(cw_state_t *st) {
     if (ap_cmd_push(st, 0, AP_MULTI, 0)) {
         return -1;
     }
-    for (size_t gi = 0; gi < st->n_groups; gi++) {
+    for (size_t gi = 0; gi < st->bat->n_groups; gi++) {
         const ap_grp_t *g = &st->ap_grp[gi];
         uint32_t gg = (uint32_t)gi;
         if (g->applied == 0) {
@@ -2274,7 +2300,7 @@ static int ap_plan_writes(cw_state_t *st) {
             return -1;
         }
         {
-            int p = st->groups[gi].partition;
+            int p = st->bat->groups[gi].partition;
             if (st->ap_wmax[p] == AP_NONE && (ap_cmd_push(st, (uint32_t)p, AP_WMAX, 0) ||
                                               ap_cmd_push(st, (uint32_t)p, AP_FENCE, 0))) {
                 return -1;
@@ -2291,7 +2317,7 @@ static cw_err_t ap_run(cw_state_t *st, int *aborted) {
     cw_err_t err;
     size_t n_prune = 0;
     *aborted = 0;
-    if (grow((void **)&st->ap_grp, &st->ap_grp_cap, st->n_groups, sizeof(*st->ap_grp)) != 0) {
+    if (grow((void **)&st->ap_grp, &st->ap_grp_cap, st->bat->n_groups, sizeof(*st->ap_grp)) != 0) {
         return CW_ERROR;
     }
     do {
@@ -2320,22 +2346,22 @@ static cw_err_t ap_run(cw_state_t *st, int *aborted) {
             return err;
         }
         /* stale records are dropped and the batch read again: they miss */
-        for (size_t gi = 0; st->ap_stale && gi < st->n_groups; gi++) {
+        for (size_t gi = 0; st->ap_stale && gi < st->bat->n_groups; gi++) {
             if (st->ap_grp[gi].stale) {
-                cw_acache_drop(st->acache, st->groups[gi].partition, ap_id(st, gi));
+                cw_acache_drop(st->acache, st->bat->groups[gi].partition, ap_id(st, gi));
                 st->ac_hits--; /* counted as a miss when read again */
             }
         }
     } while (st->ap_stale);
     st->ap_now = cw_time_now_ms();
-    for (size_t gi = 0; gi < st->n_groups; gi++) {
+    for (size_t gi = 0; gi < st->bat->n_groups; gi++) {
         if (ap_compute(st, gi, st->ap_now) != 0) {
             return CW_ERROR;
         }
     }
     /* phase 2: what must be listed before it can be pruned */
     st->ap_n_cmd = 0;
-    for (size_t gi = 0; gi < st->n_groups; gi++) {
+    for (size_t gi = 0; gi < st->bat->n_groups; gi++) {
         const ap_grp_t *g = &st->ap_grp[gi];
         if (g->applied == 0) {
             continue;
@@ -2379,9 +2405,9 @@ static int64_t ap_due_after(const cw_state_t *st, const ap_grp_t *g) {
  * (the fixed fields read, or from the cache, and what the apply wrote). */
 static void ap_cache_store(cw_state_t *st) {
     const cw_layout_t *l = st->layout;
-    for (size_t gi = 0; st->acache != NULL && gi < st->n_groups; gi++) {
+    for (size_t gi = 0; st->acache != NULL && gi < st->bat->n_groups; gi++) {
         const ap_grp_t *g = &st->ap_grp[gi];
-        ac_rec_t *r = cw_acache_put(st->acache, st->groups[gi].partition, ap_id(st, gi));
+        ac_rec_t *r = cw_acache_put(st->acache, st->bat->groups[gi].partition, ap_id(st, gi));
         if (r == NULL) {
             continue;
         }
@@ -2406,15 +2432,16 @@ static void ap_cache_store(cw_state_t *st) {
     }
 }
 
-cw_err_t cw_state_batch_exec(cw_state_t *st, cw_account_state_t **out, size_t *n_out) {
+static cw_err_t batch_exec(cw_state_t *st, cw_account_state_t **out, size_t *n_out) {
     cw_err_t err;
     int aborted = 0;
     *out = NULL;
     *n_out = 0;
-    if (st->n_groups == 0) {
+    if (st->bat->n_groups == 0) {
         return CW_OK;
     }
-    if (grow((void **)&st->exec_out, &st->exec_cap, st->n_groups, sizeof(*st->exec_out)) != 0) {
+    if (grow((void **)&st->exec_out, &st->exec_cap, st->bat->n_groups, sizeof(*st->exec_out)) !=
+        0) {
         return CW_ERROR;
     }
     err = cw_state_connect(st);
@@ -2460,13 +2487,13 @@ cw_err_t cw_state_batch_exec(cw_state_t *st, cw_account_state_t **out, size_t *n
         }
     }
     ap_cache_store(st);
-    for (size_t gi = 0; gi < st->n_groups; gi++) {
+    for (size_t gi = 0; gi < st->bat->n_groups; gi++) {
         const ap_grp_t *g = &st->ap_grp[gi];
         cw_account_state_t *a = &st->exec_out[gi];
         int64_t dm = ap_due_after(st, g); /* the timer after ZADD LT */
         memset(a, 0, sizeof(*a));
         cw_strlcpy(a->account_id, ap_id(st, gi), sizeof(a->account_id));
-        a->partition = st->groups[gi].partition;
+        a->partition = st->bat->groups[gi].partition;
         a->last_event_ms = g->f[AP_LM] == AP_NONE ? -1 : g->f[AP_LM];
         dm = dm == AP_NONE ? -1 : dm;
         if (st->conf->time_mode == CW_TIME_WALL) {
@@ -2482,19 +2509,27 @@ cw_err_t cw_state_batch_exec(cw_state_t *st, cw_account_state_t **out, size_t *n
     }
     if (st->conf->time_mode == CW_TIME_WALL) {
         /* wall mode decides now: read every touched account back */
-        err = read_accounts(st, st->exec_out, st->n_groups, "apply read back");
+        err = read_accounts(st, st->exec_out, st->bat->n_groups, "apply read back");
         if (err != CW_OK) {
             return err;
         }
-        for (size_t i = 0; i < st->n_groups; i++) {
+        for (size_t i = 0; i < st->bat->n_groups; i++) {
             if (st->exec_out[i].partition < 0 || st->read_miss[i]) {
-                st->exec_out[i].partition = st->groups[i].partition;
+                st->exec_out[i].partition = st->bat->groups[i].partition;
             }
         }
     }
     *out = st->exec_out;
-    *n_out = st->n_groups;
+    *n_out = st->bat->n_groups;
     return CW_OK;
+}
+
+cw_err_t cw_state_batch_exec(cw_state_t *st, cw_state_batch_t *b, cw_account_state_t **out,
+                             size_t *n_out) {
+    st->bat = b;
+    cw_err_t err = batch_exec(st, out, n_out);
+    st->bat = NULL;
+    return err;
 }
 
 /* ---- reads ---- */

@@ -64,12 +64,15 @@
  * changed fence is recomputed, at most 5 times, then CW_RETRY.
  *
  * Threads: a cw_state_t is one connection and is used by one thread at a
- * time; the pipeline gives each of its lanes its own.
+ * time; the pipeline gives each of its lanes its own. A cw_state_batch_t
+ * is a separate object, so one thread can fill a batch while another
+ * executes a different one (the pipeline gives each lane two).
  *
  * Ownership: cw_state_t owns its hiredis context and buffers. It keeps the
  * conf and layout pointers it was given (they must outlive it). Account
  * arrays returned by exec/due calls are owned by the cw_state_t and valid
- * until its next call.
+ * until its next call. A cw_state_batch_t is owned by its creator, who
+ * destroys it; exec borrows it for the call.
  */
 #ifndef CW_STATE_H
 #define CW_STATE_H
@@ -82,6 +85,7 @@
 #include "cw_model.h"
 
 typedef struct cw_state cw_state_t;
+typedef struct cw_state_batch cw_state_batch_t;
 
 /* The key layout this version reads and writes (P:layout). */
 #define CW_STATE_LAYOUT "2"
@@ -120,8 +124,17 @@ cw_err_t cw_state_migrate(cw_state_t *st, uint64_t *keys_out, char *errstr, size
 uint64_t cw_state_reconnects(const cw_state_t *st);
 
 /* ---- batched apply ---- */
-/** @brief Start a new batch (forgets the previous one). */
-void cw_state_batch_begin(cw_state_t *st);
+/**
+ * A batch of decoded events to apply: owned by the caller, independent of
+ * any cw_state_t (one thread may fill a batch while another executes a
+ * different one on its connection: the pipeline decodes the next step
+ * while its lanes apply the current one). conf and layout are borrowed and
+ * must outlive it. NULL when out of memory.
+ */
+cw_state_batch_t *cw_state_batch_new(const cw_conf_t *conf, const cw_layout_t *layout);
+void cw_state_batch_destroy(cw_state_batch_t *b);
+/** @brief Empty the batch (forgets the previous events). */
+void cw_state_batch_begin(cw_state_batch_t *b);
 /**
  * @brief Add one decoded event at (partition, offset) to the batch; events of
  * one account are coalesced into one update. What the apply uses of the
@@ -131,21 +144,25 @@ void cw_state_batch_begin(cw_state_t *st);
  * @returns CW_OK, or CW_ERROR when the batch is full (caller execs first) or
  * the partition is out of range.
  */
-cw_err_t cw_state_batch_add(cw_state_t *st, int partition, int64_t offset, const cw_event_t *ev);
-/** @brief Number of events in the current batch. */
-size_t cw_state_batch_len(const cw_state_t *st);
+cw_err_t cw_state_batch_add(cw_state_batch_t *b, int partition, int64_t offset,
+                            const cw_event_t *ev);
+/** @brief Number of events in the batch. */
+size_t cw_state_batch_len(const cw_state_batch_t *b);
 /**
- * @brief Apply the batch (one optimistic transaction) and advance
+ * @brief Apply batch b (one optimistic transaction) and advance
  * the partitions' watermarks. Wall mode: every touched account is then read
  * back as of now (one more pipelined round trip) for the caller to decide.
  * Event mode: nothing is read — decisions are made by the day-end timers —
  * and each returned entry holds only account_id, partition, last_event_ms
  * (also asof_ms) and due_ms (the account's timer after the apply: the end
  * of the day of its earliest applied event, or an earlier timer it had).
- * Safe to call again after CW_RETRY (idempotent).
+ * Safe to call again with the same batch after CW_RETRY (idempotent). b is
+ * read (and its redeliveries marked) during the call only; it must not be
+ * changed meanwhile.
  * @param out,n_out the touched accounts (owned by st, valid until next call)
  */
-cw_err_t cw_state_batch_exec(cw_state_t *st, cw_account_state_t **out, size_t *n_out);
+cw_err_t cw_state_batch_exec(cw_state_t *st, cw_state_batch_t *b, cw_account_state_t **out,
+                             size_t *n_out);
 /** @brief Events skipped as already applied (redeliveries) since creation. */
 uint64_t cw_state_duplicates(const cw_state_t *st);
 /** @brief Applies of an account whose fixed fields came from the apply

@@ -17,6 +17,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include <pthread.h>
+
 #include <hiredis/hiredis.h>
 
 #include "cw_alert.h"
@@ -37,6 +39,7 @@ static cw_h_redis_t *redis;
 static cw_conf_t *conf;
 static cw_layout_t layout;
 static cw_state_t *st;
+static cw_state_batch_t *bat; /* the batch apply() fills (any state may execute it) */
 
 static cw_conf_t *make_conf(const char *mode) {
     char json[1024];
@@ -60,6 +63,8 @@ static void setup_mode(const char *mode) {
     st = cw_state_new(conf, &layout, err, sizeof(err));
     cr_assert_not_null(st, "state: %s", err);
     cr_assert_eq(cw_state_connect(st), CW_OK);
+    bat = cw_state_batch_new(conf, &layout);
+    cr_assert_not_null(bat);
 }
 
 static void setup(void) {
@@ -67,6 +72,8 @@ static void setup(void) {
 }
 
 static void teardown(void) {
+    cw_state_batch_destroy(bat);
+    bat = NULL;
     cw_state_destroy(st);
     st = NULL;
     cw_conf_destroy(conf);
@@ -132,14 +139,14 @@ static cw_err_t apply(cw_state_t *s, const cw_event_t *evs, size_t n, int partit
     cw_account_state_t *dummy;
     size_t dn;
     cw_err_t r;
-    cw_state_batch_begin(s);
+    cw_state_batch_begin(bat);
     for (size_t i = 0; i < n; i++) {
-        cr_assert_eq(cw_state_batch_add(s, partition, first_offset + (int64_t)i, &evs[i]), CW_OK);
+        cr_assert_eq(cw_state_batch_add(bat, partition, first_offset + (int64_t)i, &evs[i]), CW_OK);
     }
-    cr_assert_eq(cw_state_batch_len(s), n);
+    cr_assert_eq(cw_state_batch_len(bat), n);
     out = out ? out : &dummy;
     n_out = n_out ? n_out : &dn;
-    r = cw_state_batch_exec(s, out, n_out);
+    r = cw_state_batch_exec(s, bat, out, n_out);
     if (r == CW_OK && conf->time_mode == CW_TIME_EVENT) {
         r = read_back(s, out, *n_out);
     }
@@ -810,6 +817,63 @@ Test(state, outbox_scan_and_ack) {
     cr_expect_str_eq(s2.ids[0], "bbbb");
 }
 
+/* The pipeline fills one batch while a lane executes another (two per
+ * lane, used in turn): a batch holds all its exec needs and exec only
+ * borrows it, so filling b2 on another thread while bat executes changes
+ * nothing bat applies, and b2 applied after it gives the windows of all
+ * six events. */
+typedef struct fill_arg {
+    cw_state_batch_t *b;
+    const cw_event_t *evs;
+    size_t n;
+    int64_t first_offset;
+    cw_err_t r;
+} fill_arg_t;
+
+static void *fill_batch(void *arg) {
+    fill_arg_t *f = arg;
+    cw_state_batch_begin(f->b);
+    f->r = CW_OK;
+    for (size_t i = 0; i < f->n && f->r == CW_OK; i++) {
+        f->r = cw_state_batch_add(f->b, 0, f->first_offset + (int64_t)i, &f->evs[i]);
+    }
+    return NULL;
+}
+
+Test(state, batch_filled_while_another_executes) {
+    cw_event_t evs[6] = {login("two", "u1", T(0, 1)),
+                         usage("two", "u2", "reports", T(0, 2), 2),
+                         login("oth", "u1", T(0, 3)),
+                         login("two", "u3", T(1, 1)),
+                         usage("two", "u1", "export", T(1, 2), 5),
+                         login("oth", "u2", T(1, 4))};
+    cw_state_batch_t *b2 = cw_state_batch_new(conf, &layout);
+    cr_assert_not_null(b2);
+    fill_arg_t first = {bat, evs, 3, 0, CW_ERROR}, second = {b2, evs + 3, 3, 3, CW_ERROR};
+    fill_batch(&first);
+    cr_assert_eq(first.r, CW_OK);
+    pthread_t t;
+    cr_assert_eq(pthread_create(&t, NULL, fill_batch, &second), 0);
+    cw_account_state_t *out;
+    size_t n_out;
+    cw_err_t r1 = cw_state_batch_exec(st, bat, &out, &n_out);
+    pthread_join(t, NULL);
+    cr_assert_eq(r1, CW_OK);
+    cr_assert_eq(n_out, 2);
+    cr_assert_eq(second.r, CW_OK);
+    cr_assert_eq(cw_state_batch_len(bat), 3);
+    cr_assert_eq(cw_state_batch_len(b2), 3);
+    cr_assert_eq(cw_state_batch_exec(st, b2, &out, &n_out), CW_OK);
+    cr_assert_eq(n_out, 2);
+    cr_assert_eq(read_back(st, &out, n_out), CW_OK);
+    for (size_t i = 0; i < n_out; i++) {
+        check_all_queries(&out[i], evs, 6);
+    }
+    cr_expect_eq(win(strcmp(out[0].account_id, "two") == 0 ? &out[0] : &out[1], CW_WIN_USAGE_7D),
+                 7);
+    cw_state_batch_destroy(b2);
+}
+
 /* A killed server: exec is CW_RETRY, the connection is dropped; after a
  * restart the same batch re-executes. */
 Test(state, redis_killed_then_restarted) {
@@ -823,13 +887,13 @@ Test(state, redis_killed_then_restarted) {
     cr_expect_eq(apply(st, evs + 2, 2, 0, 2, &out, &n_out), CW_RETRY);
     cr_expect_eq(n_out, 0);
     cr_expect_eq(cw_state_connected(st), 0);
-    cr_expect_eq(cw_state_batch_exec(st, &out, &n_out), CW_RETRY); /* still down */
+    cr_expect_eq(cw_state_batch_exec(st, bat, &out, &n_out), CW_RETRY); /* still down */
     cw_account_state_t a;
     cr_expect_eq(cw_state_read(st, "kill", -1, &a), CW_RETRY);
     cw_h_redis_restart(redis);
     /* the batch is still there: re-exec it as a whole */
-    cr_assert_eq(cw_state_batch_len(st), 2);
-    cr_assert_eq(cw_state_batch_exec(st, &out, &n_out), CW_OK);
+    cr_assert_eq(cw_state_batch_len(bat), 2);
+    cr_assert_eq(cw_state_batch_exec(st, bat, &out, &n_out), CW_OK);
     cr_expect_eq(cw_state_connected(st), 1);
     cr_expect_eq(cw_state_reconnects(st), 1);
     cr_assert_eq(n_out, 1);

@@ -13,30 +13,47 @@
  * another lane computes. Scoring is done in chunks of CHUNK accounts to
  * keep memory flat however large a batch is.
  *
- * Steps overlap with decoding. Work goes in steps (step_t, two used in
- * turn): while the lanes run step k, the main thread consumes and decodes
- * step k + 1 into the other step and each lane's other batch; it then
- * collects step k (finish_step: waits for every lane, stores k's offsets
- * once its apply succeeded, acks delivered alerts) and only then starts
- * k + 1. So the lanes apply steps strictly in order, offsets are stored
- * in order and never ahead of Redis, and what a step applies does not
- * depend on when it was decoded (decoding reads only the messages: the
- * step cuts in decode_batch look at nothing the lanes write). A rebalance
- * is served inside the consumer poll, i.e. while step k may be running:
- * on_rebalance collects it first, so a revoke commits its offsets and the
- * assignment never changes under a lane. The step being decoded is empty
- * then (it is decoded after the poll returns).
+ * Steps. Work goes in numbered steps (step_t; step k in slot k % NSTEP,
+ * NSTEP = 2): the main thread decodes step k into its slot and each lane's
+ * batch of that slot while the lanes still run earlier steps, and hands it
+ * over at once (publish_step). A lane runs the steps in order, each as
+ * soon as it finished its share of the one before: the lanes do not wait
+ * for each other at the end of a step, so one lane's long day end does not
+ * idle the other (a lane is at most one step ahead). The main thread
+ * collects a step once every lane ran it (collect: its outcome, then its
+ * offsets), so offsets are stored in step order and never ahead of Redis;
+ * it reuses a slot only after collecting the step that used it.
  *
- * Who touches what while lanes run: a lane reads the running step and its
- * own batch of it, writes only the per-partition entries of its own
- * partitions (wm, rescan, timer_upto, scan_outbox), its own lane_t
- * (state, scratch, stats) and the metrics (atomics); it produces with
+ * Why lanes may run different steps at once: a lane touches only its own
+ * partitions' accounts, fences, timers, outboxes and watermarks. The one
+ * thing two partitions can share is an account whose events arrive on both
+ * (keys moved by a producer, a changed partition count): decode_batch cuts
+ * a step before such an account's second partition, and marks a step a
+ * barrier when the step before it (which another lane may still run) holds
+ * the account under another partition; a barrier step starts only when
+ * every lane finished the step before. Decoding reads only the messages,
+ * never what the lanes write, so what a step applies does not depend on
+ * when it was decoded.
+ *
+ * A rebalance is served inside the consumer poll: on_rebalance collects
+ * every published step first, so a revoke commits their offsets and the
+ * assignment never changes under a lane. A lane whose step fails stops and
+ * halts the others after their current step; the main thread collects what
+ * came before and stops (nothing after the failed step is stored).
+ *
+ * Who touches what while lanes run: a lane reads its step and its own
+ * batch of it, writes only the per-partition entries of its own partitions
+ * (wm, rescan, timer_upto, scan_outbox), its own lane_t (state, scratch,
+ * stats, results per slot) and the metrics (atomics); it produces with
  * rd_kafka_producev (thread-safe) but never polls the producer, so every
- * delivery report runs on the main thread. The main thread meanwhile
- * writes only the other step and the lanes' other batches (decoding), the
- * dead letters, eof and its own counters, polls the producer and pauses
- * the consumer if a lane reports Redis down; anything that touches a
- * lane's connection (outbox acks, gauges) waits for finish_step.
+ * delivery report runs on the main thread. The hand-off counters (started,
+ * done, busy, stopped, halted) and the folded lane stats are under mu. The
+ * main thread meanwhile writes only the slot it prepares (the step, the
+ * lanes' batches of it, its account table), the dead letters, eof and its
+ * own counters, polls the producer, acks delivered alerts on its own
+ * connection (acker), and pauses the consumer while a lane reports Redis
+ * down; owned, wm, timer_upto and scan_outbox change only in on_rebalance,
+ * after every lane is idle.
  */
 #include "cw_pipeline.h"
 
@@ -66,16 +83,21 @@ typedef struct alert_ref {
     char id[CW_ALERT_ID_MAX];
 } alert_ref_t;
 
+#define NSTEP 2 /* steps in the ring: step number k uses slot k % NSTEP */
+
 /* One step: the messages decode_batch put in the lanes' batches, and what
- * is stored after the lanes applied them. There are two, used in turn: the
- * main thread decodes the next step into one while the lanes run the other
+ * is stored after every lane applied them. Steps are numbered; the main
+ * thread decodes step k into slot k % NSTEP while lanes still run k - 1
  * (see "Threads" at the top of this file). */
 typedef struct step {
-    int batch;     /* some lane has events to apply */
-    int stored;    /* it consumed messages: store next_off after it */
-    int dlq_sent;  /* it dead-lettered: their delivery is awaited before the store */
-    int real;      /* it held messages (not only errors/EOF): activity */
-    int64_t t0_us; /* decoding began (the batch histogram) */
+    int batch;       /* some lane has events to apply */
+    int stored;      /* it consumed messages: store next_off after it */
+    int dlq_sent;    /* it dead-lettered: their delivery is awaited before the store */
+    int real;        /* it held messages (not only errors/EOF): activity */
+    int barrier;     /* a lane starts it only once every lane finished step k - 1 */
+    int rescan_all;  /* it re-sends every outbox (failed deliveries) */
+    int64_t t0_us;   /* decoding began (the batch histogram) */
+    int64_t done_us; /* the last lane finished it (monotonic; under mu) */
     int64_t first_day[CW_MAX_PARTITIONS]; /* event mode: its earliest event day per
                                              partition; INT64_MIN none */
     int64_t last_day[CW_MAX_PARTITIONS];  /* and its latest */
@@ -87,17 +109,27 @@ typedef struct step {
 typedef struct lane {
     cw_pipeline_t *pl; /* borrowed back-pointer */
     int id;
-    cw_state_t *state;          /* owned: this lane's Redis connection */
-    cw_state_batch_t *batch[2]; /* owned: its share of step i (see step_t) */
+    cw_state_t *state;              /* owned: this lane's Redis connection */
+    cw_state_batch_t *batch[NSTEP]; /* owned: its share of the step in slot i */
     pthread_t thread;
     int started;
     int64_t backoff_ms;
     atomic_int redis_down; /* set while retrying: the main thread pauses fetching */
-    /* results of one step, read by the main thread after the join */
-    cw_err_t r_apply;          /* the batch's apply (and wall-mode decisions) */
-    cw_err_t r_work;           /* the apply, then outbox scan and timers */
-    const char *stage;         /* named in the log when r_work is an error */
-    cw_pipeline_stats_t stats; /* counted by the lane, folded into pl->stats */
+    int slot;              /* the slot of the step it runs */
+    /* under pl->mu: steps done (it ran steps 0 .. done - 1), running one
+     * now, stopped after a step that failed */
+    uint64_t done;
+    int busy;
+    int stopped;
+    /* each slot's outcome, read by the main thread once done covers it */
+    struct {
+        cw_err_t apply;    /* the batch's apply (and wall-mode decisions) */
+        cw_err_t work;     /* the apply, then outbox scan and timers */
+        const char *stage; /* named in the log when work is an error */
+    } res[NSTEP];
+    cw_pipeline_stats_t stats; /* counted by the lane, folded into pl->lane_stats */
+    atomic_int up;             /* its connection is up (gauges) */
+    atomic_ullong reconnects;  /* its connection's reconnects (gauges) */
     /* scoring scratch, reused */
     cw_score_t scores[CHUNK];
     cw_decision_t decisions[CHUNK];
@@ -120,27 +152,28 @@ struct cw_pipeline {
     volatile sig_atomic_t stop;
     int fatal;
 
-    /* lane hand-off: gen counts steps; pending lanes still working */
+    /* lane hand-off (under mu): started steps are 0 .. started - 1; the
+     * main thread collected 0 .. collected - 1 (offsets stored) */
     pthread_mutex_t mu;
     pthread_cond_t cv_work, cv_done;
     int sync_ok; /* mu and the condition variables exist */
-    uint64_t gen;
-    int pending;
+    uint64_t started;
+    uint64_t collected;
+    int halted; /* a lane stopped on an error: no lane starts another step */
     int quit;
-    step_t steps[2];
-    int fill;             /* the step the main thread decodes into */
-    int run;              /* the step the lanes run (while running) */
-    int running;          /* the lanes have a step that finish_step has not collected */
-    int64_t done_us;      /* when the last lane finished it (monotonic) */
+    cw_pipeline_stats_t lane_stats; /* the lanes' counts, folded in under mu */
+    step_t steps[NSTEP];
     int64_t horizon_days; /* event mode: a step's events of one partition span at most
                              this many days (see decode_batch) */
-    int step_rescan_all;  /* this step re-sends every outbox (failed deliveries) */
+    lane_t *acker;        /* owned: the main thread's own connection (outbox acks); no thread */
+    int in_run;           /* cw_pipeline_run is running (lanes may hold steps) */
 
     rd_kafka_message_t **msgs; /* owned array; messages destroyed per batch */
-    /* accounts of this step: hash of the id -> partition + 1 (0: empty
-     * slot), open addressing, 2 x kafka.batch_size slots (see decode_batch) */
-    uint64_t *acct_hash; /* owned */
-    int16_t *acct_part;  /* owned */
+    /* accounts of the step in slot i: hash of the id -> partition + 1 (0:
+     * empty slot), open addressing, 2 x kafka.batch_size slots (see
+     * decode_batch) */
+    uint64_t *acct_hash[NSTEP]; /* owned */
+    int16_t *acct_part[NSTEP];  /* owned */
     size_t acct_slots;
     int owned[CW_MAX_PARTITIONS];
     int eof[CW_MAX_PARTITIONS];
@@ -219,14 +252,16 @@ static void on_delivery(void *opaque, cw_sink_topic_t topic, void *msg_opaque,
 
 /* ---- rebalance ---- */
 
-static void collect_step(cw_pipeline_t *pl);
+static void collect_all(cw_pipeline_t *pl);
 
 /* Served inside the consumer poll, which the main thread calls while the
  * lanes may run a step: that step is collected first (applied, offsets
  * stored, so a revoke commits them), then the assignment changes. */
 static void on_rebalance(void *opaque, int assigned, const rd_kafka_topic_partition_list_t *parts) {
     cw_pipeline_t *pl = opaque;
-    collect_step(pl);
+    if (pl->in_run) {
+        collect_all(pl);
+    }
     for (int i = 0; i < parts->cnt; i++) {
         int p = parts->elems[i].partition;
         if (p < 0 || p >= CW_MAX_PARTITIONS) {
@@ -237,7 +272,6 @@ static void on_rebalance(void *opaque, int assigned, const rd_kafka_topic_partit
         if (!assigned) {
             cw_metrics_set_lag(pl->m, p, -1);
         }
-        pl->steps[pl->fill].next_off[p] = 0;
         if (assigned) {
             pl->stepped = 0;
             pl->wm[p] = -2; /* load from Redis before use */
@@ -272,10 +306,10 @@ static void refresh_gauges(cw_pipeline_t *pl) {
     }
     cw_metrics_set_assigned(pl->m, assigned);
     int up = 1;
-    uint64_t reconnects = 0;
+    uint64_t reconnects = cw_state_reconnects(pl->acker->state);
     for (int i = 0; i < pl->n_lanes; i++) {
-        up &= cw_state_connected(pl->lanes[i].state);
-        reconnects += cw_state_reconnects(pl->lanes[i].state);
+        up &= atomic_load(&pl->lanes[i].up); /* as of its last step */
+        reconnects += atomic_load(&pl->lanes[i].reconnects);
     }
     cw_metrics_set_redis_up(pl->m, up);
     cw_metrics_set_redis_reconnects(pl->m, reconnects);
@@ -334,10 +368,9 @@ static void set_paused(cw_pipeline_t *pl, int pause) {
             if (_r != CW_RETRY || (ln)->pl->stop) {                                                \
                 break;                                                                             \
             }                                                                                      \
+            atomic_store(&(ln)->redis_down, 1);                                                    \
             if (on_main((ln)->pl)) {                                                               \
                 set_paused((ln)->pl, 1);                                                           \
-            } else {                                                                               \
-                atomic_store(&(ln)->redis_down, 1);                                                \
             }                                                                                      \
             (ln)->stats.redis_retries++;                                                           \
             cw_metrics_add((ln)->pl->m, CW_CTR_REDIS_RETRIES, 1);                                  \
@@ -345,6 +378,7 @@ static void set_paused(cw_pipeline_t *pl, int pause) {
         }                                                                                          \
         if (_r != CW_RETRY) {                                                                      \
             (ln)->backoff_ms = 0;                                                                  \
+            atomic_store(&(ln)->redis_down, 0);                                                    \
         }                                                                                          \
         _r;                                                                                        \
     })
@@ -685,7 +719,7 @@ static cw_err_t fire_timers(lane_t *ln) {
  * before the step's first event day of each (decode_batch explains why). */
 static cw_err_t fire_before_step(lane_t *ln) {
     cw_pipeline_t *pl = ln->pl;
-    const step_t *s = &pl->steps[pl->run];
+    const step_t *s = &pl->steps[ln->slot];
     for (int p = ln->id; p < CW_MAX_PARTITIONS; p += pl->n_lanes) {
         if (!pl->owned[p] || s->first_day[p] <= 0) {
             continue; /* INT64_MIN: no event of p in this step */
@@ -740,8 +774,8 @@ static cw_err_t scan_outboxes(lane_t *ln, int all) {
     return CW_OK;
 }
 
-/* Remove delivered alerts from the outboxes (main thread, lanes idle: on
- * the first lane's connection). */
+/* Remove delivered alerts from the outboxes (main thread, on its own
+ * connection: an HDEL of the outbox, which no fence covers). */
 static cw_err_t ack_alerts(cw_pipeline_t *pl) {
     if (pl->n_acks == 0) {
         return CW_OK;
@@ -750,8 +784,8 @@ static cw_err_t ack_alerts(cw_pipeline_t *pl) {
     for (size_t i = 0; i < pl->n_acks; i++) {
         ids[i] = pl->ack_id[i];
     }
-    cw_err_t r = WITH_REDIS(&pl->lanes[0],
-                            cw_state_outbox_ack(pl->lanes[0].state, pl->ack_part, ids, pl->n_acks));
+    cw_err_t r =
+        WITH_REDIS(pl->acker, cw_state_outbox_ack(pl->acker->state, pl->ack_part, ids, pl->n_acks));
     if (r == CW_OK) {
         pl->n_acks = 0;
     }
@@ -760,32 +794,47 @@ static cw_err_t ack_alerts(cw_pipeline_t *pl) {
 
 /* ---- one batch ---- */
 
-/* Note that this step applies account id's events of partition p: 1 when
- * the step already holds the account's events from another partition (or,
- * rarely, another account's with the same 64-bit hash: the cut is then
- * merely early). */
-static int acct_on_other_partition(cw_pipeline_t *pl, const char *id, int p) {
-    uint64_t h = cw_fnv1a(CW_FNV_INIT, id, strlen(id));
+/* The partition + 1 under which slot's step holds the account of hash h
+ * (0: none); *at = where it is or would go. */
+static int acct_find(const cw_pipeline_t *pl, int slot, uint64_t h, size_t *at) {
     size_t i = (size_t)h & (pl->acct_slots - 1);
-    while (pl->acct_part[i] != 0) {
-        if (pl->acct_hash[i] == h) {
-            return pl->acct_part[i] != p + 1;
-        }
+    while (pl->acct_part[slot][i] != 0 && pl->acct_hash[slot][i] != h) {
         i = (i + 1) & (pl->acct_slots - 1);
     }
-    pl->acct_hash[i] = h;
-    pl->acct_part[i] = (int16_t)(p + 1);
+    *at = i;
+    return pl->acct_part[slot][i];
+}
+
+/* Note that step s (in slot) applies account id's events of partition p:
+ * 1 when the step already holds the account's events from another
+ * partition (or, rarely, another account's with the same 64-bit hash: the
+ * cut is then merely early). When an earlier step that a lane may still
+ * run (the other slots) holds them under another partition, s becomes a
+ * barrier. */
+static int acct_on_other_partition(cw_pipeline_t *pl, step_t *s, int slot, const char *id, int p) {
+    uint64_t h = cw_fnv1a(CW_FNV_INIT, id, strlen(id));
+    size_t i, j;
+    int here = acct_find(pl, slot, h, &i);
+    if (here != 0) {
+        return here != p + 1;
+    }
+    for (int k = 1; k < NSTEP && !s->barrier; k++) {
+        int before = acct_find(pl, (slot + k) % NSTEP, h, &j);
+        s->barrier = before != 0 && before != p + 1;
+    }
+    pl->acct_hash[slot][i] = h;
+    pl->acct_part[slot][i] = (int16_t)(p + 1);
     return 0;
 }
 
 /* 1 when the step must end before event ev of partition p (see
  * decode_batch): its account is in the step under another partition, or
  * (event mode) p's events in the step would span more than horizon_days. */
-static int ends_step(cw_pipeline_t *pl, step_t *s, const cw_event_t *ev, int p) {
+static int ends_step(cw_pipeline_t *pl, step_t *s, int slot, const cw_event_t *ev, int p) {
     if (ev->type == CW_EV_UNKNOWN) {
         return 0;
     }
-    if (acct_on_other_partition(pl, ev->account_id, p)) {
+    if (acct_on_other_partition(pl, s, slot, ev->account_id, p)) {
         return 1;
     }
     if (pl->conf->time_mode == CW_TIME_EVENT) {
@@ -830,19 +879,16 @@ static cw_err_t decode_batch(cw_pipeline_t *pl, size_t start, size_t n, size_t *
     cw_event_limits_t lim = cw_event_limits_from_conf(pl->conf);
     cw_event_t ev;
     char reason[CW_REASON_MAX], detail[CW_DETAIL_MAX];
-    step_t *s = &pl->steps[pl->fill];
+    int slot = (int)(pl->started % NSTEP); /* prepared by prepare_step */
+    step_t *s = &pl->steps[slot];
 
     for (int i = 0; i < pl->n_lanes; i++) {
-        cw_state_batch_begin(pl->lanes[i].batch[pl->fill]);
+        cw_state_batch_begin(pl->lanes[i].batch[slot]);
     }
     for (int p = 0; p < CW_MAX_PARTITIONS; p++) {
         s->first_day[p] = INT64_MIN;
     }
     s->stored = 1;
-    if (s->t0_us == 0) {
-        s->t0_us = cw_time_mono_us();
-    }
-    memset(pl->acct_part, 0, pl->acct_slots * sizeof(*pl->acct_part));
     *end = n;
     for (size_t i = start; i < n; i++) {
         rd_kafka_message_t *m = pl->msgs[i];
@@ -871,7 +917,7 @@ static cw_err_t decode_batch(cw_pipeline_t *pl, size_t start, size_t n, size_t *
             s->dlq_sent = 1;
             continue;
         }
-        if (ends_step(pl, s, &ev, p)) {
+        if (ends_step(pl, s, slot, &ev, p)) {
             *end = i; /* the next step starts here */
             return CW_OK;
         }
@@ -883,7 +929,7 @@ static cw_err_t decode_batch(cw_pipeline_t *pl, size_t start, size_t n, size_t *
         if (ev.type == CW_EV_UNKNOWN) {
             continue;
         }
-        if (cw_state_batch_add(lane_of(pl, p)->batch[pl->fill], p, m->offset, &ev) != CW_OK) {
+        if (cw_state_batch_add(lane_of(pl, p)->batch[slot], p, m->offset, &ev) != CW_OK) {
             CW_LOG(CW_LOG_ERROR, "pipeline", "state batch full");
             return CW_ERROR;
         }
@@ -895,7 +941,7 @@ static cw_err_t decode_batch(cw_pipeline_t *pl, size_t start, size_t n, size_t *
 /* Apply the lane's share of the batch; in wall mode, decide at once. */
 static cw_err_t lane_apply(lane_t *ln) {
     cw_pipeline_t *pl = ln->pl;
-    cw_state_batch_t *batch = ln->batch[pl->run];
+    cw_state_batch_t *batch = ln->batch[ln->slot];
     if (cw_state_batch_len(batch) == 0) {
         return CW_OK;
     }
@@ -947,53 +993,32 @@ static cw_err_t lane_apply(lane_t *ln) {
     return r;
 }
 
-/* One lane's work of an iteration: its share of the batch, then its
- * partitions' outboxes and due timers (timers only after a good apply). */
+/* One lane's work of a step (in slot ln->slot): its share of the batch,
+ * then its partitions' outboxes and due timers (timers only after a good
+ * apply). */
 static void lane_step(lane_t *ln) {
     cw_pipeline_t *pl = ln->pl;
-    int batch = pl->steps[pl->run].batch;
-    ln->r_apply = CW_OK;
-    if (batch && pl->conf->time_mode == CW_TIME_EVENT) {
-        ln->r_apply = fire_before_step(ln);
+    const step_t *s = &pl->steps[ln->slot];
+    cw_err_t apply = CW_OK, work;
+    const char *stage = "batch";
+    if (s->batch && pl->conf->time_mode == CW_TIME_EVENT) {
+        apply = fire_before_step(ln);
     }
-    if (batch && ln->r_apply == CW_OK) {
-        ln->r_apply = lane_apply(ln);
+    if (s->batch && apply == CW_OK) {
+        apply = lane_apply(ln);
     }
-    ln->r_work = ln->r_apply;
-    ln->stage = "batch";
-    if (ln->r_work == CW_OK) {
-        ln->stage = "outbox scan";
-        ln->r_work = scan_outboxes(ln, pl->step_rescan_all);
+    work = apply;
+    if (work == CW_OK) {
+        stage = "outbox scan";
+        work = scan_outboxes(ln, s->rescan_all);
     }
-    if (ln->r_work == CW_OK) {
-        ln->stage = "timers";
-        ln->r_work = fire_timers(ln);
+    if (work == CW_OK) {
+        stage = "timers";
+        work = fire_timers(ln);
     }
-}
-
-static void *lane_main(void *arg) {
-    lane_t *ln = arg;
-    cw_pipeline_t *pl = ln->pl;
-    uint64_t seen = 0;
-    pthread_mutex_lock(&pl->mu);
-    for (;;) {
-        while (pl->gen == seen && !pl->quit) {
-            pthread_cond_wait(&pl->cv_work, &pl->mu);
-        }
-        if (pl->quit) {
-            break;
-        }
-        seen = pl->gen;
-        pthread_mutex_unlock(&pl->mu);
-        lane_step(ln);
-        pthread_mutex_lock(&pl->mu);
-        if (--pl->pending == 0) {
-            pl->done_us = cw_time_mono_us();
-            pthread_cond_signal(&pl->cv_done);
-        }
-    }
-    pthread_mutex_unlock(&pl->mu);
-    return NULL;
+    ln->res[ln->slot].apply = apply;
+    ln->res[ln->slot].work = work;
+    ln->res[ln->slot].stage = stage;
 }
 
 static void stats_add(cw_pipeline_stats_t *dst, cw_pipeline_stats_t *src) {
@@ -1007,54 +1032,77 @@ static void stats_add(cw_pipeline_stats_t *dst, cw_pipeline_stats_t *src) {
     memset(src, 0, sizeof(*src));
 }
 
-/* Hand the filled step to the lanes (they must be idle) and return at
- * once; the main thread decodes into the other step meanwhile. */
-static void start_step(cw_pipeline_t *pl) {
-    int64_t now = cw_time_mono_ms();
-    pl->step_rescan_all = pl->alert_failed && now - pl->last_outbox_scan_ms > OUTBOX_RESCAN_MS;
-    if (pl->step_rescan_all) {
-        pl->alert_failed = 0;
-        pl->last_outbox_scan_ms = now;
+/* Under mu: lane ln may start its next step (ln->done): it is published,
+ * and unless it is a barrier, whatever the other lanes are doing; a
+ * barrier waits until every lane finished the step before it. */
+static int lane_can_start(const cw_pipeline_t *pl, const lane_t *ln) {
+    if (pl->halted || ln->done >= pl->started) {
+        return 0;
     }
-    pthread_mutex_lock(&pl->mu);
-    pl->run = pl->fill;
-    pl->fill ^= 1;
-    pl->running = 1;
-    pl->pending = pl->n_lanes;
-    pl->gen++;
-    pthread_cond_broadcast(&pl->cv_work);
-    pthread_mutex_unlock(&pl->mu);
-    memset(&pl->steps[pl->fill], 0, sizeof(pl->steps[pl->fill]));
-}
-
-/* Wait for every lane to finish the running step, serving delivery
- * reports meanwhile and pausing fetching while a lane retries Redis. */
-static void wait_lanes(cw_pipeline_t *pl) {
-    pthread_mutex_lock(&pl->mu);
-    while (pl->pending > 0) {
-        struct timespec until = cw_time_deadline(1);
-        pthread_cond_timedwait(&pl->cv_done, &pl->mu, &until);
-        if (pl->pending == 0) {
-            break;
-        }
-        pthread_mutex_unlock(&pl->mu);
-        cw_sink_poll(pl->sink, 0);
+    if (pl->steps[ln->done % NSTEP].barrier) {
         for (int i = 0; i < pl->n_lanes; i++) {
-            if (atomic_exchange(&pl->lanes[i].redis_down, 0)) {
-                set_paused(pl, 1);
+            if (pl->lanes[i].done < ln->done) {
+                return 0;
             }
         }
-        pthread_mutex_lock(&pl->mu);
     }
-    pthread_mutex_unlock(&pl->mu);
-    for (int i = 0; i < pl->n_lanes; i++) {
-        atomic_store(&pl->lanes[i].redis_down, 0);
-        stats_add(&pl->stats, &pl->lanes[i].stats);
-    }
-    set_paused(pl, 0);
+    return 1;
 }
 
-/* After the lanes applied step s: dead letters must be acknowledged
+static void *lane_main(void *arg) {
+    lane_t *ln = arg;
+    cw_pipeline_t *pl = ln->pl;
+    pthread_mutex_lock(&pl->mu);
+    for (;;) {
+        while (!pl->quit && !lane_can_start(pl, ln)) {
+            pthread_cond_wait(&pl->cv_work, &pl->mu);
+        }
+        if (pl->quit) {
+            break;
+        }
+        ln->slot = (int)(ln->done % NSTEP);
+        ln->busy = 1;
+        pthread_mutex_unlock(&pl->mu);
+        lane_step(ln);
+        atomic_store(&ln->up, cw_state_connected(ln->state));
+        atomic_store(&ln->reconnects, cw_state_reconnects(ln->state));
+        pthread_mutex_lock(&pl->mu);
+        stats_add(&pl->lane_stats, &ln->stats);
+        pl->steps[ln->slot].done_us = cw_time_mono_us(); /* the last lane's time stays */
+        if (ln->res[ln->slot].work != CW_OK) {
+            ln->stopped = pl->halted = 1;
+        }
+        ln->busy = 0;
+        ln->done++;
+        pthread_cond_broadcast(&pl->cv_work); /* lanes waiting at a barrier */
+        pthread_cond_signal(&pl->cv_done);
+    }
+    pthread_mutex_unlock(&pl->mu);
+    return NULL;
+}
+
+/* Under mu: every lane ran steps 0 .. need - 1, or a lane stopped on an
+ * error and none is running a step any more. */
+static int lanes_reached(const cw_pipeline_t *pl, uint64_t need) {
+    int all = 1, busy = 0;
+    for (int i = 0; i < pl->n_lanes; i++) {
+        all &= pl->lanes[i].done >= need;
+        busy |= pl->lanes[i].busy;
+    }
+    return all || (pl->halted && !busy);
+}
+
+/* Fetching is paused while some lane (or the main thread's connection)
+ * retries Redis. */
+static void pause_if_down(cw_pipeline_t *pl) {
+    int down = atomic_load(&pl->acker->redis_down);
+    for (int i = 0; i < pl->n_lanes; i++) {
+        down |= atomic_load(&pl->lanes[i].redis_down);
+    }
+    set_paused(pl, down);
+}
+
+/* After every lane applied step s: dead letters must be acknowledged
  * before the offsets are stored. */
 static cw_err_t store_offsets(cw_pipeline_t *pl, const step_t *s) {
     if (s->dlq_sent) {
@@ -1073,63 +1121,136 @@ static cw_err_t store_offsets(cw_pipeline_t *pl, const step_t *s) {
     return CW_OK;
 }
 
-/* Collect the running step, if any: wait for the lanes, store its offsets
- * once its apply succeeded, then (lanes idle) remove delivered alerts from
- * the outboxes on the first lane's connection and refresh the gauges.
- * Called before the next step starts, before a rebalance changes the
- * assignment and before the loop ends, so offsets are stored in step
- * order and never ahead of what Redis holds. *stage names what failed. */
-static cw_err_t finish_step(cw_pipeline_t *pl, const char **stage) {
-    cw_err_t r = CW_OK;
-    *stage = "batch";
-    if (pl->running) {
-        const step_t *s = &pl->steps[pl->run];
-        wait_lanes(pl);
-        pl->running = 0;
-        for (int i = 0; i < pl->n_lanes; i++) {
-            if (pl->lanes[i].r_apply != CW_OK) {
-                return pl->lanes[i].r_apply;
-            }
-        }
-        if (s->stored && (r = store_offsets(pl, s)) != CW_OK) {
-            return r;
-        }
-        for (int i = 0; i < pl->n_lanes; i++) {
-            if (pl->lanes[i].r_work != CW_OK) {
-                *stage = pl->lanes[i].stage;
-                return pl->lanes[i].r_work;
-            }
-        }
-        pl->stepped = 1;
-        if (s->real) {
-            pl->last_activity_ms = pl->done_us / 1000;
-            cw_metrics_observe(pl->m, CW_HIST_BATCH, (double)(pl->done_us - s->t0_us) / 1e6);
+/* Step s (every lane ran it): its outcome, then its offsets. */
+static cw_err_t collect_one(cw_pipeline_t *pl, uint64_t k, const char **stage) {
+    int slot = (int)(k % NSTEP);
+    const step_t *s = &pl->steps[slot];
+    cw_err_t r;
+    for (int i = 0; i < pl->n_lanes; i++) {
+        if (pl->lanes[i].res[slot].apply != CW_OK) {
+            *stage = "batch";
+            return pl->lanes[i].res[slot].apply;
         }
     }
+    if (s->stored && (r = store_offsets(pl, s)) != CW_OK) {
+        *stage = "batch";
+        return r;
+    }
+    for (int i = 0; i < pl->n_lanes; i++) {
+        if (pl->lanes[i].res[slot].work != CW_OK) {
+            *stage = pl->lanes[i].res[slot].stage;
+            return pl->lanes[i].res[slot].work;
+        }
+    }
+    pl->stepped = 1;
+    if (s->real) {
+        pl->last_activity_ms = s->done_us / 1000;
+        cw_metrics_observe(pl->m, CW_HIST_BATCH, (double)(s->done_us - s->t0_us) / 1e6);
+    }
+    return CW_OK;
+}
+
+/* Wait until every lane ran steps 0 .. need - 1 (serving delivery reports
+ * and pausing fetching while a lane retries Redis), then collect them in
+ * order: each step's offsets are stored once every lane applied it, never
+ * ahead of Redis; then (main thread) ack delivered alerts and refresh the
+ * gauges. A lane that stopped on an error ends the wait; its error is
+ * returned once the steps before it are collected. *stage names what
+ * failed. */
+static cw_err_t collect(cw_pipeline_t *pl, uint64_t need, const char **stage) {
+    uint64_t reach = UINT64_MAX;
+    const lane_t *stopped = NULL;
+    *stage = "batch";
+    pthread_mutex_lock(&pl->mu);
+    while (!lanes_reached(pl, need)) {
+        struct timespec until = cw_time_deadline(1);
+        pthread_cond_timedwait(&pl->cv_done, &pl->mu, &until);
+        if (lanes_reached(pl, need)) {
+            break;
+        }
+        pthread_mutex_unlock(&pl->mu);
+        cw_sink_poll(pl->sink, 0);
+        pause_if_down(pl);
+        pthread_mutex_lock(&pl->mu);
+    }
+    for (int i = 0; i < pl->n_lanes; i++) {
+        const lane_t *ln = &pl->lanes[i];
+        reach = ln->done < reach ? ln->done : reach;
+        if (ln->stopped && stopped == NULL) {
+            stopped = ln;
+        }
+    }
+    stats_add(&pl->stats, &pl->lane_stats);
+    pthread_mutex_unlock(&pl->mu);
+    stats_add(&pl->stats, &pl->acker->stats);
+    for (; pl->collected < reach; pl->collected++) {
+        cw_err_t r = collect_one(pl, pl->collected, stage);
+        if (r != CW_OK) {
+            return r;
+        }
+    }
+    if (stopped != NULL) {
+        /* its failed step: collected already if the others ran it too */
+        int slot = (int)((stopped->done - 1) % NSTEP);
+        *stage = stopped->res[slot].stage;
+        return stopped->res[slot].work;
+    }
+    pause_if_down(pl);
     *stage = "outbox ack";
-    r = ack_alerts(pl);
+    cw_err_t r = ack_alerts(pl);
     refresh_gauges(pl);
     return r;
 }
 
+/* The next step's slot, free and empty: the step that used it before is
+ * collected first. */
+static cw_err_t prepare_step(cw_pipeline_t *pl, const char **stage) {
+    if (pl->started >= NSTEP) {
+        cw_err_t r = collect(pl, pl->started - NSTEP + 1, stage);
+        if (r != CW_OK) {
+            return r;
+        }
+    }
+    int slot = (int)(pl->started % NSTEP);
+    memset(&pl->steps[slot], 0, sizeof(pl->steps[slot]));
+    memset(pl->acct_part[slot], 0, pl->acct_slots * sizeof(*pl->acct_part[slot]));
+    pl->steps[slot].t0_us = cw_time_mono_us();
+    return CW_OK;
+}
+
+/* Hand the prepared step to the lanes; returns at once. */
+static void publish_step(cw_pipeline_t *pl) {
+    step_t *s = &pl->steps[pl->started % NSTEP];
+    int64_t now = cw_time_mono_ms();
+    s->rescan_all = pl->alert_failed && now - pl->last_outbox_scan_ms > OUTBOX_RESCAN_MS;
+    if (s->rescan_all) {
+        pl->alert_failed = 0;
+        pl->last_outbox_scan_ms = now;
+    }
+    pthread_mutex_lock(&pl->mu);
+    pl->started++;
+    pthread_cond_broadcast(&pl->cv_work);
+    pthread_mutex_unlock(&pl->mu);
+}
+
 /* One iteration's work on n consumed messages (n may be 0: timers and
- * outboxes only), in as many steps as the event-time horizon needs: each
- * step is decoded while the lanes still run the previous one, which is
- * then collected before this one starts. The last step is left running.
- * *stage names what failed. */
+ * outboxes only), in as many steps as the event-time horizon needs. Each
+ * step is decoded while the lanes still run earlier ones and handed to
+ * them at once; a lane that finished its share starts the next step
+ * without waiting for the others. *stage names what failed. */
 static cw_err_t process(cw_pipeline_t *pl, size_t n, const char **stage) {
     size_t start = 0;
     do {
         size_t end = n;
-        *stage = "batch";
-        cw_err_t r = n > 0 ? decode_batch(pl, start, n, &end) : CW_OK;
-        if (r == CW_OK) {
-            r = finish_step(pl, stage);
+        cw_err_t r = prepare_step(pl, stage);
+        if (r == CW_OK && n > 0) {
+            *stage = "batch";
+            r = decode_batch(pl, start, n, &end);
         }
         if (r != CW_OK) {
             return r;
         }
-        start_step(pl);
+        publish_step(pl);
         start = end;
     } while (start < n);
     return CW_OK;
@@ -1184,11 +1305,17 @@ cw_pipeline_t *cw_pipeline_new(const cw_conf_t *conf, const cw_pipeline_opts_t *
     for (pl->acct_slots = 64; pl->acct_slots < 2 * (size_t)conf->kafka_batch_size;) {
         pl->acct_slots *= 2;
     }
-    pl->acct_hash = calloc(pl->acct_slots, sizeof(*pl->acct_hash));
-    pl->acct_part = calloc(pl->acct_slots, sizeof(*pl->acct_part));
-    if (pl->msgs == NULL || pl->acct_hash == NULL || pl->acct_part == NULL) {
+    if (pl->msgs == NULL) {
         snprintf(errstr, errstr_size, "out of memory");
         goto fail;
+    }
+    for (int k = 0; k < NSTEP; k++) {
+        pl->acct_hash[k] = calloc(pl->acct_slots, sizeof(*pl->acct_hash[k]));
+        pl->acct_part[k] = calloc(pl->acct_slots, sizeof(*pl->acct_part[k]));
+        if (pl->acct_hash[k] == NULL || pl->acct_part[k] == NULL) {
+            snprintf(errstr, errstr_size, "out of memory");
+            goto fail;
+        }
     }
     pl->n_lanes = conf->redis_connections;
     pl->lanes = calloc((size_t)pl->n_lanes, sizeof(*pl->lanes));
@@ -1204,15 +1331,26 @@ cw_pipeline_t *cw_pipeline_new(const cw_conf_t *conf, const cw_pipeline_opts_t *
         if (ln->state == NULL) {
             goto fail;
         }
-        ln->batch[0] = cw_state_batch_new(conf, &pl->layout);
-        ln->batch[1] = cw_state_batch_new(conf, &pl->layout);
-        if (ln->batch[0] == NULL || ln->batch[1] == NULL) {
-            snprintf(errstr, errstr_size, "out of memory");
-            goto fail;
+        for (int k = 0; k < NSTEP; k++) {
+            if ((ln->batch[k] = cw_state_batch_new(conf, &pl->layout)) == NULL) {
+                snprintf(errstr, errstr_size, "out of memory");
+                goto fail;
+            }
         }
         if (pl->m != NULL) {
             cw_state_set_rtt_cb(ln->state, on_redis_rtt, pl->m);
         }
+    }
+    pl->acker = calloc(1, sizeof(*pl->acker));
+    if (pl->acker == NULL) {
+        snprintf(errstr, errstr_size, "out of memory");
+        goto fail;
+    }
+    pl->acker->pl = pl;
+    pl->acker->id = -1;
+    pl->acker->state = cw_state_new(conf, &pl->layout, errstr, errstr_size);
+    if (pl->acker->state == NULL) {
+        goto fail;
     }
     pl->sink = cw_sink_kafka_new(conf, on_delivery, pl, errstr, errstr_size);
     if (pl->sink == NULL) {
@@ -1278,21 +1416,21 @@ static void stop_on_error(cw_pipeline_t *pl, cw_err_t r, const char *stage) {
     if (r == CW_ERROR && !pl->fatal) {
         CW_LOG(CW_LOG_ERROR, "pipeline", "%s failed; stopping without committing", stage);
         pl->fatal = 1;
+        pl->stop = 1; /* lanes retrying Redis give up */
     }
 }
 
-/* Collect the running step, if any (see finish_step). */
-static void collect_step(cw_pipeline_t *pl) {
-    if (pl->running) {
-        const char *stage;
-        cw_err_t r = finish_step(pl, &stage);
-        stop_on_error(pl, r, stage);
-    }
+/* Collect every step handed to the lanes (see collect). */
+static void collect_all(cw_pipeline_t *pl) {
+    const char *stage;
+    cw_err_t r = collect(pl, pl->started, &stage);
+    stop_on_error(pl, r, stage);
 }
 
 int cw_pipeline_run(cw_pipeline_t *pl) {
     int64_t last_stats = cw_time_mono_ms();
     pl->main_thread = pthread_self(); /* the thread that polls the consumer and producer */
+    pl->in_run = 1;
     pl->last_activity_ms = cw_time_mono_ms();
     pl->last_outbox_scan_ms = cw_time_mono_ms();
     CW_LOG(CW_LOG_INFO, "pipeline", "consuming %s from %s (time mode %s)",
@@ -1325,30 +1463,31 @@ int cw_pipeline_run(cw_pipeline_t *pl) {
         if (idle_for_exit(pl)) {
             /* the step just started may hold the last events: collect it
              * (its end is the last activity) and look again */
-            collect_step(pl);
+            collect_all(pl);
             if (!pl->fatal && idle_for_exit(pl)) {
                 CW_LOG(CW_LOG_INFO, "pipeline", "all partitions idle; draining");
                 break;
             }
         }
     }
-    collect_step(pl);
+    collect_all(pl);
     /* Drain: deliver what is queued, remove acked alerts, commit offsets. */
     int64_t deadline = cw_time_mono_ms() + 5000;
     while (cw_sink_outq(pl->sink) > 0 && cw_time_mono_ms() < deadline) {
         cw_sink_poll(pl->sink, 50);
     }
-    if (!pl->fatal && pl->n_acks > 0 && cw_state_connect(pl->lanes[0].state) == CW_OK) {
+    if (!pl->fatal && pl->n_acks > 0 && cw_state_connect(pl->acker->state) == CW_OK) {
         const char *ids[MAX_ACKS];
         for (size_t i = 0; i < pl->n_acks; i++) {
             ids[i] = pl->ack_id[i];
         }
-        cw_state_outbox_ack(pl->lanes[0].state, pl->ack_part, ids, pl->n_acks);
+        cw_state_outbox_ack(pl->acker->state, pl->ack_part, ids, pl->n_acks);
         pl->n_acks = 0;
     }
     if (!pl->fatal) {
         cw_consumer_commit(pl->consumer);
     }
+    pl->in_run = 0;
     CW_LOG(CW_LOG_INFO, "pipeline", "stopped (%s): batches=%llu dead_lettered=%llu",
            pl->fatal ? "fatal" : "clean", (unsigned long long)pl->stats.batches,
            (unsigned long long)pl->stats.dead_lettered);
@@ -1359,6 +1498,7 @@ void cw_pipeline_destroy(cw_pipeline_t *pl) {
     if (pl == NULL) {
         return;
     }
+    pl->stop = 1; /* a lane retrying Redis gives up */
     if (pl->sync_ok) {
         pthread_mutex_lock(&pl->mu);
         pl->quit = 1;
@@ -1370,9 +1510,8 @@ void cw_pipeline_destroy(cw_pipeline_t *pl) {
             pthread_join(pl->lanes[i].thread, NULL);
         }
     }
-    /* a step never collected (run not called to its end) is dropped with
-     * its offsets unstored: a redelivery the apply absorbs */
-    pl->running = 0;
+    /* steps never collected (run not called to its end) are dropped with
+     * their offsets unstored: a redelivery the apply absorbs */
     if (pl->sync_ok) {
         pthread_mutex_destroy(&pl->mu);
         pthread_cond_destroy(&pl->cv_work);
@@ -1382,14 +1521,21 @@ void cw_pipeline_destroy(cw_pipeline_t *pl) {
     cw_sink_destroy(pl->sink, 5000);
     for (int i = 0; pl->lanes != NULL && i < pl->n_lanes; i++) {
         cw_state_destroy(pl->lanes[i].state);
-        cw_state_batch_destroy(pl->lanes[i].batch[0]);
-        cw_state_batch_destroy(pl->lanes[i].batch[1]);
+        for (int k = 0; k < NSTEP; k++) {
+            cw_state_batch_destroy(pl->lanes[i].batch[k]);
+        }
         cw_buf_free(&pl->lanes[i].json);
     }
     free(pl->lanes);
     free(pl->msgs);
-    free(pl->acct_hash);
-    free(pl->acct_part);
+    for (int k = 0; k < NSTEP; k++) {
+        free(pl->acct_hash[k]);
+        free(pl->acct_part[k]);
+    }
+    if (pl->acker != NULL) {
+        cw_state_destroy(pl->acker->state);
+        free(pl->acker);
+    }
     cw_buf_free(&pl->dlq);
     free(pl);
 }

@@ -13,9 +13,11 @@
  * redis.connections worker threads ("lanes"), partition p on lane p mod N,
  * each with its own Redis connection; the calling thread consumes,
  * decodes, dead-letters, stores offsets and serves delivery reports. It
- * decodes the next batch while the lanes apply the current one, and
- * starts the next only when every lane is done with the current one and
- * its offsets are stored (a rebalance waits for it too).
+ * decodes the next batch while the lanes apply the current one; a lane
+ * that finished its share starts the next batch without waiting for the
+ * others (an account seen on two partitions makes the later batch wait
+ * for all). A batch's offsets are stored once every lane applied it, in
+ * order; a rebalance waits for every lane.
  *
  * Failure handling: Redis down → pause fetching, reconnect with
  * exponential backoff, re-execute the same batch (idempotent), resume.

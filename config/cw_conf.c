@@ -407,13 +407,14 @@ static const cw_key_t conf_keys[] = {
      .desc = "Cap of the reconnect backoff, milliseconds."},
     {.type = KT_INT,
      .name = "redis.connections",
-     .def = "2",
+     .def = "3",
      .off = COFF(redis_connections),
      .min = 1,
      .max = 16,
      .desc = "Redis connections, each served by its own worker thread; the assigned partitions "
              "are split among them (partition mod N), so Redis executes one connection's "
-             "commands while the processor computes another's (bench/: 2 on 2 cores)."},
+             "commands while the processor computes another's (bench/: 3 on 2 cores, "
+             "1.11-1.17x the events/s of 2)."},
     {.type = KT_STRING,
      .name = "http.listen",
      .def = "",

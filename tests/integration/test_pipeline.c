@@ -174,7 +174,7 @@ Test(pipeline, replay_exact_windows_dlq_and_alerts, .timeout = 900) {
 
 /* Every account's events spread over two partitions (as after a producer
  * changed its keying, or the topic its partition count): with the
- * partitions on two lanes (redis.connections 2) and on one (1), each
+ * partitions on two lanes (the default redis.connections, 3) and on one (1), each
  * account's updates from the two partitions must all count — in one step
  * they would be computed from the same read, and the later write would
  * overwrite the earlier one's counters, masks and facts. */

@@ -88,7 +88,7 @@ typedef struct alert_ref {
 /* One step: the messages decode_batch put in the lanes' batches, and what
  * is stored after every lane applied them. Steps are numbered; the main
  * thread decodes step k into slot k % NSTEP while lanes still run k - 1
- * (see "Threads" at the top of this file). */
+ * (see "Steps" at the top of this file). */
 typedef struct step {
     int batch;       /* some lane has events to apply */
     int stored;      /* it consumed messages: store next_off after it */
@@ -852,9 +852,10 @@ static int ends_step(cw_pipeline_t *pl, step_t *s, int slot, const cw_event_t *e
     return 0;
 }
 
-/* Decode msgs[start..n) into the step being filled and the lanes' batches
- * of it (main thread, while the lanes may run the other step); malformed
- * messages are dead-lettered. *end = where this step stops.
+/* Decode msgs[start..n) into the step being prepared and the lanes'
+ * batches of it (main thread, while the lanes may still run earlier
+ * steps); malformed messages are dead-lettered. *end = where this step
+ * stops.
  *
  * Event mode cuts the step before an event that would make its
  * partition's events in the step span more than horizon_days: a member's

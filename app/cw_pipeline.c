@@ -31,9 +31,11 @@
  * a step before such an account's second partition, and marks a step a
  * barrier when the step before it (which another lane may still run) holds
  * the account under another partition; a barrier step starts only when
- * every lane finished the step before. Decoding reads only the messages,
- * never what the lanes write, so what a step applies does not depend on
- * when it was decoded.
+ * every lane finished the step before. (Its day-end decisions on the two
+ * partitions' lanes can still run at once: cw_state_commit serializes
+ * them through the fence of the partition that applied it last.) Decoding
+ * reads only the messages, never what the lanes write, so what a step
+ * applies does not depend on when it was decoded.
  *
  * A rebalance is served inside the consumer poll: on_rebalance collects
  * every published step first, so a revoke commits their offsets and the
@@ -795,13 +797,15 @@ static cw_err_t ack_alerts(cw_pipeline_t *pl) {
 /* ---- one batch ---- */
 
 /* The partition + 1 under which slot's step holds the account of hash h
- * (0: none); *at = where it is or would go. */
+ * (0: none); *at (unless NULL) = where it is or would go. */
 static int acct_find(const cw_pipeline_t *pl, int slot, uint64_t h, size_t *at) {
     size_t i = (size_t)h & (pl->acct_slots - 1);
     while (pl->acct_part[slot][i] != 0 && pl->acct_hash[slot][i] != h) {
         i = (i + 1) & (pl->acct_slots - 1);
     }
-    *at = i;
+    if (at != NULL) {
+        *at = i;
+    }
     return pl->acct_part[slot][i];
 }
 
@@ -813,13 +817,13 @@ static int acct_find(const cw_pipeline_t *pl, int slot, uint64_t h, size_t *at) 
  * barrier. */
 static int acct_on_other_partition(cw_pipeline_t *pl, step_t *s, int slot, const char *id, int p) {
     uint64_t h = cw_fnv1a(CW_FNV_INIT, id, strlen(id));
-    size_t i, j;
+    size_t i;
     int here = acct_find(pl, slot, h, &i);
     if (here != 0) {
         return here != p + 1;
     }
     for (int k = 1; k < NSTEP && !s->barrier; k++) {
-        int before = acct_find(pl, (slot + k) % NSTEP, h, &j);
+        int before = acct_find(pl, (slot + k) % NSTEP, h, NULL);
         s->barrier = before != 0 && before != p + 1;
     }
     pl->acct_hash[slot][i] = h;

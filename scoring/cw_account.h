@@ -31,6 +31,9 @@ const char *cw_reason_name(cw_reason_t r);
 typedef struct cw_account_state {
     char account_id[CW_FIELD_MAX];
     int partition;            /* Kafka partition the account's events come from; -1 unknown */
+    int home_partition;       /* partition whose apply wrote the account last (its hash's
+                                 "p"); differs from partition for an account whose events
+                                 arrive on two partitions; -1 unknown */
     int64_t asof_ms;          /* the time windows are evaluated at */
     int64_t due_ms;           /* the due-timer score this read was triggered by; -1 none */
     unsigned suppress_mask;   /* reasons this evaluation must not decide (bit per cw_reason_t):

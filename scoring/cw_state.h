@@ -25,7 +25,10 @@
  *   P:wm             hash partition -> event-time watermark (max event ts)
  *   P:fence:<p>      counter INCRed by every apply and commit of partition
  *                    p, which WATCH it (optimistic concurrency between two
- *                    consumers of one partition during a rebalance)
+ *                    consumers of one partition during a rebalance), and
+ *                    by every apply and commit of an account whose hash's
+ *                    "p" names partition p, which WATCH it too (see
+ *                    "Accounts on two partitions")
  *   P:outbox:<p>     hash alert_id -> alert JSON not yet acked by Kafka
  *   P:atrisk         zset account -> score (lowest first = most at risk)
  *   P:accounts       set of known account ids (for dashboards / explain)
@@ -55,6 +58,20 @@
  * accounts that follows on the same cw_state_t reuses that read: its
  * MULTI/EXEC is sent without reads of its own, and an EXEC aborted by
  * another writer of the partition falls back to reading again.
+ *
+ * Accounts on two partitions (a producer that changed keys, a topic that
+ * grew): such an account has a timer on each partition, and the consumers
+ * (or lanes) of the two can apply or decide it at the same time. The hash's
+ * "p" names the partition whose apply wrote it last. An apply or a commit
+ * whose read finds "p" naming a partition whose fence it does not watch
+ * watches that fence too and reads again (only then does its read count),
+ * and INCRs it with its own; an apply that moves the account (writes "p")
+ * INCRs the fence of the partition it moves it from. So of two such
+ * transactions the later one's EXEC aborts and is recomputed from a new
+ * read: a band is counted once, a history entry written once
+ * (test_state: decisions_of_an_account_on_two_partitions). Not covered: the
+ * first two applies of a new account (no "p" yet) from two partitions at
+ * once; the pipeline never runs them at once in one process.
  *
  * Failure model: any connection or protocol error returns CW_RETRY and
  * drops the connection; the next call reconnects (with the caller's
@@ -208,7 +225,10 @@ typedef struct cw_commit {
 /**
  * @brief Persist decisions in one optimistic transaction (reads, then MULTI
  * ... EXEC): score, band, masks, alert times, history, at-risk rank, next
- * timer, and the alerts into the partition's outbox. An account whose due
+ * timer, and the alerts into the partition's outbox. The band move and the
+ * history entry follow the commit's own read, so a decision committed
+ * twice, or by two partitions' consumers (see "Accounts on two
+ * partitions"), counts once. An account whose due
  * mark changed since it was read keeps the newer mark. A decision that
  * would store exactly what its read found (same stored score, band, tier,
  * phase, conditions and alert times; no alert, no snapshot) only moves the

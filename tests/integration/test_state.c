@@ -1561,3 +1561,108 @@ Test(state, apply_cache_record_stale_after_another_partition) {
     cw_state_cache_stats(st, &hits, &misses);
     cr_expect_eq(hits - hits2, 1);
 }
+
+/* Partition p's accounts due at the end of day 2, read on s (as a lane
+ * does before it decides them) and copied to out[0..max). */
+static size_t due_day2(cw_state_t *s, int p, cw_account_state_t *out, size_t max) {
+    cw_account_state_t *due;
+    size_t n;
+    cr_assert_eq(cw_state_due(s, p, DE(2), 10, &due, &n), CW_OK);
+    cr_assert_leq(n, max);
+    memcpy(out, due, n * sizeof(*due));
+    return n;
+}
+
+/* Commit on s the decision "danger, score 30" made on read a. */
+static void commit_danger(cw_state_t *s, const cw_account_state_t *a) {
+    cw_commit_t c = commit_of(a, 30, CW_BAND_DANGER, -1, "{\"s\":30}", no_alerts);
+    cr_assert_eq(cw_state_commit(s, &c, 1), CW_OK);
+}
+
+/* An account whose events arrive on two partitions (a producer that
+ * changed keys, a topic that grew) has a day-end timer on each, and the
+ * lanes that own the two can decide it at the same time. Its decisions are
+ * serialized: a commit also watches and INCRs the fence of the partition
+ * that wrote the account last (the hash's "p"), and an apply that moves the
+ * account INCRs the fence of the partition it moves it from. Of two
+ * decisions read at once, the second to commit reads again, so the band
+ * count moves once and the history gets one entry. Each case below fails
+ * without its part: the counts end at 2 and the histories hold 2 entries. */
+Test(state, decisions_of_an_account_on_two_partitions) {
+    char err[256];
+    cw_state_t *st2 = cw_state_new(conf, &layout, err, sizeof(err));
+    cr_assert_not_null(st2, "state: %s", err);
+    cw_account_state_t d0[3], d1[3];
+    cw_event_t e0[3] = {login("ab", "u", T(2, 1)), login("ba", "u", T(2, 1)),
+                        login("mv", "u", T(2, 1))};
+    cw_event_t e1[2] = {login("ab", "u", T(2, 2)), login("ba", "u", T(2, 2))};
+    cr_assert_eq(apply(st, e0, 3, 0, 0, NULL, NULL), CW_OK);
+    long long fence0 = cw_h_redis_int(redis, "GET t:fence:0");
+    cr_assert_eq(apply(st2, e1, 2, 1, 0, NULL, NULL), CW_OK);
+    cr_expect_eq(cw_h_redis_int(redis, "GET t:fence:0"), fence0 + 1,
+                 "moving accounts INCRs the fence of the partition they leave, once");
+    cr_expect_eq(cw_h_redis_int(redis, "HGET t:a:{ab} p"), 1);
+
+    /* ab: the lane of partition 1 commits first (its own read), then the
+     * lane of 0, whose read of ab names partition 1 */
+    cr_assert_eq(due_day2(st, 0, d0, 3), 3);
+    cr_assert_str_eq(d0[0].account_id, "ab");
+    cr_expect_eq(d0[0].home_partition, 1);
+    cr_expect_eq(d0[2].home_partition, 0);
+    cr_assert_eq(due_day2(st2, 1, d1, 3), 2);
+    cr_assert_str_eq(d1[0].account_id, "ab");
+    commit_danger(st2, &d1[0]);
+    commit_danger(st, &d0[0]);
+    cr_expect_eq(cw_h_redis_int(redis, "HGET t:bands 2"), 1);
+    cr_expect_eq(cw_h_redis_int(redis, "LLEN t:h:{ab}"), 1);
+
+    /* ba: the other order; the lane of 1 committed nothing since its read,
+     * so its commit would reuse it, but the fence it watched moved */
+    cr_assert_eq(due_day2(st, 0, d0, 3), 2);
+    cr_assert_str_eq(d0[0].account_id, "ba");
+    cr_assert_eq(due_day2(st2, 1, d1, 3), 1);
+    commit_danger(st, &d0[0]);
+    commit_danger(st2, &d1[0]);
+    cr_expect_eq(cw_h_redis_int(redis, "HGET t:bands 2"), 2);
+    cr_expect_eq(cw_h_redis_int(redis, "LLEN t:h:{ba}"), 1);
+
+    /* mv: read by the lane of 0 while it lives there only; then its events
+     * move to partition 1, whose lane decides it first */
+    cr_assert_eq(due_day2(st, 0, d0, 3), 1);
+    cr_expect_eq(d0[0].home_partition, 0);
+    cw_event_t e2 = login("mv", "u", T(2, 3));
+    cr_assert_eq(apply(st2, &e2, 1, 1, 2, NULL, NULL), CW_OK);
+    cr_assert_eq(due_day2(st2, 1, d1, 3), 1);
+    commit_danger(st2, &d1[0]);
+    commit_danger(st, &d0[0]);
+    cr_expect_eq(cw_h_redis_int(redis, "HGET t:bands 2"), 3);
+    cr_expect_eq(cw_h_redis_int(redis, "LLEN t:h:{mv}"), 1);
+    cw_state_destroy(st2);
+}
+
+/* An apply of an account that another partition's apply wrote last reads
+ * it again once it watches that partition's fence as well, and INCRs that
+ * fence: so two consumers applying the account from its two partitions
+ * (lanes of two processes during a rebalance) are serialized like two
+ * applies of one partition. Accounts it does not move cost nothing more. */
+Test(state, apply_moving_an_account_watches_the_fence_it_leaves) {
+    cw_event_t e0[2] = {login("mo", "u", T(2, 1)), login("st", "u", T(2, 1))};
+    cr_assert_eq(apply(st, e0, 2, 0, 0, NULL, NULL), CW_OK);
+    cw_event_t e1 = login("st", "u", T(2, 2));
+    long long watch0 = cmd_calls("watch"), hmget0 = cmd_calls("hmget");
+    cr_assert_eq(apply(st, &e1, 1, 0, 2, NULL, NULL), CW_OK); /* stays on 0 */
+    long long watch1 = cmd_calls("watch"), hmget1 = cmd_calls("hmget");
+    cr_expect_eq(watch1 - watch0, 1);
+    cr_expect_eq(hmget1 - hmget0, 1);
+    long long fence0 = cw_h_redis_int(redis, "GET t:fence:0");
+    cw_event_t e2 = login("mo", "u", T(2, 3));
+    cr_assert_eq(apply(st, &e2, 1, 3, 0, NULL, NULL), CW_OK); /* moves to 3 */
+    cr_expect_eq(cmd_calls("watch") - watch1, 2, "the fences of 3, then of 0");
+    cr_expect_eq(cmd_calls("hmget") - hmget1, 2, "read again after watching 0");
+    cr_expect_eq(cw_h_redis_int(redis, "GET t:fence:0"), fence0 + 1);
+    cr_expect_eq(cw_h_redis_int(redis, "HGET t:a:{mo} p"), 3);
+    cw_account_state_t a;
+    cr_assert_eq(cw_state_read(st, "mo", T(2, 12), &a), CW_OK);
+    cr_expect_eq(a.home_partition, 3);
+    cr_expect_eq(win(&a, CW_WIN_LOGINS_7D), 2);
+}

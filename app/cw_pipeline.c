@@ -106,8 +106,21 @@ typedef struct step {
     int64_t next_off[CW_MAX_PARTITIONS];  /* offsets to store after it (0 = none) */
 } step_t;
 
+/* A lane's scoring scratch, reused for every chunk it decides. */
+typedef struct scratch {
+    cw_score_t scores[CHUNK];
+    cw_decision_t decisions[CHUNK];
+    cw_commit_t commits[CHUNK];
+    size_t snap_off[CHUNK], snap_len[CHUNK];
+    size_t alert_off[CHUNK][CW_REASON__COUNT], alert_len[CHUNK][CW_REASON__COUNT];
+    cw_buf_t json; /* all JSON of one chunk */
+} scratch_t;
+
 /* One lane: a worker thread with its own Redis connection, owning the
- * partitions p with p % n_lanes == id (see the top of this file). */
+ * partitions p with p % n_lanes == id (see the top of this file). The main
+ * thread's connection for outbox acks (pl->acker) is a lane_t too, for
+ * WITH_REDIS (connection, backoff, Redis-down flag): id -1, no thread, no
+ * batches, no scratch. */
 typedef struct lane {
     cw_pipeline_t *pl; /* borrowed back-pointer */
     int id;
@@ -132,14 +145,8 @@ typedef struct lane {
     cw_pipeline_stats_t stats; /* counted by the lane, folded into pl->lane_stats */
     atomic_int up;             /* its connection is up (gauges) */
     atomic_ullong reconnects;  /* its connection's reconnects (gauges) */
-    /* scoring scratch, reused */
-    cw_score_t scores[CHUNK];
-    cw_decision_t decisions[CHUNK];
-    cw_commit_t commits[CHUNK];
-    size_t snap_off[CHUNK], snap_len[CHUNK];
-    size_t alert_off[CHUNK][CW_REASON__COUNT], alert_len[CHUNK][CW_REASON__COUNT];
-    cw_buf_t json;        /* all JSON of one chunk */
-    int64_t min_next_due; /* earliest timer the commits of a timer scan set (INT64_MAX none) */
+    scratch_t *scratch;        /* owned: scoring scratch (NULL for pl->acker) */
+    int64_t min_next_due;      /* earliest timer the commits of a timer scan set (INT64_MAX none) */
 } lane_t;
 
 struct cw_pipeline {
@@ -445,10 +452,10 @@ static void note_timer(lane_t *ln, int64_t due) {
 static cw_err_t decide_chunk(lane_t *ln, cw_account_state_t *accts, size_t n) {
     cw_pipeline_t *pl = ln->pl;
     const cw_model_t *model = &pl->conf->model;
-    cw_buf_reset(&ln->json);
+    cw_buf_reset(&ln->scratch->json);
     for (size_t i = 0; i < n; i++) {
-        cw_score_t *sc = &ln->scores[i];
-        cw_decision_t *d = &ln->decisions[i];
+        cw_score_t *sc = &ln->scratch->scores[i];
+        cw_decision_t *d = &ln->scratch->decisions[i];
         cw_model_score(model, &pl->layout, &accts[i], sc);
         cw_alert_decide(model, &pl->layout, &accts[i], sc, d);
         /* log.level debug: every decision, to compare two replays' */
@@ -458,66 +465,70 @@ static cw_err_t decide_chunk(lane_t *ln, cw_account_state_t *accts, size_t n) {
                accts[i].account_id, accts[i].partition, (long long)accts[i].asof_ms, sc->score,
                accts[i].has_score ? accts[i].score : -1.0, (int)d->band, (long long)d->next_due_ms,
                (long long)accts[i].last_event_ms, (long long)accts[i].last_login_ms);
-        ln->snap_len[i] = 0;
+        ln->scratch->snap_len[i] = 0;
         if (d->score_changed) {
-            ln->snap_off[i] = ln->json.len;
-            cw_alert_snapshot_json(model, &accts[i], sc, d, &ln->json);
-            ln->snap_len[i] = ln->json.len - ln->snap_off[i];
-            cw_buf_append(&ln->json, "", 1); /* NUL-separate documents */
+            ln->scratch->snap_off[i] = ln->scratch->json.len;
+            cw_alert_snapshot_json(model, &accts[i], sc, d, &ln->scratch->json);
+            ln->scratch->snap_len[i] = ln->scratch->json.len - ln->scratch->snap_off[i];
+            cw_buf_append(&ln->scratch->json, "", 1); /* NUL-separate documents */
         }
         for (int a = 0; a < d->n_alerts; a++) {
-            ln->alert_off[i][a] = ln->json.len;
-            cw_alert_json(model, &accts[i], sc, d, a, &ln->json);
-            ln->alert_len[i][a] = ln->json.len - ln->alert_off[i][a];
-            cw_buf_append(&ln->json, "", 1);
+            ln->scratch->alert_off[i][a] = ln->scratch->json.len;
+            cw_alert_json(model, &accts[i], sc, d, a, &ln->scratch->json);
+            ln->scratch->alert_len[i][a] = ln->scratch->json.len - ln->scratch->alert_off[i][a];
+            cw_buf_append(&ln->scratch->json, "", 1);
         }
     }
-    if (ln->json.oom) {
+    if (ln->scratch->json.oom) {
         CW_LOG(CW_LOG_ERROR, "pipeline", "out of memory building documents");
         return CW_ERROR;
     }
     for (size_t i = 0; i < n; i++) {
-        cw_commit_t *c = &ln->commits[i];
-        cw_decision_t *d = &ln->decisions[i];
+        cw_commit_t *c = &ln->scratch->commits[i];
+        cw_decision_t *d = &ln->scratch->decisions[i];
         memset(c, 0, sizeof(*c));
         c->acct = &accts[i];
-        c->score = ln->scores[i].score;
+        c->score = ln->scratch->scores[i].score;
         c->band = d->band;
-        c->tier = ln->scores[i].tier;
-        c->phase = ln->scores[i].phase;
+        c->tier = ln->scratch->scores[i].tier;
+        c->phase = ln->scratch->scores[i].phase;
         c->active_mask = d->active_mask;
         c->last_alert_ms = d->last_alert_ms;
         c->last_alert_id = d->n_alerts > 0 ? d->alerts[d->n_alerts - 1].alert_id : "";
         c->next_due_ms = d->next_due_ms;
         note_timer(ln, c->next_due_ms);
-        c->snapshot_json = ln->snap_len[i] ? ln->json.data + ln->snap_off[i] : NULL;
+        c->snapshot_json =
+            ln->scratch->snap_len[i] ? ln->scratch->json.data + ln->scratch->snap_off[i] : NULL;
         c->n_alerts = d->n_alerts;
         for (int a = 0; a < d->n_alerts; a++) {
             c->alert_ids[a] = d->alerts[a].alert_id;
-            c->alert_json[a] = ln->json.data + ln->alert_off[i][a];
+            c->alert_json[a] = ln->scratch->json.data + ln->scratch->alert_off[i][a];
         }
     }
-    cw_err_t r = WITH_REDIS(ln, cw_state_commit(ln->state, ln->commits, n));
+    cw_err_t r = WITH_REDIS(ln, cw_state_commit(ln->state, ln->scratch->commits, n));
     if (r != CW_OK) {
         return r;
     }
     /* Decisions are durable (alerts in the outbox); now publish. */
     for (size_t i = 0; i < n; i++) {
-        cw_decision_t *d = &ln->decisions[i];
+        cw_decision_t *d = &ln->scratch->decisions[i];
         cw_metrics_band_change(pl->m, accts[i].has_score ? accts[i].band : -1, (cw_band_t)d->band);
-        if (ln->snap_len[i]) {
-            produce(pl, CW_SINK_SCORE, accts[i].account_id, ln->json.data + ln->snap_off[i],
-                    ln->snap_len[i], NULL);
+        if (ln->scratch->snap_len[i]) {
+            produce(pl, CW_SINK_SCORE, accts[i].account_id,
+                    ln->scratch->json.data + ln->scratch->snap_off[i], ln->scratch->snap_len[i],
+                    NULL);
             ln->stats.snapshots++;
             cw_metrics_add(pl->m, CW_CTR_SNAPSHOTS, 1);
         }
         for (int a = 0; a < d->n_alerts; a++) {
             produce_alert(pl, accts[i].partition, accts[i].account_id, d->alerts[a].alert_id,
-                          ln->json.data + ln->alert_off[i][a], ln->alert_len[i][a]);
+                          ln->scratch->json.data + ln->scratch->alert_off[i][a],
+                          ln->scratch->alert_len[i][a]);
             ln->stats.alerts[d->alerts[a].reason]++;
             cw_metrics_alert(pl->m, d->alerts[a].reason);
             CW_LOG(CW_LOG_INFO, "alert", "%s %s score=%.1f id=%s", accts[i].account_id,
-                   cw_reason_name(d->alerts[a].reason), ln->scores[i].score, d->alerts[a].alert_id);
+                   cw_reason_name(d->alerts[a].reason), ln->scratch->scores[i].score,
+                   d->alerts[a].alert_id);
         }
     }
     return CW_OK;
@@ -611,7 +622,7 @@ static cw_err_t reschedule_all(lane_t *ln, cw_account_state_t *accts, size_t n) 
             if (a->due_ms < 0 || is_day_end(a->due_ms)) {
                 continue;
             }
-            cw_commit_t *c = &ln->commits[k++];
+            cw_commit_t *c = &ln->scratch->commits[k++];
             memset(c, 0, sizeof(*c));
             c->acct = a;
             c->reschedule_only = 1;
@@ -619,7 +630,7 @@ static cw_err_t reschedule_all(lane_t *ln, cw_account_state_t *accts, size_t n) 
             note_timer(ln, c->next_due_ms);
         }
         if (k > 0 && (k == CHUNK || i == n)) {
-            cw_err_t r = WITH_REDIS(ln, cw_state_commit(ln->state, ln->commits, k));
+            cw_err_t r = WITH_REDIS(ln, cw_state_commit(ln->state, ln->scratch->commits, k));
             if (r != CW_OK) {
                 return r;
             }
@@ -1336,6 +1347,10 @@ cw_pipeline_t *cw_pipeline_new(const cw_conf_t *conf, const cw_pipeline_opts_t *
         if (ln->state == NULL) {
             goto fail;
         }
+        if ((ln->scratch = calloc(1, sizeof(*ln->scratch))) == NULL) {
+            snprintf(errstr, errstr_size, "out of memory");
+            goto fail;
+        }
         for (int k = 0; k < NSTEP; k++) {
             if ((ln->batch[k] = cw_state_batch_new(conf, &pl->layout)) == NULL) {
                 snprintf(errstr, errstr_size, "out of memory");
@@ -1529,7 +1544,10 @@ void cw_pipeline_destroy(cw_pipeline_t *pl) {
         for (int k = 0; k < NSTEP; k++) {
             cw_state_batch_destroy(pl->lanes[i].batch[k]);
         }
-        cw_buf_free(&pl->lanes[i].json);
+        if (pl->lanes[i].scratch != NULL) {
+            cw_buf_free(&pl->lanes[i].scratch->json);
+            free(pl->lanes[i].scratch);
+        }
     }
     free(pl->lanes);
     free(pl->msgs);

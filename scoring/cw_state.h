@@ -62,16 +62,18 @@
  * Accounts on two partitions (a producer that changed keys, a topic that
  * grew): such an account has a timer on each partition, and the consumers
  * (or lanes) of the two can apply or decide it at the same time. The hash's
- * "p" names the partition whose apply wrote it last. An apply or a commit
- * whose read finds "p" naming a partition whose fence it does not watch
- * watches that fence too and reads again (only then does its read count),
- * and INCRs it with its own; an apply that moves the account (writes "p")
- * INCRs the fence of the partition it moves it from. So of two such
- * transactions the later one's EXEC aborts and is recomputed from a new
- * read: a band is counted once, a history entry written once
- * (test_state: decisions_of_an_account_on_two_partitions). Not covered: the
- * first two applies of a new account (no "p" yet) from two partitions at
- * once; the pipeline never runs them at once in one process.
+ * "p" names the partition whose apply wrote it last. An apply, or a commit
+ * that stores a decision (one that only moves its own partition's timer
+ * does not read "p"), whose read finds "p" naming a partition whose fence
+ * it does not watch, watches that fence too and reads again (only then
+ * does its read count), and INCRs it with its own; an apply that moves the
+ * account (writes "p") INCRs the fence of the partition it moves it from.
+ * So of two such transactions the later one's EXEC aborts and is
+ * recomputed from a new read: a band is counted once, a history entry
+ * written once (test_state: decisions_of_an_account_on_two_partitions).
+ * Not covered: the first two applies of a new account (no "p" yet) from
+ * two partitions at once; the pipeline never runs them at once in one
+ * process.
  *
  * Failure model: any connection or protocol error returns CW_RETRY and
  * drops the connection; the next call reconnects (with the caller's

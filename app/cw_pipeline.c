@@ -452,10 +452,11 @@ static void note_timer(lane_t *ln, int64_t due) {
 static cw_err_t decide_chunk(lane_t *ln, cw_account_state_t *accts, size_t n) {
     cw_pipeline_t *pl = ln->pl;
     const cw_model_t *model = &pl->conf->model;
-    cw_buf_reset(&ln->scratch->json);
+    scratch_t *x = ln->scratch;
+    cw_buf_reset(&x->json);
     for (size_t i = 0; i < n; i++) {
-        cw_score_t *sc = &ln->scratch->scores[i];
-        cw_decision_t *d = &ln->scratch->decisions[i];
+        cw_score_t *sc = &x->scores[i];
+        cw_decision_t *d = &x->decisions[i];
         cw_model_score(model, &pl->layout, &accts[i], sc);
         cw_alert_decide(model, &pl->layout, &accts[i], sc, d);
         /* log.level debug: every decision, to compare two replays' */
@@ -465,70 +466,66 @@ static cw_err_t decide_chunk(lane_t *ln, cw_account_state_t *accts, size_t n) {
                accts[i].account_id, accts[i].partition, (long long)accts[i].asof_ms, sc->score,
                accts[i].has_score ? accts[i].score : -1.0, (int)d->band, (long long)d->next_due_ms,
                (long long)accts[i].last_event_ms, (long long)accts[i].last_login_ms);
-        ln->scratch->snap_len[i] = 0;
+        x->snap_len[i] = 0;
         if (d->score_changed) {
-            ln->scratch->snap_off[i] = ln->scratch->json.len;
-            cw_alert_snapshot_json(model, &accts[i], sc, d, &ln->scratch->json);
-            ln->scratch->snap_len[i] = ln->scratch->json.len - ln->scratch->snap_off[i];
-            cw_buf_append(&ln->scratch->json, "", 1); /* NUL-separate documents */
+            x->snap_off[i] = x->json.len;
+            cw_alert_snapshot_json(model, &accts[i], sc, d, &x->json);
+            x->snap_len[i] = x->json.len - x->snap_off[i];
+            cw_buf_append(&x->json, "", 1); /* NUL-separate documents */
         }
         for (int a = 0; a < d->n_alerts; a++) {
-            ln->scratch->alert_off[i][a] = ln->scratch->json.len;
-            cw_alert_json(model, &accts[i], sc, d, a, &ln->scratch->json);
-            ln->scratch->alert_len[i][a] = ln->scratch->json.len - ln->scratch->alert_off[i][a];
-            cw_buf_append(&ln->scratch->json, "", 1);
+            x->alert_off[i][a] = x->json.len;
+            cw_alert_json(model, &accts[i], sc, d, a, &x->json);
+            x->alert_len[i][a] = x->json.len - x->alert_off[i][a];
+            cw_buf_append(&x->json, "", 1);
         }
     }
-    if (ln->scratch->json.oom) {
+    if (x->json.oom) {
         CW_LOG(CW_LOG_ERROR, "pipeline", "out of memory building documents");
         return CW_ERROR;
     }
     for (size_t i = 0; i < n; i++) {
-        cw_commit_t *c = &ln->scratch->commits[i];
-        cw_decision_t *d = &ln->scratch->decisions[i];
+        cw_commit_t *c = &x->commits[i];
+        cw_decision_t *d = &x->decisions[i];
         memset(c, 0, sizeof(*c));
         c->acct = &accts[i];
-        c->score = ln->scratch->scores[i].score;
+        c->score = x->scores[i].score;
         c->band = d->band;
-        c->tier = ln->scratch->scores[i].tier;
-        c->phase = ln->scratch->scores[i].phase;
+        c->tier = x->scores[i].tier;
+        c->phase = x->scores[i].phase;
         c->active_mask = d->active_mask;
         c->last_alert_ms = d->last_alert_ms;
         c->last_alert_id = d->n_alerts > 0 ? d->alerts[d->n_alerts - 1].alert_id : "";
         c->next_due_ms = d->next_due_ms;
         note_timer(ln, c->next_due_ms);
-        c->snapshot_json =
-            ln->scratch->snap_len[i] ? ln->scratch->json.data + ln->scratch->snap_off[i] : NULL;
+        c->snapshot_json = x->snap_len[i] ? x->json.data + x->snap_off[i] : NULL;
         c->n_alerts = d->n_alerts;
         for (int a = 0; a < d->n_alerts; a++) {
             c->alert_ids[a] = d->alerts[a].alert_id;
-            c->alert_json[a] = ln->scratch->json.data + ln->scratch->alert_off[i][a];
+            c->alert_json[a] = x->json.data + x->alert_off[i][a];
         }
     }
-    cw_err_t r = WITH_REDIS(ln, cw_state_commit(ln->state, ln->scratch->commits, n));
+    cw_err_t r = WITH_REDIS(ln, cw_state_commit(ln->state, x->commits, n));
     if (r != CW_OK) {
         return r;
     }
     /* Decisions are durable (alerts in the outbox); now publish. */
     for (size_t i = 0; i < n; i++) {
-        cw_decision_t *d = &ln->scratch->decisions[i];
+        cw_decision_t *d = &x->decisions[i];
         cw_metrics_band_change(pl->m, accts[i].has_score ? accts[i].band : -1, (cw_band_t)d->band);
-        if (ln->scratch->snap_len[i]) {
-            produce(pl, CW_SINK_SCORE, accts[i].account_id,
-                    ln->scratch->json.data + ln->scratch->snap_off[i], ln->scratch->snap_len[i],
-                    NULL);
+        if (x->snap_len[i]) {
+            produce(pl, CW_SINK_SCORE, accts[i].account_id, x->json.data + x->snap_off[i],
+                    x->snap_len[i], NULL);
             ln->stats.snapshots++;
             cw_metrics_add(pl->m, CW_CTR_SNAPSHOTS, 1);
         }
         for (int a = 0; a < d->n_alerts; a++) {
             produce_alert(pl, accts[i].partition, accts[i].account_id, d->alerts[a].alert_id,
-                          ln->scratch->json.data + ln->scratch->alert_off[i][a],
-                          ln->scratch->alert_len[i][a]);
+                          x->json.data + x->alert_off[i][a], x->alert_len[i][a]);
             ln->stats.alerts[d->alerts[a].reason]++;
             cw_metrics_alert(pl->m, d->alerts[a].reason);
             CW_LOG(CW_LOG_INFO, "alert", "%s %s score=%.1f id=%s", accts[i].account_id,
-                   cw_reason_name(d->alerts[a].reason), ln->scratch->scores[i].score,
-                   d->alerts[a].alert_id);
+                   cw_reason_name(d->alerts[a].reason), x->scores[i].score, d->alerts[a].alert_id);
         }
     }
     return CW_OK;
@@ -612,6 +609,7 @@ static int64_t day_end_of(int64_t ms) {
 }
 
 static cw_err_t reschedule_all(lane_t *ln, cw_account_state_t *accts, size_t n) {
+    scratch_t *x = ln->scratch;
     size_t k = 0;
     for (size_t i = 0; i <= n; i++) {
         if (i < n) {
@@ -622,7 +620,7 @@ static cw_err_t reschedule_all(lane_t *ln, cw_account_state_t *accts, size_t n) 
             if (a->due_ms < 0 || is_day_end(a->due_ms)) {
                 continue;
             }
-            cw_commit_t *c = &ln->scratch->commits[k++];
+            cw_commit_t *c = &x->commits[k++];
             memset(c, 0, sizeof(*c));
             c->acct = a;
             c->reschedule_only = 1;
@@ -630,7 +628,7 @@ static cw_err_t reschedule_all(lane_t *ln, cw_account_state_t *accts, size_t n) 
             note_timer(ln, c->next_due_ms);
         }
         if (k > 0 && (k == CHUNK || i == n)) {
-            cw_err_t r = WITH_REDIS(ln, cw_state_commit(ln->state, ln->scratch->commits, k));
+            cw_err_t r = WITH_REDIS(ln, cw_state_commit(ln->state, x->commits, k));
             if (r != CW_OK) {
                 return r;
             }

@@ -3286,13 +3286,14 @@ static cw_err_t cm_run(cw_state_t *st, const cw_commit_t *commits, size_t n, int
     for (int round = 0;; round++) {
         unsigned char seen[CW_STATE_MAX_PARTITIONS] = {0};
         st->ap_n_cmd = 0;
-        for (size_t i = 0; i < 2 * n; i++) {
-            const cm_read_t *rd = &st->cm_rd[i % n];
-            int p = i < n ? cm_partition(&commits[i]) : rd->home;
-            if (p >= 0 && !seen[p]) {
-                seen[p] = 1;
-                if (ap_cmd_push(st, (uint32_t)p, AP_WATCH, 0)) {
-                    return CW_ERROR;
+        for (size_t i = 0; i < n; i++) {
+            const int ps[2] = {cm_partition(&commits[i]), st->cm_rd[i].home};
+            for (int j = 0; j < 2; j++) {
+                if (ps[j] >= 0 && !seen[ps[j]]) {
+                    seen[ps[j]] = 1;
+                    if (ap_cmd_push(st, (uint32_t)ps[j], AP_WATCH, 0)) {
+                        return CW_ERROR;
+                    }
                 }
             }
         }

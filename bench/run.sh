@@ -41,6 +41,12 @@
 #   BENCH_COMPARE=path  also run BENCH_COMPARE_RUNS (2) pairs of cold throughput
 #                       runs, this build vs that binary, alternating on the same
 #                       data, and print the ratio (see phase 3b)
+#   BENCH_COMPARE_LAT=1 with BENCH_COMPARE: also run BENCH_COMPARE_RUNS pairs of
+#                       latency passes at BENCH_LAT_RATE (wall mode), alternating
+#                       the two binaries, and print events processed and p99
+#                       per pass (see phase 6b); BENCH_SKIP=compare leaves out
+#                       the throughput pairs, BENCH_SKIP=lat-fixed the usual
+#                       latency passes
 #   BENCH_KEEP=1        keep the temp dir (logs, perf data) for inspection
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -153,7 +159,7 @@ start_broker() {
   "$CW" broker --partitions "$2" --topics "$3" >"$T/$1.out" 2>"$T/$1.log" &
   BROKER_PID=$!
   PIDS+=("$BROKER_PID")
-  for _ in $(seq 100); do
+  for _ in $(seq 600); do
     BROKERS=$(head -n1 "$T/$1.out" 2>/dev/null || true)
     [ -n "$BROKERS" ] && return 0
     sleep 0.05
@@ -475,8 +481,9 @@ compare_once() { # $1 binary, $2 label -> "events/s redis_commands/message peak_
     '/^cmdstat_/ && $1 != "cmdstat_exec" { c += $3 }
      END { printf "%.0f %.2f %.1f %.1f\n", n / (ms / 1000), c / n, kb / 1024, rc * 1e6 / n }'
 }
-if [ -n "${BENCH_COMPARE:-}" ]; then
-  [ -x "$BENCH_COMPARE" ] || die "BENCH_COMPARE=$BENCH_COMPARE is not an executable"
+[ -z "${BENCH_COMPARE:-}" ] || [ -x "$BENCH_COMPARE" ] ||
+  die "BENCH_COMPARE=$BENCH_COMPARE is not an executable"
+if [ -n "${BENCH_COMPARE:-}" ] && ! skipped compare; then
   sa=0 sb=0 runs=""
   for i in $(seq "${BENCH_COMPARE_RUNS:-2}"); do
     read -r ra ca ma ua < <(compare_once "$CW" "a$i")
@@ -523,14 +530,34 @@ fi
 # fresh topics and an empty Redis; bench/latency.c offers RATE events/s
 # with 100 probes/s among them. Sets R[c_TAG], R[c_TAG_cpu], R[c_TAG_rss],
 # R[c_TAG_lag].
+# cmd_per_event N FILE: Redis commands per event (EXEC not counted) and the
+# six commands Redis spent most time on, from INFO commandstats in FILE.
+cmd_per_event() {
+  awk -F'[:,=]' -v n="$1" '/^cmdstat_/ {
+      name = substr($1, 9)
+      if (name == "info" || name ~ /^config/ || name == "exec" || name == "ping" || name == "flushall") next
+      c[name] = $3; u[name] = $5; tot += $3
+    } END {
+      if (n == 0) { print "no events"; exit }
+      printf "%.2f Redis commands per event (EXEC not counted); top:", tot / n
+      for (k = 0; k < 6; k++) {
+        best = ""; bu = -1
+        for (m in u) if (u[m] > bu) { best = m; bu = u[m] }
+        if (best == "") break
+        printf " %s %.2f/event x %.1f us;", best, c[best] / n, u[best] / c[best]
+        delete u[best]
+      }
+    }' "$2"
+}
 lat_pass() {
   local tag=$1 rate=$2
   rcli flushall >/dev/null
+  rcli config resetstat >/dev/null
   write_conf "$T/lat-$tag.json" "$BROKERS" "cw-lat-$tag-$$" "$tag-events" "$tag-alerts" \
     "$tag-scores" "$tag-dlq" "$tag" "$BENCH_LAT_MODE" "${3:-}"
   log "latency [$tag]: churnwatch (time.mode $BENCH_LAT_MODE), $rate events/s offered for" \
     "5 s warm-up + $BENCH_LAT_SECONDS s"
-  "$CW" run --config "$T/lat-$tag.json" 2>"$T/lat-$tag.log" &
+  "${LAT_BIN:-$CW}" run --config "$T/lat-$tag.json" 2>"$T/lat-$tag.log" &
   local pid=$!
   PIDS+=("$pid")
   local port
@@ -562,12 +589,46 @@ lat_pass() {
     w /= 1000; printf "churnwatch %.0f%%, redis-server %.0f%%, broker %.0f%% of a core over %.1f s (latency tool: the rest)", 100 * (b - a) / w, 100 * (r1 - r0) / w, 100 * (k1 - k0) / w, w }')
   R[c_${tag}_rss]=$(awk -v kb="$rss" 'BEGIN { printf "%.1f MB (VmHWM)", kb / 1024 }')
   R[c_${tag}_lag]="processed $done_n events; consumer lag at the end $lag"
+  R[c_${tag}_done]=$done_n
+  rcli info commandstats >"$T/lat-$tag.cmdstats"
+  R[c_${tag}_redis]="$(awk -v a="$r0" -v b="$r1" -v n="$done_n" 'BEGIN { printf "%.1f us of Redis CPU per event", n ? (b - a) * 1e6 / n : 0 }'), $(cmd_per_event "$done_n" "$T/lat-$tag.cmdstats")"
 }
 if ! skipped latency; then
   stop_pid "$BROKER_PID" # the throughput broker holds ~GBs of topic data; start clean
-  start_broker broker2 "$BENCH_LAT_PARTITIONS" \
-    lat-events,lat-alerts,lat-scores,lat-dlq,sus-events,sus-alerts,sus-scores,sus-dlq,tun-events,tun-alerts,tun-scores,tun-dlq
+  LAT_TOPICS=""
+  tags=""
+  skipped lat-fixed || tags="lat sus tun"
+  if [ -n "${BENCH_COMPARE:-}" ] && [ "${BENCH_COMPARE_LAT:-0}" = 1 ]; then
+    tags="$tags $(for i in $(seq "${BENCH_COMPARE_RUNS:-2}"); do echo "la$i lb$i"; done)"
+  fi
+  for tag in $tags; do
+    LAT_TOPICS="$LAT_TOPICS,$tag-events,$tag-alerts,$tag-scores,$tag-dlq"
+  done
+  start_broker broker2 "$BENCH_LAT_PARTITIONS" "${LAT_TOPICS#,}"
   log "latency broker $BROKERS ($BENCH_LAT_PARTITIONS partitions)"
+  # phase 6b (BENCH_COMPARE_LAT=1): alternating latency passes of this build
+  # (A) and BENCH_COMPARE (B) at the fixed load, each on fresh topics and an
+  # empty Redis: events processed in the pass (the wall-mode capacity when
+  # the load is not sustained) and p99, per pass and summed
+  if [ -n "${BENCH_COMPARE:-}" ] && [ "${BENCH_COMPARE_LAT:-0}" = 1 ]; then
+    la=0 lb=0 lruns=""
+    for i in $(seq "${BENCH_COMPARE_RUNS:-2}"); do
+      for side in a b; do
+        bin=$CW
+        [ "$side" = b ] && bin=$BENCH_COMPARE
+        LAT_BIN=$bin lat_pass "l$side$i" "$BENCH_LAT_RATE"
+        d=${R[c_l$side${i}_done]}
+        p99=$(sed -n 's/.*p99_ms=\([0-9.na]*\).*/\1/p' <<<"${R[c_l$side$i]}")
+        miss=$(sed -n 's/.*missing=\([0-9]*\).*/\1/p' <<<"${R[c_l$side$i]}")
+        log "latency compare $side$i: processed $d events, p99 $p99 ms, $miss probes unanswered; ${R[c_l$side${i}_cpu]}; ${R[c_l$side${i}_redis]}"
+        lruns="$lruns [${side^^} $d events, p99 $p99 ms, $miss unanswered, ${R[c_l$side${i}_redis]%%,*}]"
+        if [ "$side" = a ]; then la=$((la + d)); else lb=$((lb + d)); fi
+      done
+    done
+    R[cmp_lat]="A = $CW, B = $BENCH_COMPARE, $BENCH_LAT_RATE events/s offered for 5 + $BENCH_LAT_SECONDS s; passes:$lruns; events processed A/B $(awk -v a=$la -v b=$lb 'BEGIN { printf "%.2f", a / b }')"
+  fi
+fi
+if ! skipped latency && ! skipped lat-fixed; then
   lat_pass lat "$BENCH_LAT_RATE"
   # When the fixed load is beyond what the processor sustains, the latency
   # above is that of a growing backlog; measure it again at half the rate
@@ -610,6 +671,7 @@ consumption check   ${R[check]}
                     ${R[c_lat]:-skipped}
                     ${R[c_lat_lag]:-}
     CPU in phase    ${R[c_lat_cpu]:-}
+    inside Redis    ${R[c_lat_redis]:-}
     peak RSS there  ${R[c_lat_rss]:-}
     at ${SUS_RATE:-?} events/s (BENCH_LAT_RATE2; run when the fixed load is not sustained)
                     ${R[c_sus]:-not run}
@@ -621,7 +683,8 @@ consumption check   ${R[check]}
     CPU in phase    ${R[c_tun_cpu]:-}
 (d) peak RSS of churnwatch (throughput run)
                     ${R[d_rss]}${R[cmp]:+
-A/B (BENCH_COMPARE) ${R[cmp]}}
+A/B (BENCH_COMPARE) ${R[cmp]}}${R[cmp_lat]:+
+A/B latency         ${R[cmp_lat]}}
 (e) Redis memory per account
                     ${R[e_mem]}
     widest account  ${R[e_hot]}

@@ -112,6 +112,8 @@ typedef struct cm_read {
     int64_t top;  /* as-of of the newest history entry; INT64_MIN none */
     int64_t hlen; /* entries in the history; -1 not read */
     int timer_only;
+    int same_score; /* the hash's "sc" (and so the at-risk rank) is already the
+                       commit's score: no ZADD of the rank */
 } cm_read_t;
 
 struct cw_state {
@@ -171,10 +173,11 @@ struct cw_state {
      * those accounts depends on, read already; valid while pre_watch */
     cm_read_t *pre_rd;
     size_t pre_rd_cap;
+    size_t n_pre; /* accounts that pre_rd holds */
     int pre_watch;
     uint64_t watch_gen; /* counts watched reads: read_tag = gen << 20 | index */
     /* one account's replies (HGETALL, LRANGE, sets), until its last arrives */
-    redisReply *held[2]; /* READ_CMDS */
+    redisReply *held[3]; /* READ_CMDS, and a ZSCORE (wall-mode read back) */
     size_t n_held;
     int hold; /* set by a reply callback: pipe_run must not free this reply */
     int64_t ap_wmax[CW_STATE_MAX_PARTITIONS];
@@ -1333,7 +1336,7 @@ static int64_t ap_timer(const cw_state_t *st, const ap_grp_t *g) {
         return -1;
     }
     if (st->conf->time_mode == CW_TIME_WALL) {
-        return st->ap_now;
+        return -1; /* the decision that follows in the same step sets it */
     }
     return g->wmin == AP_NONE ? -1 : (ap_day(g->wmin) + 1) * CW_MS_PER_DAY - 1;
 }
@@ -1580,7 +1583,9 @@ static int ap_plan_reads(cw_state_t *st) {
         if (ap_cmd_push(st, (uint32_t)gi, AP_HMGET_A, 0)) {
             return -1;
         }
-        if (!g->due_known && ap_cmd_push(st, (uint32_t)gi, AP_ZSCORE, 0)) {
+        /* (wall mode sets no timer here: its read back reads it) */
+        if (!g->due_known && st->conf->time_mode != CW_TIME_WALL &&
+            ap_cmd_push(st, (uint32_t)gi, AP_ZSCORE, 0)) {
             return -1;
         }
     }
@@ -2348,6 +2353,86 @@ static int ap_plan_writes(cw_state_t *st) {
 }
 
 /* One attempt at the whole batch; *aborted = 1 when EXEC was aborted. */
+/* Group g's timer after its apply (ZADD LT): AP_NONE for none. */
+static int64_t ap_due_after(const cw_state_t *st, const ap_grp_t *g) {
+    int64_t timer = ap_timer(st, g);
+    if (g->due == AP_NONE) {
+        return timer >= 0 ? timer : AP_NONE;
+    }
+    return timer >= 0 && timer < g->due ? timer : g->due;
+}
+
+/* Reads under WATCH (cw_state_due, and the wall-mode read back). */
+typedef struct wreads_ctx {
+    int partition;
+    int64_t upto; /* scan: timers due at or before this */
+    size_t max;   /* scan: at most this many */
+    /* the watched reads: accounts a[] (due_out, or exec_out for a wall-mode
+     * read back), per commands each (READ_CMDS; READ_CMDS + 1 when each
+     * starts with the ZSCORE of its timer in its batch group's partition),
+     * after n_watch WATCHes of the fences of watch[] */
+    cw_account_state_t *a;
+    size_t per, n_watch;
+    const int *watch;
+} wreads_ctx_t;
+
+/* The touched accounts as the apply leaves them (st->exec_out; written
+ * before its transaction is sent: a wall-mode read back follows its EXEC in
+ * the same pipeline and evaluates into these). */
+static void ap_out_fill(cw_state_t *st) {
+    for (size_t gi = 0; gi < st->bat->n_groups; gi++) {
+        const ap_grp_t *g = &st->ap_grp[gi];
+        cw_account_state_t *a = &st->exec_out[gi];
+        int64_t dm = ap_due_after(st, g); /* the timer after ZADD LT */
+        memset(a, 0, sizeof(*a));
+        cw_strlcpy(a->account_id, ap_id(st, gi), sizeof(a->account_id));
+        a->partition = st->bat->groups[gi].partition;
+        a->home_partition = g->applied > 0 ? a->partition : g->home;
+        a->last_event_ms = g->f[AP_LM] == AP_NONE ? -1 : g->f[AP_LM];
+        dm = dm == AP_NONE ? -1 : dm;
+        if (st->conf->time_mode == CW_TIME_WALL) {
+            /* decided at once, as of now (the timer: from the read back) */
+            a->asof_ms = st->ap_now;
+            a->due_ms = -1;
+        } else {
+            /* the account's day-end timer (set or kept by the apply) */
+            a->asof_ms = a->last_event_ms;
+            a->due_ms = dm;
+        }
+    }
+}
+
+/* Wall mode: the apply's write pipeline goes on, after its EXEC, with the
+ * read back of its accounts (read_back_*, below). */
+typedef struct ap_write_ctx {
+    size_t n_tx;      /* the transaction's commands (st->ap_cmd) */
+    wreads_ctx_t *rb; /* then these reads; NULL in event mode */
+    int exec_ok;      /* the EXEC ran (not aborted, no error): the reads count */
+} ap_write_ctx_t;
+
+static size_t read_back_plan(cw_state_t *st, wreads_ctx_t *ctx, int *watch);
+static void read_back_done(cw_state_t *st);
+static cw_err_t build_wreads(cw_state_t *st, size_t i, void *vctx);
+static cw_err_t reply_wreads(cw_state_t *st, size_t i, const redisReply *r, void *vctx);
+
+static cw_err_t ap_build_write(cw_state_t *st, size_t i, void *vctx) {
+    const ap_write_ctx_t *w = vctx;
+    return i < w->n_tx ? ap_build(st, i, NULL) : build_wreads(st, i - w->n_tx, w->rb);
+}
+
+static cw_err_t ap_reply_write(cw_state_t *st, size_t i, const redisReply *r, void *vctx) {
+    ap_write_ctx_t *w = vctx;
+    if (i < w->n_tx) {
+        cw_err_t err = ap_reply_writes(st, i, r, NULL);
+        if (st->ap_cmd[i].kind == AP_EXEC) {
+            w->exec_ok = err == CW_OK && !st->tx_aborted;
+        }
+        return err;
+    }
+    /* after an aborted EXEC the reads are of no use (the apply runs again) */
+    return w->exec_ok ? reply_wreads(st, i - w->n_tx, r, w->rb) : CW_OK;
+}
+
 static cw_err_t ap_run(cw_state_t *st, int *aborted) {
     cw_err_t err;
     size_t n_prune = 0;
@@ -2425,19 +2510,23 @@ static cw_err_t ap_run(cw_state_t *st, int *aborted) {
     if (ap_plan_writes(st) != 0 || st->ap_vbuf.oom || st->ap_dbuf.oom) {
         return CW_ERROR;
     }
+    ap_out_fill(st);
+    ap_write_ctx_t w = {st->ap_n_cmd, NULL, 0};
+    wreads_ctx_t rb;
+    int watch[CW_STATE_MAX_PARTITIONS];
+    size_t n = st->ap_n_cmd;
+    if (st->conf->time_mode == CW_TIME_WALL) {
+        w.rb = &rb;
+        n += read_back_plan(st, &rb, watch);
+        if (n == st->ap_n_cmd) {
+            return CW_ERROR;
+        }
+    }
     st->tx_aborted = 0;
-    err = pipe_run(st, st->ap_n_cmd, ap_build, ap_reply_writes, NULL, "apply write");
+    err = pipe_run(st, n, ap_build_write, ap_reply_write, &w, "apply write");
+    held_free(st);
     *aborted = st->tx_aborted;
     return err;
-}
-
-/* Group g's timer after its apply (ZADD LT): AP_NONE for none. */
-static int64_t ap_due_after(const cw_state_t *st, const ap_grp_t *g) {
-    int64_t timer = ap_timer(st, g);
-    if (g->due == AP_NONE) {
-        return timer >= 0 ? timer : AP_NONE;
-    }
-    return timer >= 0 && timer < g->due ? timer : g->due;
 }
 
 /* After a successful apply: every group's record as Redis now holds it
@@ -2467,7 +2556,7 @@ static void ap_cache_store(cw_state_t *st) {
         r->x = g->applied > 0 && g->refresh ? ap_day(st->ap_now) : g->x;
         r->last = g->last;
         r->due = ap_due_after(st, g);
-        r->due_known = 1;
+        r->due_known = st->conf->time_mode != CW_TIME_WALL; /* (wall: not read) */
     }
 }
 
@@ -2526,38 +2615,8 @@ static cw_err_t batch_exec(cw_state_t *st, cw_account_state_t **out, size_t *n_o
         }
     }
     ap_cache_store(st);
-    for (size_t gi = 0; gi < st->bat->n_groups; gi++) {
-        const ap_grp_t *g = &st->ap_grp[gi];
-        cw_account_state_t *a = &st->exec_out[gi];
-        int64_t dm = ap_due_after(st, g); /* the timer after ZADD LT */
-        memset(a, 0, sizeof(*a));
-        cw_strlcpy(a->account_id, ap_id(st, gi), sizeof(a->account_id));
-        a->partition = st->bat->groups[gi].partition;
-        a->home_partition = g->applied > 0 ? a->partition : g->home;
-        a->last_event_ms = g->f[AP_LM] == AP_NONE ? -1 : g->f[AP_LM];
-        dm = dm == AP_NONE ? -1 : dm;
-        if (st->conf->time_mode == CW_TIME_WALL) {
-            /* decided at once, as of now: COMMIT replaces the due mark only if
-             * it is still the one this apply set */
-            a->asof_ms = st->ap_now;
-            a->due_ms = dm == st->ap_now ? dm : -1;
-        } else {
-            /* the account's day-end timer (set or kept by the apply) */
-            a->asof_ms = a->last_event_ms;
-            a->due_ms = dm;
-        }
-    }
     if (st->conf->time_mode == CW_TIME_WALL) {
-        /* wall mode decides now: read every touched account back */
-        err = read_accounts(st, st->exec_out, st->bat->n_groups, "apply read back");
-        if (err != CW_OK) {
-            return err;
-        }
-        for (size_t i = 0; i < st->bat->n_groups; i++) {
-            if (st->exec_out[i].partition < 0 || st->read_miss[i]) {
-                st->exec_out[i].partition = st->bat->groups[i].partition;
-            }
-        }
+        read_back_done(st);
     }
     *out = st->exec_out;
     *n_out = st->bat->n_groups;
@@ -2740,11 +2799,6 @@ static cw_err_t build_due_gone(cw_state_t *st, size_t i, void *vctx) {
  * connection ends it (if the fence moved meanwhile, that EXEC is aborted
  * once and recomputed, as for any other writer of the partition).
  */
-typedef struct wreads_ctx {
-    int partition;
-    int64_t upto; /* scan: timers due at or before this */
-    size_t max;   /* scan: at most this many */
-} wreads_ctx_t;
 
 static cw_err_t build_due_scan(cw_state_t *st, size_t i, void *vctx) {
     const wreads_ctx_t *ctx = vctx;
@@ -2774,32 +2828,60 @@ static cw_err_t reply_due_scan(cw_state_t *st, size_t i, const redisReply *r, vo
 }
 
 static cw_err_t build_wreads(cw_state_t *st, size_t i, void *vctx) {
-    size_t acct = i / READ_CMDS, k = i % READ_CMDS;
-    (void)vctx;
+    const wreads_ctx_t *ctx = vctx;
     args_reset(st);
-    return build_read_cmd(st, st->due_out[acct].account_id, k);
+    if (i < ctx->n_watch) {
+        tx_shared(st, AP_WATCH, ctx->watch[i], NULL);
+        return args_send(st);
+    }
+    i -= ctx->n_watch;
+    size_t acct = i / ctx->per, k = i % ctx->per;
+    const char *id = ctx->a[acct].account_id;
+    if (ctx->per > READ_CMDS) {
+        if (k == 0) {
+            tx_shared(st, AP_ZSCORE, st->bat->groups[acct].partition, id);
+            return args_send(st);
+        }
+        k--;
+    }
+    return build_read_cmd(st, id, k);
 }
 
 /* Replies of build_wreads: held until an account's last one arrives. */
 static cw_err_t reply_wreads(cw_state_t *st, size_t i, const redisReply *r, void *vctx) {
-    size_t acct = i / READ_CMDS, k = i % READ_CMDS;
-    (void)vctx;
+    const wreads_ctx_t *ctx = vctx;
+    if (i < ctx->n_watch) {
+        return r->type == REDIS_REPLY_STATUS ? CW_OK : CW_ERROR;
+    }
+    i -= ctx->n_watch;
+    size_t acct = i / ctx->per, k = i % ctx->per;
     if (k == 0) {
         held_free(st); /* an account whose replies were short (an error reply) */
     }
     st->held[st->n_held++] = (redisReply *)r;
     st->hold = 1;
-    if (k + 1 < READ_CMDS) {
+    if (k + 1 < ctx->per) {
         return CW_OK;
     }
     cm_read_t *rd = &st->pre_rd[acct];
     cw_err_t err = CW_ERROR;
-    if (st->n_held == READ_CMDS) {
-        const redisReply *hash = st->held[0], *hist = st->held[1];
-        rd->due = st->due_out[acct].due_ms; /* the scan's score, under the WATCH */
+    if (st->n_held == ctx->per) {
+        size_t z = ctx->per - READ_CMDS; /* 1: held[0] is the timer's ZSCORE */
+        const redisReply *hash = st->held[z], *hist = st->held[z + 1];
         rd->home = -1;
-        err = eval_account(st, hash, hist, &st->due_out[acct], &st->read_miss[acct]);
-        /* what the commit's own reads (HGET bd, LINDEX h 0) would find */
+        if (z == 0) {
+            rd->due = ctx->a[acct].due_ms; /* the scan's score, under the WATCH */
+        } else if (rep_timer(st->held[0], &rd->due) != CW_OK) {
+            held_free(st);
+            return CW_ERROR;
+        }
+        err = eval_account(st, hash, hist, &ctx->a[acct], &st->read_miss[acct]);
+        if (z == 1) {
+            /* the timer as it is: the commit replaces it (the apply did not
+             * read it) */
+            ctx->a[acct].due_ms = rd->due == AP_NONE ? -1 : rd->due;
+        }
+        /* what the commit's own reads (HMGET bd p, LINDEX h 0) would find */
         rd->band = -1;
         for (size_t f = 0; err == CW_OK && f + 1 < hash->elements; f += 2) {
             const redisReply *name = hash->element[f];
@@ -2830,7 +2912,7 @@ cw_err_t cw_state_due(cw_state_t *st, int partition, int64_t upto_ms, size_t max
     if (err != CW_OK) {
         return err;
     }
-    wreads_ctx_t wctx = {partition, upto_ms, max};
+    wreads_ctx_t wctx = {partition, upto_ms, max, NULL, READ_CMDS, 0, NULL};
     st->pre_watch = 0;
     err = pipe_run(st, 2, build_due_scan, reply_due_scan, &wctx, "due");
     if (err != CW_OK || st->n_due == 0) {
@@ -2846,6 +2928,7 @@ cw_err_t cw_state_due(cw_state_t *st, int partition, int64_t upto_ms, size_t max
     }
     memset(st->read_miss, 1, st->n_due);
     st->pre_watch = 0;
+    wctx.a = st->due_out;
     err = pipe_run(st, st->n_due * READ_CMDS, build_wreads, reply_wreads, &wctx, "due read");
     held_free(st);
     if (err != CW_OK) {
@@ -2896,12 +2979,66 @@ cw_err_t cw_state_due(cw_state_t *st, int partition, int64_t upto_ms, size_t max
     }
     /* tag each account with its read (the caller may reorder or copy them) */
     st->watch_gen++;
+    st->n_pre = st->n_due;
     for (size_t i = 0; i < st->n_due; i++) {
         st->due_out[i].read_tag = st->watch_gen << 20 | (uint64_t)i;
     }
     *out = st->due_out;
     *n_out = st->n_due;
     return CW_OK;
+}
+
+/*
+ * Wall mode: the accounts of the batch just applied are read back, as of
+ * now, in the apply's own write pipeline right after its EXEC: a WATCH of
+ * the batch's fences, then per account the ZSCORE of its timer (the EXEC
+ * ended the apply's WATCH, so the timer is read again under this one),
+ * HGETALL and LRANGE, like cw_state_due's reads. The first cw_state_commit
+ * of (some of) these accounts on this cw_state_t then needs no reads of its
+ * own; another writer of the partitions in between INCRs a fence, aborts
+ * that commit's EXEC, and it falls back to reading.
+ */
+/* The reads' context (watch: the caller's array of CW_STATE_MAX_PARTITIONS);
+ * returns their number of commands, 0 when out of memory. */
+static size_t read_back_plan(cw_state_t *st, wreads_ctx_t *ctx, int *watch) {
+    const size_t n = st->bat->n_groups;
+    unsigned char seen[CW_STATE_MAX_PARTITIONS] = {0};
+    size_t n_watch = 0;
+    for (size_t i = 0; i < n; i++) {
+        int p = st->bat->groups[i].partition;
+        if (!seen[p]) {
+            seen[p] = 1;
+            watch[n_watch++] = p;
+        }
+    }
+    if (grow((void **)&st->read_miss, &st->read_miss_cap, n, 1) != 0 ||
+        grow((void **)&st->pre_rd, &st->pre_rd_cap, n, sizeof(*st->pre_rd)) != 0) {
+        return 0;
+    }
+    memset(st->read_miss, 1, n);
+    *ctx = (wreads_ctx_t){-1, 0, 0, st->exec_out, READ_CMDS + 1, n_watch, watch};
+    st->pre_watch = 0;
+    st->n_pre = 0;
+    return n_watch + n * (READ_CMDS + 1);
+}
+
+/* After the apply (and its read back) succeeded: the WATCH is on. */
+static void read_back_done(cw_state_t *st) {
+    const size_t n = st->bat->n_groups;
+    st->pre_watch = 1;
+    st->n_pre = n;
+    st->watch_gen++;
+    for (size_t i = 0; i < n; i++) {
+        cw_account_state_t *a = &st->exec_out[i];
+        int p = st->bat->groups[i].partition;
+        if (a->partition < 0 || st->read_miss[i]) {
+            a->partition = p;
+        }
+        /* the commit of an account whose hash names another partition
+         * (written by that partition since this apply) watches that one's
+         * fence: it reads for itself */
+        a->read_tag = a->partition == p ? st->watch_gen << 20 | (uint64_t)i : 0;
+    }
 }
 
 /* ---- decisions ---- */
@@ -2922,13 +3059,23 @@ static int score_str(double score, char *tmp, size_t size) {
     return snprintf(tmp, size, "%.15g", score);
 }
 
+/* 1 when c's account has a stored score and it is c's, as stored. */
+static int cm_same_score(const cw_commit_t *c) {
+    char x[40], y[40];
+    if (!c->acct->has_score) {
+        return 0;
+    }
+    score_str(c->score, x, sizeof(x));
+    score_str(c->acct->score, y, sizeof(y));
+    return strcmp(x, y) == 0;
+}
+
 /* 1 when the decision would store exactly what its read found (score as
  * stored, band, tier, phase, conditions, alert times; no alert, no
  * snapshot): only the timer has to move. Most day ends of a quiet account
  * are like that, and a timer move is two commands instead of a dozen. */
 static int changes_only_timer(const cw_commit_t *c) {
     const cw_account_state_t *a = c->acct;
-    char x[40], y[40];
     if (!a->has_score || c->snapshot_json != NULL || c->n_alerts > 0 || c->band != a->band ||
         c->tier != a->tier || c->phase != a->phase || c->active_mask != a->active_mask ||
         c->last_alert_ms == NULL) {
@@ -2939,9 +3086,7 @@ static int changes_only_timer(const cw_commit_t *c) {
             return 0;
         }
     }
-    score_str(c->score, x, sizeof(x));
-    score_str(a->score, y, sizeof(y));
-    return strcmp(x, y) == 0;
+    return cm_same_score(c);
 }
 
 /*
@@ -2998,6 +3143,7 @@ static cw_err_t cm_build(cw_state_t *st, size_t i, void *vctx) {
         arg_key(st, "a", id, NULL);
         arg_str(st, "bd");
         arg_str(st, "p");
+        arg_str(st, "sc");
         break;
     case CM_LINDEX:
         arg_str(st, "LINDEX");
@@ -3122,14 +3268,20 @@ static cw_err_t cm_reply_reads(cw_state_t *st, size_t i, const redisReply *r, vo
     case AP_ZSCORE:
         return rep_timer(r, &rd->due);
     case CM_HMGET_BD: {
+        const cw_commit_t *c = &((const cw_commit_t *)vctx)[cmd->grp];
+        const redisReply *sc;
+        char tmp[40];
         int home;
-        if (r->type != REDIS_REPLY_ARRAY || r->elements != 2) {
+        if (r->type != REDIS_REPLY_ARRAY || r->elements != 3) {
             return CW_ERROR;
         }
+        sc = r->element[2];
+        rd->same_score = sc->type == REDIS_REPLY_STRING &&
+                         sc->len == (size_t)score_str(c->score, tmp, sizeof(tmp)) &&
+                         memcmp(sc->str, tmp, sc->len) == 0;
         rd->band = rep_band(r->element[0]);
         home = rep_partition(r->element[1]);
-        if (home >= 0 && home != cm_partition(&((const cw_commit_t *)vctx)[cmd->grp]) &&
-            home != rd->home) {
+        if (home >= 0 && home != cm_partition(c) && home != rd->home) {
             /* another partition's apply wrote the account last: its fence
              * must be watched before this read counts */
             rd->home = home;
@@ -3152,9 +3304,12 @@ static cw_err_t cm_reply_reads(cw_state_t *st, size_t i, const redisReply *r, vo
 static int cm_timer_op(const cm_read_t *rd, const cw_commit_t *c) {
     int64_t dm = c->acct->due_ms;
     if (rd->due == AP_NONE || (dm >= 0 && rd->due == dm)) {
-        return c->next_due_ms >= 0 ? CM_TIMER_SET : rd->due != AP_NONE ? CM_TIMER_DEL : -1;
+        if (c->next_due_ms >= 0) {
+            return rd->due == c->next_due_ms ? -1 : CM_TIMER_SET; /* (already there) */
+        }
+        return rd->due != AP_NONE ? CM_TIMER_DEL : -1;
     }
-    return c->next_due_ms >= 0 ? CM_TIMER_LT : -1;
+    return c->next_due_ms >= 0 && c->next_due_ms < rd->due ? CM_TIMER_LT : -1;
 }
 
 /* The account's timer after that write (AP_NONE: none). */
@@ -3232,7 +3387,7 @@ static int cm_plan_writes(cw_state_t *st, const cw_commit_t *commits, size_t n) 
                 ndel += cm_alert_gone(c, r);
             }
             if (ap_cmd_push(st, k, CM_HSET, 0) || (ndel > 0 && ap_cmd_push(st, k, CM_HDEL, 0)) ||
-                ap_cmd_push(st, k, CM_ZADD_RISK, 0)) {
+                (!rd->same_score && ap_cmd_push(st, k, CM_ZADD_RISK, 0))) {
                 return -1;
             }
         }
@@ -3305,6 +3460,7 @@ static cw_err_t cm_run(cw_state_t *st, const cw_commit_t *commits, size_t n, int
             rd->band = -1;
             rd->top = AP_NONE;
             rd->hlen = -1;
+            rd->same_score = 0;
             if (ap_cmd_push(st, k, AP_ZSCORE, 0) ||
                 (!rd->timer_only && ap_cmd_push(st, k, CM_HMGET_BD, 0)) ||
                 (!rd->timer_only && c->snapshot_json != NULL && ap_cmd_push(st, k, CM_LINDEX, 0))) {
@@ -3345,12 +3501,14 @@ static int cm_prefetched(cw_state_t *st, const cw_commit_t *commits, size_t n) {
     }
     for (size_t i = 0; i < n; i++) {
         uint64_t tag = commits[i].acct->read_tag, idx = tag & ((UINT64_C(1) << 20) - 1);
-        if (tag >> 20 != st->watch_gen || idx >= st->n_due) {
+        if (tag >> 20 != st->watch_gen || idx >= st->n_pre) {
             return 0;
         }
         st->cm_rd[i] = st->pre_rd[idx];
         st->cm_rd[i].timer_only = commits[i].reschedule_only || changes_only_timer(&commits[i]);
         st->cm_rd[i].home = -1;
+        /* the read under the WATCH is the state the decision was made on */
+        st->cm_rd[i].same_score = cm_same_score(&commits[i]);
         if (!st->cm_rd[i].timer_only && cm_home(&commits[i]) >= 0) {
             return 0; /* written last by another partition: cm_run watches its fence too */
         }

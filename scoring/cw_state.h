@@ -19,9 +19,12 @@
  *                    mask of activity, so distinct counts over any window
  *                    <= 52 days are exact
  *   P:h:{id}         list of "<asof_ms>,<score>" (score history, newest first)
- *   P:due:<p>        zset account -> time it must be rescored (timers; each
- *                    apply moves its account's earlier, atomically: now in
- *                    wall mode, its first day's end in event mode)
+ *   P:due:<p>        zset account -> time it must be rescored (timers; in
+ *                    event mode each apply moves its account's earlier, to
+ *                    its first day's end, atomically; in wall mode the apply
+ *                    leaves it and the decision the caller makes in the same
+ *                    step sets it: the batch's offsets are stored only after
+ *                    that, and a redelivered account is decided again)
  *   P:wm             hash partition -> event-time watermark (max event ts)
  *   P:fence:<p>      counter INCRed by every apply and commit of partition
  *                    p, which WATCH it (optimistic concurrency between two
@@ -57,7 +60,10 @@
  * fence, as plain commands, and a cw_state_commit of (some of) those
  * accounts that follows on the same cw_state_t reuses that read: its
  * MULTI/EXEC is sent without reads of its own, and an EXEC aborted by
- * another writer of the partition falls back to reading again.
+ * another writer of the partition falls back to reading again (the
+ * decision stands; only what its writes depend on is read again). A
+ * commit writes nothing that is already so: no ZADD of a timer already at
+ * its next time, nor of an at-risk rank whose stored score is the same.
  *
  * Accounts on two partitions (a producer that changed keys, a topic that
  * grew): such an account has a timer on each partition, and the consumers
@@ -170,7 +176,10 @@ size_t cw_state_batch_len(const cw_state_batch_t *b);
 /**
  * @brief Apply batch b (one optimistic transaction) and advance
  * the partitions' watermarks. Wall mode: every touched account is then read
- * back as of now (one more pipelined round trip) for the caller to decide.
+ * back as of now, in the same pipeline after the EXEC, under a WATCH of the
+ * batch's fences that stays on for the caller's cw_state_commit of (some
+ * of) these accounts (see "Timers" above: same rules, plus the timer's
+ * ZSCORE); the caller decides them all before storing the batch's offsets.
  * Event mode: nothing is read — decisions are made by the day-end timers —
  * and each returned entry holds only account_id, partition, last_event_ms
  * (also asof_ms) and due_ms (the account's timer after the apply: the end

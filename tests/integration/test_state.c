@@ -1160,6 +1160,21 @@ static long long cmd_calls(const char *cmd) {
     return n;
 }
 
+/* Another writer moves c[0]'s account's timer on partition p back to
+ * earlier (and INCRs the fence, as every writer does) between a watched
+ * read and the commit of c[0..1]: the commit's EXEC aborts, it reads again
+ * and commits; the earlier timer is kept, c[1]'s goes to its next time. */
+static void commit_across_a_writer(cw_commit_t *c, int p, int64_t earlier) {
+    const char *a = c[0].acct->account_id, *b = c[1].acct->account_id;
+    cw_h_redis_int(redis, "ZADD t:due:%d %lld %s", p, (long long)earlier, a);
+    cw_h_redis_int(redis, "INCR t:fence:%d", p);
+    long long exec0 = cmd_calls("exec");
+    cr_assert_eq(cw_state_commit(st, c, 2), CW_OK);
+    cr_expect_eq(cmd_calls("exec") - exec0, 2); /* aborted, then read again and committed */
+    cr_expect_eq(cw_h_redis_int(redis, "ZSCORE t:due:%d %s", p, a), earlier);
+    cr_expect_eq(cw_h_redis_int(redis, "ZSCORE t:due:%d %s", p, b), c[1].next_due_ms);
+}
+
 /* The commit of accounts just read by cw_state_due reuses that read (made
  * under the WATCH of the partition's fence): no reads of its own. When
  * another writer of the partition wrote in between, the commit's EXEC
@@ -1187,19 +1202,123 @@ Test(state, due_commit_reuses_the_watched_read) {
     cr_expect_eq(cw_h_redis_int(redis, "HGET t:bands 2"), 1);
 
     /* day 3: another writer moves wr-a's timer back to day 2 between the
-     * read and the commit (and INCRs the fence, as every writer does) */
+     * read and the commit */
     cr_assert_eq(cw_state_due(st, 6, DE(3), 10, &due, &n_due), CW_OK);
     cr_assert_eq(n_due, 2);
-    cw_h_redis_int(redis, "ZADD t:due:6 %lld wr-a", (long long)DE(2));
-    cw_h_redis_int(redis, "INCR t:fence:6");
     c[0] = commit_of(&due[0], 71, CW_BAND_HEALTHY, DE(4), NULL, no_alerts);
     c[1] = commit_of(&due[1], 31, CW_BAND_DANGER, DE(4), NULL, no_alerts);
-    exec0 = cmd_calls("exec");
-    cr_assert_eq(cw_state_commit(st, c, 2), CW_OK);
-    cr_expect_eq(cmd_calls("exec") - exec0, 2); /* aborted, then read again and committed */
-    cr_expect_eq(cw_h_redis_int(redis, "ZSCORE t:due:6 wr-a"), DE(2)); /* the earlier kept */
-    cr_expect_eq(cw_h_redis_int(redis, "ZSCORE t:due:6 wr-b"), DE(4));
+    commit_across_a_writer(c, 6, DE(2));
     cr_expect_eq(cw_h_redis_int(redis, "HGET t:a:{wr-b} sc"), 31);
+}
+
+/* Replace the suite's event-mode setup by a wall-mode one; returns now. */
+static int64_t wall_setup(void) {
+    teardown();
+    setup_mode("wall");
+    return cw_time_now_ms();
+}
+
+/* Apply a login of accounts a (at t) and b (t + 100 ms) on partition p. */
+static void apply_logins(const char *a, const char *b, int64_t t, int p, int64_t offset,
+                         cw_account_state_t **out, size_t *n_out) {
+    cw_event_t e[2] = {login(a, "u", t), login(b, "u", t + 100)};
+    cr_assert_eq(apply(st, e, 2, p, offset, out, n_out), CW_OK);
+    cr_assert_eq(*n_out, 2);
+}
+
+/* Wall mode: the apply reads its accounts back under the WATCH of the
+ * batch's fences (with each timer's ZSCORE), and the commit that follows
+ * reuses that read: no reads of its own, one EXEC. A writer of the
+ * partition in between aborts it; it reads again, and a timer moved
+ * earlier meanwhile is kept. A second commit on the same connection
+ * (the WATCH ended with the first EXEC) reads for itself. */
+Test(state, wall_commit_reuses_the_read_back) {
+    int64_t now = wall_setup();
+    cw_account_state_t *out;
+    size_t n_out;
+    long long zscore0 = cmd_calls("zscore");
+    apply_logins("rb-a", "rb-b", now - 1000, 5, 0, &out, &n_out);
+    cr_expect_eq(win(&out[0], CW_WIN_LOGINS_7D), 1);
+    /* the decision that follows sets the timer, not the apply: each timer
+     * is read once, by the read back */
+    cr_expect_eq(cw_h_redis_int(redis, "ZCARD t:due:5"), 0);
+    cr_expect_eq(cmd_calls("zscore") - zscore0, 2);
+    cr_expect_eq(out[0].due_ms, -1);
+    long long hmget0 = cmd_calls("hmget");
+    long long lindex0 = cmd_calls("lindex"), exec0 = cmd_calls("exec");
+    zscore0 = cmd_calls("zscore");
+    int64_t next = now + DAY;
+    cw_commit_t c[2] = {commit_of(&out[0], 70, CW_BAND_HEALTHY, next, "{\"s\":70}", no_alerts),
+                        commit_of(&out[1], 30, CW_BAND_DANGER, next, "{\"s\":30}", no_alerts)};
+    cr_assert_eq(cw_state_commit(st, c, 2), CW_OK);
+    cr_expect_eq(cmd_calls("zscore") - zscore0, 0);
+    cr_expect_eq(cmd_calls("hmget") - hmget0, 0);
+    cr_expect_eq(cmd_calls("lindex") - lindex0, 0);
+    cr_expect_eq(cmd_calls("exec") - exec0, 1);
+    cr_expect_eq(cw_h_redis_int(redis, "ZSCORE t:due:5 rb-a"), next);
+    cr_expect_eq(cw_h_redis_int(redis, "HGET t:a:{rb-b} sc"), 30);
+    cr_expect_eq(cw_h_redis_int(redis, "HGET t:bands 2"), 1);
+    cr_expect_eq(cw_h_redis_int(redis, "LLEN t:h:{rb-b}"), 1);
+    cr_expect_eq(cw_h_redis_int(redis, "TTL t:h:{rb-b}") > 0, 1); /* created: given a TTL */
+
+    /* the same commits again, on the same connection: the read back's WATCH
+     * ended with the first EXEC, so this one reads (and counts once); the
+     * timers and at-risk ranks are already where it would put them */
+    zscore0 = cmd_calls("zscore");
+    exec0 = cmd_calls("exec");
+    long long zadd0 = cmd_calls("zadd");
+    cw_account_state_t again[2] = {out[0], out[1]};
+    again[0].has_score = again[1].has_score = 1; /* as a read now finds them */
+    again[0].score = 70;
+    again[1].score = 30;
+    c[0].acct = &again[0];
+    c[1].acct = &again[1];
+    cr_assert_eq(cw_state_commit(st, c, 2), CW_OK);
+    cr_expect_eq(cmd_calls("zadd") - zadd0, 0);
+    cr_expect_eq(cmd_calls("zscore") - zscore0, 2);
+    cr_expect_eq(cmd_calls("exec") - exec0, 1);
+    cr_expect_eq(cw_h_redis_int(redis, "HGET t:bands 2"), 1);
+    cr_expect_eq(cw_h_redis_int(redis, "LLEN t:h:{rb-b}"), 1);
+
+    /* another writer moves rb-a's timer earlier between the read back and
+     * the commit */
+    apply_logins("rb-a", "rb-b", now - 500, 5, 2, &out, &n_out);
+    c[0] = commit_of(&out[0], 71, CW_BAND_HEALTHY, next, NULL, no_alerts);
+    c[1] = commit_of(&out[1], 72, CW_BAND_HEALTHY, next, NULL, no_alerts);
+    commit_across_a_writer(c, 5, now - 5);
+    cr_expect_eq(cw_h_redis_int(redis, "HGET t:bands 2"), 0); /* rb-b left danger once */
+    cr_expect_eq(cw_h_redis_int(redis, "HGET t:bands 0"), 2);
+}
+
+/* Wall mode sets no timer in the apply: a crash between the apply and the
+ * decision's commit is covered by the redelivery of the batch (its offsets
+ * are stored after the decisions). The redelivered batch applies nothing,
+ * but still returns its accounts, read back, for the caller to decide. */
+Test(state, wall_redelivered_batch_is_read_back_for_a_decision) {
+    int64_t now = wall_setup();
+    cw_account_state_t *out;
+    size_t n_out;
+    apply_logins("rd-a", "rd-b", now - 1000, 3, 10, &out, &n_out);
+    /* ... the process dies here, before its decisions were committed */
+    cw_state_destroy(st);
+    char err[256];
+    st = cw_state_new(conf, &layout, err, sizeof(err));
+    cr_assert_not_null(st, "state: %s", err);
+    apply_logins("rd-a", "rd-b", now - 1000, 3, 10, &out, &n_out);
+    cr_expect_eq(cw_state_duplicates(st), 2);
+    for (size_t i = 0; i < n_out; i++) {
+        cr_expect_eq(win(&out[i], CW_WIN_LOGINS_7D), 1); /* applied once */
+        cr_expect_eq(out[i].due_ms, -1);                 /* no timer yet */
+        cr_expect_eq(out[i].partition, 3);
+    }
+    int64_t next = now + DAY;
+    cw_commit_t c[2] = {commit_of(&out[0], 20, CW_BAND_DANGER, next, "{\"s\":20}", no_alerts),
+                        commit_of(&out[1], 80, CW_BAND_HEALTHY, next, "{\"s\":80}", no_alerts)};
+    long long exec0 = cmd_calls("exec");
+    cr_assert_eq(cw_state_commit(st, c, 2), CW_OK);
+    cr_expect_eq(cmd_calls("exec") - exec0, 1); /* on the read back */
+    cr_expect_eq(cw_h_redis_int(redis, "ZSCORE t:due:3 rd-a"), next);
+    cr_expect_eq(cw_h_redis_int(redis, "HGET t:bands 2"), 1);
 }
 
 /* Set members are listed for pruning only when one can have left the

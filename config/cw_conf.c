@@ -456,7 +456,8 @@ static const cw_key_t conf_keys[] = {
      .off = COFF(history_len),
      .min = 1,
      .max = 365,
-     .desc = "Score history points kept per account."},
+     .desc = "Score history points kept per account: one per UTC day (the day's last "
+             "decision), so this many days."},
     {.type = KT_INT,
      .name = "state.cache_accounts",
      .def = "32768",

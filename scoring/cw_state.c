@@ -3054,6 +3054,17 @@ static int hist_trim(const cw_state_t *st, const cm_read_t *rd) {
     return rd->hlen < 0 || rd->hlen + 1 > hist_cap(st);
 }
 
+/* 1 when the history's newest entry (read as rd) is of asof's UTC day:
+ * the commit replaces it (LSET 0) instead of pushing another. So the
+ * history keeps one point per day, the day's last decision: event-time
+ * decisions are day ends (one a day anyway; a retried commit replaces its
+ * own entry), and wall-clock decisions, made as of every batch, do not
+ * push a day's worth of points out of state.history_len (which would also
+ * leave no score 7 days old for score_7d). */
+static int hist_same_day(const cm_read_t *rd, int64_t asof) {
+    return rd->top != AP_NONE && ap_day(rd->top) == ap_day(asof);
+}
+
 /* The stored form of a score ("%.15g"), into tmp; its length. */
 static int score_str(double score, char *tmp, size_t size) {
     return snprintf(tmp, size, "%.15g", score);
@@ -3371,7 +3382,7 @@ static int cm_plan_writes(cw_state_t *st, const cw_commit_t *commits, size_t n) 
              * TTL once a wall-clock day (HSET/LPUSH keep a key's TTL) */
             if (c->snapshot_json != NULL &&
                 (ap_cmd_push(st, k, CM_SET_SNAP, 0) ||
-                 (rd->top != AP_NONE && rd->top == c->acct->asof_ms
+                 (hist_same_day(rd, c->acct->asof_ms)
                       ? ap_cmd_push(st, k, CM_LSET, 0)
                       : ap_cmd_push(st, k, CM_LPUSH, 0) ||
                             (hist_trim(st, rd) && ap_cmd_push(st, k, CM_LTRIM, 0))) ||

@@ -1290,6 +1290,38 @@ Test(state, wall_commit_reuses_the_read_back) {
     cr_expect_eq(cw_h_redis_int(redis, "HGET t:bands 0"), 2);
 }
 
+/* Wall mode decides as of every batch: the history keeps one point per
+ * day (the day's last decision), so a busy day does not push the older
+ * days, and with them the score 7 days old, out of state.history_len. */
+Test(state, wall_history_keeps_one_point_per_day) {
+    int64_t now = wall_setup();
+    cw_account_state_t *out, a;
+    size_t n_out;
+    for (int i = 0; i < 3; i++) {
+        apply_logins("hd-a", "hd-b", now - 1000 + i, 2, 2 * i, &out, &n_out);
+        cw_commit_t c = commit_of(&out[0], 50 + i, CW_BAND_CAUTION, now + DAY, "{}", no_alerts);
+        cr_assert_eq(cw_state_commit(st, &c, 1), CW_OK);
+    }
+    cr_expect_eq(cw_h_redis_int(redis, "LLEN t:h:{hd-a}"), 1);
+    int64_t asof[4];
+    double scores[4];
+    size_t n;
+    cr_assert_eq(cw_state_history(st, "hd-a", 4, asof, scores, &n), CW_OK);
+    cr_assert_eq(n, 1);
+    cr_expect_eq(scores[0], 52); /* the last decision of the day */
+    cr_expect_eq(asof[0], out[0].asof_ms);
+    /* a decision 8 days later sees that day's score as the one 7 days old,
+     * and starts a point of its own */
+    a = out[0];
+    a.asof_ms += 8 * DAY;
+    cr_assert_eq(cw_state_read(st, "hd-a", a.asof_ms, &a), CW_OK);
+    cr_expect_eq(a.has_score_7d, 1);
+    cr_expect_eq(a.score_7d, 52);
+    cw_commit_t c = commit_of(&a, 40, CW_BAND_CAUTION, -1, "{}", no_alerts);
+    cr_assert_eq(cw_state_commit(st, &c, 1), CW_OK);
+    cr_expect_eq(cw_h_redis_int(redis, "LLEN t:h:{hd-a}"), 2);
+}
+
 /* Wall mode sets no timer in the apply: a crash between the apply and the
  * decision's commit is covered by the redelivery of the batch (its offsets
  * are stored after the decisions). The redelivered batch applies nothing,

@@ -105,12 +105,16 @@ struct cw_state_batch {
 
 /* What a commit's writes depend on, read under the WATCH of its fence. */
 typedef struct cm_read {
-    int64_t due;  /* the account's timer now; INT64_MIN none */
-    int band;     /* stored band; -1 none */
-    int home;     /* the hash's "p" when it names another partition (its fence is
-                     watched and INCRed too); -1 otherwise */
-    int64_t top;  /* as-of of the newest history entry; INT64_MIN none */
-    int64_t hlen; /* entries in the history; -1 not read */
+    int64_t due;     /* the account's timer now; INT64_MIN none */
+    int band;        /* stored band; -1 none */
+    int home;        /* the hash's "p" when it names another partition (its fence is
+                        watched and INCRed too); -1 otherwise */
+    int64_t top;     /* as-of of the newest history entry; INT64_MIN none */
+    int64_t hlen;    /* entries in the history; -1 not read */
+    int hpos;        /* the first history entry of the decision's UTC day or an
+                        older one; hlen when every entry is newer */
+    int hsame;       /* that entry is of the decision's day: replaced */
+    char hpivot[48]; /* that entry as stored (LINSERT BEFORE it) */
     int timer_only;
     int same_score; /* the hash's "sc" (and so the at-risk rank) is already the
                        commit's score: no ZADD of the rank */
@@ -1204,10 +1208,12 @@ enum {
     AP_EXEC,
     /* cw_state_commit (and the shared ones above) */
     CM_HMGET_BD,
-    CM_LINDEX,
+    CM_LRANGE_H,
     CM_SET_SNAP,
     CM_LSET,
     CM_LPUSH,
+    CM_LINSERT,
+    CM_RPUSH,
     CM_LTRIM,
     CM_EXPIRE_H,
     CM_BAND_MOVE,
@@ -1838,8 +1844,8 @@ static int rep_band(const redisReply *r) {
     return v == AP_NONE || v < 0 || v > 1000 ? -1 : (int)v;
 }
 
-/* The as-of of a history entry "<asof_ms>,<score>" (LINDEX h 0, or the
- * first element of LRANGE h): AP_NONE for none. */
+/* The as-of of a history entry "<asof_ms>,<score>" (an element of LRANGE
+ * h): AP_NONE for none. */
 static int64_t rep_hist_asof(const redisReply *r) {
     const char *comma = r->type == REDIS_REPLY_STRING ? memchr(r->str, ',', r->len) : NULL;
     int64_t v;
@@ -2411,6 +2417,7 @@ typedef struct ap_write_ctx {
 } ap_write_ctx_t;
 
 static size_t read_back_plan(cw_state_t *st, wreads_ctx_t *ctx, int *watch);
+static void hist_locate(const redisReply *hist, int64_t asof, cm_read_t *rd);
 static void read_back_done(cw_state_t *st);
 static cw_err_t build_wreads(cw_state_t *st, size_t i, void *vctx);
 static cw_err_t reply_wreads(cw_state_t *st, size_t i, const redisReply *r, void *vctx);
@@ -2881,7 +2888,7 @@ static cw_err_t reply_wreads(cw_state_t *st, size_t i, const redisReply *r, void
              * read it) */
             ctx->a[acct].due_ms = rd->due == AP_NONE ? -1 : rd->due;
         }
-        /* what the commit's own reads (HMGET bd p, LINDEX h 0) would find */
+        /* what the commit's own reads (HMGET bd p sc, LRANGE h) would find */
         rd->band = -1;
         for (size_t f = 0; err == CW_OK && f + 1 < hash->elements; f += 2) {
             const redisReply *name = hash->element[f];
@@ -2890,8 +2897,7 @@ static cw_err_t reply_wreads(cw_state_t *st, size_t i, const redisReply *r, void
                 rd->band = rep_band(hash->element[f + 1]);
             }
         }
-        rd->top = hist->elements > 0 ? rep_hist_asof(hist->element[0]) : AP_NONE;
-        rd->hlen = (int64_t)hist->elements; /* LRANGE 0 -1: all of it */
+        hist_locate(hist, ctx->a[acct].asof_ms, rd); /* LRANGE 0 -1: all of it */
     }
     held_free(st);
     return err;
@@ -3054,15 +3060,57 @@ static int hist_trim(const cw_state_t *st, const cm_read_t *rd) {
     return rd->hlen < 0 || rd->hlen + 1 > hist_cap(st);
 }
 
-/* 1 when the history's newest entry (read as rd) is of asof's UTC day:
- * the commit replaces it (LSET 0) instead of pushing another. So the
- * history keeps one point per day, the day's last decision: event-time
- * decisions are day ends (one a day anyway; a retried commit replaces its
- * own entry), and wall-clock decisions, made as of every batch, do not
- * push a day's worth of points out of state.history_len (which would also
- * leave no score 7 days old for score_7d). */
-static int hist_same_day(const cm_read_t *rd, int64_t asof) {
-    return rd->top != AP_NONE && ap_day(rd->top) == ap_day(asof);
+/*
+ * The history holds one point per UTC day, newest first: a decision of a
+ * day that has a point replaces it (the day's last decision), any other is
+ * inserted where its day belongs. Event-time decisions are day ends, in
+ * order, so they push on top; a late event's re-decided day ends and the
+ * two partitions of an account (whose timers fire by each partition's own
+ * watermark) decide days out of order, and a wall-clock decision is made
+ * as of every batch: neither reorders the points or pushes a day's worth
+ * of them out of state.history_len (score_7d takes the first point at
+ * least 7 days old).
+ */
+/* Where a decision as of asof goes in the history hist (LRANGE 0 -1). */
+static void hist_locate(const redisReply *hist, int64_t asof, cm_read_t *rd) {
+    size_t n = hist->elements;
+    rd->top = n > 0 ? rep_hist_asof(hist->element[0]) : AP_NONE;
+    rd->hlen = (int64_t)n;
+    rd->hpos = (int)n;
+    rd->hsame = 0;
+    rd->hpivot[0] = '\0';
+    for (size_t k = 0; k < n; k++) {
+        const redisReply *e = hist->element[k];
+        int64_t at = rep_hist_asof(e);
+        if (at == AP_NONE || ap_day(at) > ap_day(asof)) {
+            continue;
+        }
+        rd->hpos = (int)k;
+        rd->hsame = ap_day(at) == ap_day(asof);
+        if (e->len < sizeof(rd->hpivot)) {
+            memcpy(rd->hpivot, e->str, e->len);
+            rd->hpivot[e->len] = '\0';
+        } else if (!rd->hsame) {
+            rd->hpos = 0; /* (not a stored point: goes on top) */
+        }
+        return;
+    }
+}
+
+/* The history write of a decision after its read rd: CM_LPUSH, CM_LSET (at
+ * hpos), CM_LINSERT, CM_RPUSH, or -1 (older than every point of a full
+ * history). */
+static int hist_op(const cw_state_t *st, const cm_read_t *rd) {
+    if (rd->hlen <= 0 || (rd->hpos == 0 && !rd->hsame)) {
+        return CM_LPUSH;
+    }
+    if (rd->hsame) {
+        return CM_LSET;
+    }
+    if (rd->hpos < rd->hlen) {
+        return CM_LINSERT;
+    }
+    return rd->hlen < hist_cap(st) ? CM_RPUSH : -1;
 }
 
 /* The stored form of a score ("%.15g"), into tmp; its length. */
@@ -3103,13 +3151,13 @@ static int changes_only_timer(const cw_commit_t *c) {
 /*
  * COMMIT in plain commands, like the apply: phase 1 WATCHes the fences of
  * the chunk's partitions and reads what the writes depend on (the timer's
- * current score, the stored band and "p", the newest history entry; the
+ * current score, the stored band, score and "p", the history; the
  * fence of the partition "p" names, when it is another, is watched and the
  * chunk read again); phase 2 writes
  * every decision in one MULTI/EXEC (and INCRs the fences). An aborted EXEC
  * (another writer of one of these partitions) is recomputed. Re-running a
  * commit whose EXEC reply was lost writes the same again: the band has
- * already moved, the history entry of the same as-of is replaced, the timer
+ * already moved, the history point of the same day is replaced, the timer
  * is already where the commit put it. (This was a Lua script; same rules,
  * same stored formats.)
  */
@@ -3156,10 +3204,11 @@ static cw_err_t cm_build(cw_state_t *st, size_t i, void *vctx) {
         arg_str(st, "p");
         arg_str(st, "sc");
         break;
-    case CM_LINDEX:
-        arg_str(st, "LINDEX");
+    case CM_LRANGE_H:
+        arg_str(st, "LRANGE");
         arg_key(st, "h", id, NULL);
         arg_str(st, "0");
+        arg_str(st, "-1");
         break;
     case CM_SET_SNAP:
         arg_str(st, "SET");
@@ -3170,10 +3219,18 @@ static cw_err_t cm_build(cw_state_t *st, size_t i, void *vctx) {
         break;
     case CM_LSET:
     case CM_LPUSH:
-        arg_str(st, cmd->kind == CM_LSET ? "LSET" : "LPUSH");
+    case CM_LINSERT:
+    case CM_RPUSH:
+        arg_str(st, cmd->kind == CM_LSET      ? "LSET"
+                    : cmd->kind == CM_LPUSH   ? "LPUSH"
+                    : cmd->kind == CM_LINSERT ? "LINSERT"
+                                              : "RPUSH");
         arg_key(st, "h", id, NULL);
         if (cmd->kind == CM_LSET) {
-            arg_str(st, "0");
+            arg_i64(st, st->cm_rd[cmd->grp].hpos);
+        } else if (cmd->kind == CM_LINSERT) {
+            arg_str(st, "BEFORE");
+            arg_str(st, st->cm_rd[cmd->grp].hpivot);
         }
         n = ap_fmt(tmp, sizeof(tmp), a->asof_ms);
         arg_begin(st);
@@ -3300,9 +3357,12 @@ static cw_err_t cm_reply_reads(cw_state_t *st, size_t i, const redisReply *r, vo
         }
         return CW_OK;
     }
-    case CM_LINDEX:
-        rd->top = rep_hist_asof(r);
-        return r->type == REDIS_REPLY_STRING || r->type == REDIS_REPLY_NIL ? CW_OK : CW_ERROR;
+    case CM_LRANGE_H:
+        if (r->type != REDIS_REPLY_ARRAY) {
+            return CW_ERROR;
+        }
+        hist_locate(r, ((const cw_commit_t *)vctx)[cmd->grp].acct->asof_ms, rd);
+        return CW_OK;
     default:
         return CW_ERROR;
     }
@@ -3380,14 +3440,14 @@ static int cm_plan_writes(cw_state_t *st, const cw_commit_t *commits, size_t n) 
             /* TTLs: SET ... EX gives the snapshot one; the history gets one
              * when this LPUSH creates it; the apply refreshes every key's
              * TTL once a wall-clock day (HSET/LPUSH keep a key's TTL) */
-            if (c->snapshot_json != NULL &&
-                (ap_cmd_push(st, k, CM_SET_SNAP, 0) ||
-                 (hist_same_day(rd, c->acct->asof_ms)
-                      ? ap_cmd_push(st, k, CM_LSET, 0)
-                      : ap_cmd_push(st, k, CM_LPUSH, 0) ||
-                            (hist_trim(st, rd) && ap_cmd_push(st, k, CM_LTRIM, 0))) ||
-                 (rd->top == AP_NONE && ap_cmd_push(st, k, CM_EXPIRE_H, 0)))) {
-                return -1;
+            if (c->snapshot_json != NULL) {
+                int op = hist_op(st, rd);
+                if (ap_cmd_push(st, k, CM_SET_SNAP, 0) || (op >= 0 && ap_cmd_push(st, k, op, 0)) ||
+                    ((op == CM_LPUSH || op == CM_LINSERT) && hist_trim(st, rd) &&
+                     ap_cmd_push(st, k, CM_LTRIM, 0)) ||
+                    (rd->hlen == 0 && ap_cmd_push(st, k, CM_EXPIRE_H, 0))) {
+                    return -1;
+                }
             }
             if (rd->band != c->band &&
                 ((rd->band >= 0 && ap_cmd_push(st, k, CM_BAND_MOVE, -rd->band - 1)) ||
@@ -3471,10 +3531,13 @@ static cw_err_t cm_run(cw_state_t *st, const cw_commit_t *commits, size_t n, int
             rd->band = -1;
             rd->top = AP_NONE;
             rd->hlen = -1;
+            rd->hpos = 0;
+            rd->hsame = 0;
             rd->same_score = 0;
             if (ap_cmd_push(st, k, AP_ZSCORE, 0) ||
                 (!rd->timer_only && ap_cmd_push(st, k, CM_HMGET_BD, 0)) ||
-                (!rd->timer_only && c->snapshot_json != NULL && ap_cmd_push(st, k, CM_LINDEX, 0))) {
+                (!rd->timer_only && c->snapshot_json != NULL &&
+                 ap_cmd_push(st, k, CM_LRANGE_H, 0))) {
                 return CW_ERROR;
             }
         }

@@ -18,8 +18,10 @@
  *                    (n = strlen(set)) -> "<lastday>,<mask>", a 52-bit day
  *                    mask of activity, so distinct counts over any window
  *                    <= 52 days are exact
- *   P:h:{id}         list of "<asof_ms>,<score>" (score history, newest first,
- *                    one point per UTC day: the day's last decision)
+ *   P:h:{id}         list of "<asof_ms>,<score>" (score history: one point
+ *                    per UTC day, the day's last decision, newest day
+ *                    first; a decision of an older day than the newest
+ *                    point is inserted where its day belongs)
  *   P:due:<p>        zset account -> time it must be rescored (timers; in
  *                    event mode each apply moves its account's earlier, to
  *                    its first day's end, atomically; in wall mode the apply

@@ -1290,6 +1290,54 @@ Test(state, wall_commit_reuses_the_read_back) {
     cr_expect_eq(cw_h_redis_int(redis, "HGET t:bands 0"), 2);
 }
 
+/* Commit a decision of account id as of asof with score sc (read first). */
+static void decide_as_of(const char *id, int64_t asof, double sc) {
+    cw_account_state_t a;
+    cr_assert_eq(cw_state_read(st, id, asof, &a), CW_OK);
+    cw_commit_t c = commit_of(&a, sc, CW_BAND_CAUTION, -1, "{}", no_alerts);
+    cr_assert_eq(cw_state_commit(st, &c, 1), CW_OK);
+}
+
+/* Decisions of days out of order (a late event's re-decided day ends, an
+ * account on two partitions) go where their day belongs: one point per
+ * day, newest day first, so score_7d finds the right one. A day older than
+ * every point of a full history is not kept. */
+Test(state, history_in_day_order) {
+    cw_account_state_t a;
+    cw_event_t e = login("ho", "u", T(0, 1));
+    cr_assert_eq(apply(st, &e, 1, 0, 0, NULL, NULL), CW_OK);
+    const int days[] = {5, 3, 4, 4, 1, 9};
+    const double sc[] = {50, 30, 40, 41, 10, 90};
+    for (size_t i = 0; i < sizeof(days) / sizeof(days[0]); i++) {
+        decide_as_of("ho", DE(days[i]), sc[i]);
+    }
+    int64_t asof[8];
+    double scores[8];
+    size_t n;
+    const int want_day[] = {9, 5, 4, 3, 1};
+    const double want_sc[] = {90, 50, 41, 30, 10};
+    cr_assert_eq(cw_state_history(st, "ho", 8, asof, scores, &n), CW_OK);
+    cr_assert_eq(n, 5);
+    for (size_t i = 0; i < n; i++) {
+        cr_expect_eq(asof[i], DE(want_day[i]), "point %zu", i);
+        cr_expect_eq(scores[i], want_sc[i], "point %zu", i);
+    }
+    cr_assert_eq(cw_state_read(st, "ho", DE(12), &a), CW_OK);
+    cr_expect_eq(a.score_7d, 50); /* day 5, not day 1 nor 3 */
+    cr_assert_eq(cw_state_read(st, "ho", DE(11), &a), CW_OK);
+    cr_expect_eq(a.score_7d, 41);
+
+    cw_event_t f = login("hf", "u", T(19, 1));
+    cr_assert_eq(apply(st, &f, 1, 0, 1, NULL, NULL), CW_OK);
+    for (int d = 20; d < 20 + conf->history_len; d++) {
+        decide_as_of("hf", DE(d), d);
+    }
+    decide_as_of("hf", DE(10), 10);
+    cr_expect_eq(cw_h_redis_int(redis, "LLEN t:h:{hf}"), conf->history_len);
+    cr_assert_eq(cw_state_history(st, "hf", 1, asof, scores, &n), CW_OK);
+    cr_expect_eq(asof[0], DE(19 + conf->history_len));
+}
+
 /* Wall mode decides as of every batch: the history keeps one point per
  * day (the day's last decision), so a busy day does not push the older
  * days, and with them the score 7 days old, out of state.history_len. */

@@ -620,7 +620,7 @@ if ! skipped latency; then
         d=${R[c_l$side${i}_done]}
         p99=$(sed -n 's/.*p99_ms=\([0-9.na]*\).*/\1/p' <<<"${R[c_l$side$i]}")
         miss=$(sed -n 's/.*missing=\([0-9]*\).*/\1/p' <<<"${R[c_l$side$i]}")
-        log "latency compare $side$i: processed $d events, p99 $p99 ms, $miss probes unanswered; ${R[c_l$side${i}_cpu]}; ${R[c_l$side${i}_redis]}"
+        log "latency compare $side$i: processed $d events, p99 $p99 ms, $miss probes unanswered; peak RSS ${R[c_l$side${i}_rss]}; ${R[c_l$side${i}_cpu]}; ${R[c_l$side${i}_redis]}"
         lruns="$lruns [${side^^} $d events, p99 $p99 ms, $miss unanswered, ${R[c_l$side${i}_redis]%%,*}]"
         if [ "$side" = a ]; then la=$((la + d)); else lb=$((lb + d)); fi
       done

@@ -1,9 +1,9 @@
 /*
- * cw_state_lua.h — the one Lua script left in cw_state (private to
- * cw_state.c): WMAX, a watermark maximum sent with EVAL inside the apply's
+ * cw_state_lua.h — the one Lua script left in cw_state (private to the
+ * state module, cw_state_apply.c): WMAX, a watermark maximum sent with EVAL inside the apply's
  * transaction, and the documentation of the stored formats. Events are
  * applied, decisions committed and accounts read with plain commands,
- * computed in C (cw_state.c, cw_view.c): as Lua scripts they cost Redis
+ * computed in C (cw_state_*.c, cw_view.c): as Lua scripts they cost Redis
  * several times the CPU, and Redis CPU is the throughput bottleneck
  * (bench/README.md).
  *

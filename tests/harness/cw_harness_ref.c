@@ -380,6 +380,11 @@ void cw_ref_explain(const char *config, const char *account_id, cw_ref_explain_t
 }
 
 size_t cw_ref_check_all(const cw_ref_t *ref, const char *config, size_t *checked) {
+    return cw_ref_check_all_until(ref, config, ref->max_ts, checked);
+}
+
+size_t cw_ref_check_all_until(const cw_ref_t *ref, const char *config, int64_t asof_max_ms,
+                              size_t *checked) {
     size_t bad = 0;
     *checked = 0;
     for (size_t i = 0; i < cw_ref_accounts(ref); i++) {
@@ -396,11 +401,12 @@ size_t cw_ref_check_all(const cw_ref_t *ref, const char *config, size_t *checked
             bad++;
             continue;
         }
-        /* the as-of (event-time watermark) must cover the account's own
-         * events and cannot be later than any event produced */
-        cr_expect(ex.asof_ms >= ref->accts[i].last_ms && ex.asof_ms <= ref->max_ts,
-                  "%s: as_of_ms %lld outside [last event %lld, newest event %lld]", id,
-                  (long long)ex.asof_ms, (long long)ref->accts[i].last_ms, (long long)ref->max_ts);
+        /* the as-of (event time: the watermark; wall clock: now) must
+         * cover the account's own events and cannot be later than the bound */
+        int64_t bound = asof_max_ms >= 0 ? asof_max_ms : cw_time_now_ms();
+        cr_expect(ex.asof_ms >= ref->accts[i].last_ms && ex.asof_ms <= bound,
+                  "%s: as_of_ms %lld outside [last event %lld, %lld]", id, (long long)ex.asof_ms,
+                  (long long)ref->accts[i].last_ms, (long long)bound);
         long want[CW_REF_N_WINDOWS];
         cw_ref_windows(ref, i, cw_time_day(ex.asof_ms), want);
         for (int w = 0; w < CW_REF_N_WINDOWS; w++) {
@@ -648,9 +654,17 @@ void cw_ref_run_to_idle(const char *config, int exit_on_idle_ms, const char *dir
 void cw_ref_write_config(const char *path, const char *brokers, const char *redis_url,
                          const char *name, const char *input_topic, const char *out_prefix,
                          int batch_size) {
+    cw_ref_write_config_mode(path, brokers, redis_url, name, input_topic, out_prefix, batch_size,
+                             "event");
+}
+
+void cw_ref_write_config_mode(const char *path, const char *brokers, const char *redis_url,
+                              const char *name, const char *input_topic, const char *out_prefix,
+                              int batch_size, const char *time_mode) {
     char text[4096];
     snprintf(text, sizeof(text),
              "{ /* reliability test: %s */\n"
+             "  \"time\": {\"mode\": \"%s\"},\n"
              "  \"kafka\": {\"brokers\": \"%s\", \"group_id\": \"%s\", \"input_topic\": \"%s\",\n"
              "            \"alert_topic\": \"%s-alerts\", \"score_topic\": \"%s-scores\",\n"
              "            \"dlq_topic\": \"%s-dlq\", \"batch_size\": %d,\n"
@@ -658,8 +672,8 @@ void cw_ref_write_config(const char *path, const char *brokers, const char *redi
              "                           \"heartbeat.interval.ms\": \"500\"}},\n"
              "  \"redis\": {\"url\": \"%s\", \"key_prefix\": \"%s\", \"backoff_max_ms\": 1000}\n"
              "}\n",
-             name, brokers, name, input_topic, out_prefix, out_prefix, out_prefix, batch_size,
-             redis_url, name);
+             name, time_mode, brokers, name, input_topic, out_prefix, out_prefix, out_prefix,
+             batch_size, redis_url, name);
     cr_assert_eq(cw_h_write_file(path, text), 0, "cannot write %s", path);
 }
 
@@ -892,6 +906,12 @@ void cw_ref_broker_stop(cw_ref_broker_t *b) {
 
 void cw_ref_gen(const char *events_path, const char *truth_path, unsigned seed, int accounts,
                 int days, double events_per_day, double malformed_share) {
+    cw_ref_gen_end(events_path, truth_path, seed, accounts, days, events_per_day, malformed_share,
+                   "2026-06-01T00:00:00Z");
+}
+
+void cw_ref_gen_end(const char *events_path, const char *truth_path, unsigned seed, int accounts,
+                    int days, double events_per_day, double malformed_share, const char *end) {
     char s_seed[32], s_acc[32], s_days[32], s_epd[32], s_mal[32];
     snprintf(s_seed, sizeof(s_seed), "%u", seed);
     snprintf(s_acc, sizeof(s_acc), "%d", accounts);
@@ -907,7 +927,7 @@ void cw_ref_gen(const char *events_path, const char *truth_path, unsigned seed, 
                             "--days",
                             s_days,
                             "--end",
-                            "2026-06-01T00:00:00Z",
+                            end,
                             "--events-per-day",
                             s_epd,
                             "--malformed-share",
@@ -995,4 +1015,67 @@ void cw_ref_dlq_free(cw_ref_dlq_t *d) {
     free(d->partition);
     free(d->offset);
     memset(d, 0, sizeof(*d));
+}
+
+/* ------------------------------------------------------------------ */
+/* Stored decisions                                                    */
+/* ------------------------------------------------------------------ */
+
+size_t cw_ref_expect_band_counts(const char *redis_socket, const char *prefix) {
+    redisContext *c = redisConnectUnix(redis_socket);
+    long long bands[3] = {0, 0, 0};
+    size_t scored = 0;
+    cr_assert(c != NULL && c->err == 0, "cannot connect to %s", redis_socket);
+    redisReply *ids = redisCommand(c, "SMEMBERS %s:accounts", prefix);
+    cr_assert(ids != NULL && ids->type == REDIS_REPLY_ARRAY && ids->elements > 0);
+    for (size_t i = 0; i < ids->elements; i++) {
+        const char *id = ids->element[i]->str;
+        redisReply *r = redisCommand(c, "HMGET %s:a:{%s} sc bd", prefix, id);
+        cr_assert(r != NULL && r->type == REDIS_REPLY_ARRAY && r->elements == 2);
+        if (r->element[0]->type == REDIS_REPLY_STRING) {
+            long bd = r->element[1]->type == REDIS_REPLY_STRING
+                          ? strtol(r->element[1]->str, NULL, 10)
+                          : 0;
+            cr_assert(bd >= 0 && bd < 3);
+            bands[bd]++;
+            scored++;
+        }
+        freeReplyObject(r);
+    }
+    for (int b = 0; b < 3; b++) {
+        redisReply *r = redisCommand(c, "HGET %s:bands %d", prefix, b);
+        long long n = r != NULL && r->type == REDIS_REPLY_STRING ? strtoll(r->str, NULL, 10) : 0;
+        cr_expect_eq(n, bands[b], "%s: band %d counted %lld, stored on %lld accounts", prefix, b, n,
+                     bands[b]);
+        freeReplyObject(r);
+    }
+    freeReplyObject(ids);
+    redisFree(c);
+    return scored;
+}
+
+size_t cw_ref_expect_all_decided(const cw_ref_t *ref, const char *redis_socket,
+                                 const char *prefix) {
+    redisContext *c = redisConnectUnix(redis_socket);
+    size_t undecided = 0;
+    cr_assert(c != NULL && c->err == 0, "cannot connect to %s", redis_socket);
+    for (size_t i = 0; i < cw_ref_accounts(ref); i++) {
+        const char *id = cw_ref_account_id(ref, i);
+        if (cw_ref_account_events(ref, i) == 0) {
+            continue;
+        }
+        redisReply *r = redisCommand(c, "HEXISTS %s:a:{%s} sc", prefix, id);
+        cr_assert(r != NULL && r->type == REDIS_REPLY_INTEGER);
+        if (r->integer != 1) {
+            if (undecided++ < 20) {
+                cr_log_error("%s: %s has %zu events and no decision", prefix, id,
+                             cw_ref_account_events(ref, i));
+            }
+        }
+        freeReplyObject(r);
+    }
+    redisFree(c);
+    cr_expect_eq(undecided, 0, "%s: %zu accounts with events were never decided", prefix,
+                 undecided);
+    return undecided;
 }

@@ -100,6 +100,10 @@ void cw_ref_explain(const char *config, const char *account_id, cw_ref_explain_t
  * out). @returns the number of mismatches; *checked = window values compared.
  */
 size_t cw_ref_check_all(const cw_ref_t *ref, const char *config, size_t *checked);
+/** @brief Same, with the as-of bounded by asof_max_ms instead of the newest
+ * event; -1: by the time explain returned (wall mode reads as of now). */
+size_t cw_ref_check_all_until(const cw_ref_t *ref, const char *config, int64_t asof_max_ms,
+                              size_t *checked);
 
 /* ---- alert sets ---- */
 
@@ -153,11 +157,32 @@ void cw_ref_broker_stop(cw_ref_broker_t *b); /* SIGCONT, SIGTERM, wait; NULL ok 
 void cw_ref_write_config(const char *path, const char *brokers, const char *redis_url,
                          const char *name, const char *input_topic, const char *out_prefix,
                          int batch_size);
+/** @brief Same, with `time.mode` set to time_mode ("event", the default
+ * above, or "wall"). */
+void cw_ref_write_config_mode(const char *path, const char *brokers, const char *redis_url,
+                              const char *name, const char *input_topic, const char *out_prefix,
+                              int batch_size, const char *time_mode);
 
 /** @brief Run `churnwatch gen` (end 2026-06-01T00:00:00Z) into events_path
  * and truth_path (truth may be NULL); asserts it exits 0. */
 void cw_ref_gen(const char *events_path, const char *truth_path, unsigned seed, int accounts,
                 int days, double events_per_day, double malformed_share);
+/** @brief Same, ending at `end` (gen --end: RFC 3339, YYYY-MM-DD or "now"). */
+void cw_ref_gen_end(const char *events_path, const char *truth_path, unsigned seed, int accounts,
+                    int days, double events_per_day, double malformed_share, const char *end);
+
+/* ---- stored decisions ---- */
+
+/** @brief The band counts (P:bands, moved by commits) equal the bands stored
+ * on the accounts of P:accounts: every band move was counted once. Each
+ * mismatch is a failed cr_expect. @returns the number of accounts with a
+ * stored score. */
+size_t cw_ref_expect_band_counts(const char *redis_socket, const char *prefix);
+/** @brief Every account of ref with a valid event has a stored decision
+ * (field "sc"): what wall mode promises once its batch's offsets are
+ * stored. Each undecided account is logged (the first 20) and the count is
+ * a failed cr_expect when not 0. @returns that count. */
+size_t cw_ref_expect_all_decided(const cw_ref_t *ref, const char *redis_socket, const char *prefix);
 
 /** @brief One dead letter as read back: the input position it names. */
 typedef struct cw_ref_dlq {

@@ -11,7 +11,6 @@
  *    are judged by test_replay.c, on denser data).
  */
 #include <criterion/criterion.h>
-#include <hiredis/hiredis.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -179,36 +178,7 @@ Test(pipeline, replay_exact_windows_dlq_and_alerts, .timeout = 900) {
  * test_state: decisions_of_an_account_on_two_partitions shows the counts
  * drifting without it.) */
 static void expect_band_counts_match(cw_h_redis_t *redis, const char *prefix) {
-    redisContext *c = redisConnectUnix(cw_h_redis_socket(redis));
-    long long bands[3] = {0, 0, 0};
-    size_t scored = 0;
-    cr_assert(c != NULL && c->err == 0);
-    redisReply *ids = redisCommand(c, "SMEMBERS %s:accounts", prefix);
-    cr_assert(ids != NULL && ids->type == REDIS_REPLY_ARRAY && ids->elements > 0);
-    for (size_t i = 0; i < ids->elements; i++) {
-        const char *id = ids->element[i]->str;
-        redisReply *r = redisCommand(c, "HMGET %s:a:{%s} sc bd", prefix, id);
-        cr_assert(r != NULL && r->type == REDIS_REPLY_ARRAY && r->elements == 2);
-        if (r->element[0]->type == REDIS_REPLY_STRING) {
-            long bd = r->element[1]->type == REDIS_REPLY_STRING
-                          ? strtol(r->element[1]->str, NULL, 10)
-                          : 0;
-            cr_assert(bd >= 0 && bd < 3);
-            bands[bd]++;
-            scored++;
-        }
-        freeReplyObject(r);
-    }
-    for (int b = 0; b < 3; b++) {
-        redisReply *r = redisCommand(c, "HGET %s:bands %d", prefix, b);
-        long long n = r != NULL && r->type == REDIS_REPLY_STRING ? strtoll(r->str, NULL, 10) : 0;
-        cr_expect_eq(n, bands[b], "%s: band %d counted %lld, stored on %lld accounts", prefix, b, n,
-                     bands[b]);
-        freeReplyObject(r);
-    }
-    cr_expect_gt(scored, 0);
-    freeReplyObject(ids);
-    redisFree(c);
+    cr_expect_gt(cw_ref_expect_band_counts(cw_h_redis_socket(redis), prefix), 0);
 }
 
 /* Every account's events spread over two partitions (as after a producer

@@ -22,10 +22,15 @@
 #                       200000; "all" = every event)
 #   BENCH_LAT_RATE      offered load of the latency phase, events/s (50000)
 #   BENCH_LAT_SECONDS   measured seconds of the latency phase (20; +5 warm-up)
-#   BENCH_LAT_PARTITIONS  partitions of the latency topics (16)
+#   BENCH_LAT_PARTITIONS  partitions of the latency topics (8; see bench/latency.c:
+#                       the mock broker's fetch walks each partition's log)
 #   BENCH_LAT_RATE2     a lower load measured too when the fixed one is not
 #                       sustained (1000)
+#   BENCH_LAT_RATE3     a load near the wall-mode capacity, measured too when
+#                       the fixed one is not sustained (default 10000)
 #   BENCH_LAT_MODE      time.mode of the latency run: wall|event (wall)
+#   BENCH_LAT_LINGER_MS linger.ms of the latency tool's producer (5, librdkafka's
+#                       default; see bench/latency.c)
 #   BENCH_IDLE_MS       --exit-on-idle of the throughput run (1000)
 #   BENCH_CW_KAFKA      extra "kafka" config members for the throughput run,
 #                       e.g. '"batch_size": 4096' (default: none)
@@ -62,8 +67,9 @@ BENCH_SEED=${BENCH_SEED:-7}
 BENCH_BASELINE_EVENTS=${BENCH_BASELINE_EVENTS:-200000}
 BENCH_LAT_RATE=${BENCH_LAT_RATE:-50000}
 BENCH_LAT_SECONDS=${BENCH_LAT_SECONDS:-20}
-BENCH_LAT_PARTITIONS=${BENCH_LAT_PARTITIONS:-16}
+BENCH_LAT_PARTITIONS=${BENCH_LAT_PARTITIONS:-8}
 BENCH_LAT_MODE=${BENCH_LAT_MODE:-wall}
+BENCH_LAT_LINGER_MS=${BENCH_LAT_LINGER_MS:-5}
 BENCH_IDLE_MS=${BENCH_IDLE_MS:-1000}
 BENCH_PERF=${BENCH_PERF:-0}
 BENCH_SKIP=${BENCH_SKIP:-}
@@ -573,7 +579,7 @@ lat_pass() {
   t0=$(now_ms)
   out=$("$LATENCY" --brokers "$BROKERS" --topic "$tag-events" --alert-topic "$tag-alerts" \
     --rate "$rate" --duration "$BENCH_LAT_SECONDS" --warmup 5 --accounts "$BENCH_ACCOUNTS" \
-    --zipf "$BENCH_ZIPF") || true
+    --zipf "$BENCH_ZIPF" --linger-ms "$BENCH_LAT_LINGER_MS") || true
   t1=$(now_ms)
   r1=$(cpu_s "$REDIS_PID")
   k1=$(cpu_s "$BROKER_PID")
@@ -597,7 +603,7 @@ if ! skipped latency; then
   stop_pid "$BROKER_PID" # the throughput broker holds ~GBs of topic data; start clean
   LAT_TOPICS=""
   tags=""
-  skipped lat-fixed || tags="lat sus tun"
+  skipped lat-fixed || tags="lat sus mid tun"
   if [ -n "${BENCH_COMPARE:-}" ] && [ "${BENCH_COMPARE_LAT:-0}" = 1 ]; then
     tags="$tags $(for i in $(seq "${BENCH_COMPARE_RUNS:-2}"); do echo "la$i lb$i"; done)"
   fi
@@ -631,12 +637,15 @@ fi
 if ! skipped latency && ! skipped lat-fixed; then
   lat_pass lat "$BENCH_LAT_RATE"
   # When the fixed load is beyond what the processor sustains, the latency
-  # above is that of a growing backlog; measure it again at half the rate
-  # the throughput phase reached (capped at the fixed load) for reference.
+  # above is that of a growing backlog; measure it again at a low load
+  # (BENCH_LAT_RATE2) and at one near the wall-mode capacity
+  # (BENCH_LAT_RATE3), both with the default config.
   SUS_RATE=$BENCH_LAT_RATE
   if ! grep -q 'missing=0 ' <<<"${R[c_lat]}"; then
     SUS_RATE=${BENCH_LAT_RATE2:-1000}
     lat_pass sus "$SUS_RATE"
+    MID_RATE=${BENCH_LAT_RATE3:-10000}
+    lat_pass mid "$MID_RATE"
   fi
   # The same load with the consume loop tuned for latency through config
   # alone: a short batch wait (kafka.batch_timeout_ms; the consume call waits
@@ -677,6 +686,10 @@ consumption check   ${R[check]}
                     ${R[c_sus]:-not run}
                     ${R[c_sus_lag]:-}
     CPU in phase    ${R[c_sus_cpu]:-}
+    at ${MID_RATE:-?} events/s (BENCH_LAT_RATE3; near the wall-mode capacity, default config)
+                    ${R[c_mid]:-not run}
+                    ${R[c_mid_lag]:-}
+    CPU in phase    ${R[c_mid_cpu]:-}
     at ${SUS_RATE:-?} events/s, tuned by config: kafka.batch_timeout_ms 10, fetch.wait.max.ms 5
                     ${R[c_tun]:-not run}
                     ${R[c_tun_lag]:-}

@@ -907,7 +907,7 @@ void cw_ref_broker_stop(cw_ref_broker_t *b) {
 void cw_ref_gen(const char *events_path, const char *truth_path, unsigned seed, int accounts,
                 int days, double events_per_day, double malformed_share) {
     cw_ref_gen_end(events_path, truth_path, seed, accounts, days, events_per_day, malformed_share,
-                   "2026-06-01T00:00:00Z");
+                   CW_REF_GEN_END);
 }
 
 void cw_ref_gen_end(const char *events_path, const char *truth_path, unsigned seed, int accounts,

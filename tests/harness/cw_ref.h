@@ -163,7 +163,10 @@ void cw_ref_write_config_mode(const char *path, const char *brokers, const char 
                               const char *name, const char *input_topic, const char *out_prefix,
                               int batch_size, const char *time_mode);
 
-/** @brief Run `churnwatch gen` (end 2026-06-01T00:00:00Z) into events_path
+/** @brief Where cw_ref_gen's data ends (gen --end). */
+#define CW_REF_GEN_END "2026-06-01T00:00:00Z"
+
+/** @brief Run `churnwatch gen` (end CW_REF_GEN_END) into events_path
  * and truth_path (truth may be NULL); asserts it exits 0. */
 void cw_ref_gen(const char *events_path, const char *truth_path, unsigned seed, int accounts,
                 int days, double events_per_day, double malformed_share);

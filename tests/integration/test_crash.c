@@ -82,7 +82,7 @@ static void crash_test(const char *mode) {
     cw_ref_write_config_mode(crash_cfg, brokers, cw_h_redis_url(redis), "crash", "events", "crash",
                              BATCH_SIZE, mode);
 
-    cw_ref_gen_end(events, truth, 11, 300, 45, 4.0, 0.005, wall ? "now" : "2026-06-01T00:00:00Z");
+    cw_ref_gen_end(events, truth, 11, 300, 45, 4.0, 0.005, wall ? "now" : CW_REF_GEN_END);
     cw_ref_t *ref = cw_ref_load(events);
     cw_ref_load_truth(ref, truth);
     cr_assert_geq(cw_ref_accounts(ref), 300);

@@ -74,6 +74,9 @@ static const struct {
      "Account applies whose fixed fields and timer came from the apply cache."},
     {"churnwatch_apply_cache_misses_total",
      "Account applies that read their fixed fields and timer from Redis (cache on)."},
+    {"churnwatch_input_skipped_total",
+     "Input offsets never consumed: events the broker deleted before they were read "
+     "(retention), or transaction markers."},
 };
 
 static const char *const topic_kinds[CW_METRICS_TOPIC__COUNT] = {"alert", "score", "dlq"};

@@ -27,6 +27,8 @@
  *   producer_delivered_total{topic}, producer_failed_total{topic}
  *   batches_total, duplicates_total, snapshots_total, timer_rescored_total
  *   apply_cache_hits_total, apply_cache_misses_total (state.cache_accounts)
+ *   input_skipped_total              input offsets never consumed: deleted by
+ *                                    retention before they were read
  *   assigned_partitions, ready, start_time_seconds
  *
  * Ownership: cw_metrics_t is created by main, borrowed by the pipeline and
@@ -58,6 +60,7 @@ typedef enum {
     CW_CTR_REDIS_RETRIES,  /* Redis operations retried after a failure */
     CW_CTR_CACHE_HITS,     /* applies of an account found in the apply cache */
     CW_CTR_CACHE_MISSES,   /* applies that read its fixed fields from Redis */
+    CW_CTR_INPUT_SKIPPED,  /* input offsets never consumed (deleted unread) */
     CW_CTR__COUNT
 } cw_metrics_ctr_t;
 

@@ -358,8 +358,8 @@ static const cw_key_t conf_keys[] = {
              "milliseconds "
              "(0: never). librdkafka 2.0.2 stops fetching when its prefetch queue "
              "(queued.max.messages.kbytes) is full and looks again only when its broker "
-             "thread next wakes up, up to 1 s later; a watermark query to the partition's "
-             "leader wakes it (bench/README.md)."},
+             "thread next wakes up, up to 1 s later; an offset query (ListOffsets) to the "
+             "partition's leader wakes it (bench/README.md)."},
     {.type = KT_STRING,
      .name = "redis.url",
      .off = COFF(redis_url),
@@ -2250,7 +2250,8 @@ void cw_conf_write_docs(FILE *out) {
           "`kafka.brokers` and `kafka.group_id`. Values are never printed.\n\n"
           "They are applied over churnwatch's own settings. Consumer: offsets are stored\n"
           "only once a batch is durable (`enable.auto.offset.store` false, auto-commit every\n"
-          "1000 ms), `auto.offset.reset` earliest, `fetch.wait.max.ms` 50, a bounded\n"
+          "1000 ms), `auto.offset.reset` earliest, `fetch.wait.max.ms` 50,\n"
+          "`session.timeout.ms` 10000 (bounds a stop with the broker gone), a bounded\n"
           "prefetch (`queued.max.messages.kbytes` 2048, `fetch.max.bytes` 1048576), kept\n"
           "filled by the fetch waker (`kafka.fetch_wake_ms`: librdkafka 2.0.2 fetches\n"
           "again after a full prefetch queue only when its broker thread wakes up, up to\n"

@@ -3,7 +3,8 @@
  *
  * Batches come from the consumer queue (rd_kafka_consume_batch_queue), which
  * also serves rebalance callbacks. Offsets are stored explicitly and
- * committed by auto-commit (every 1 s), synchronously on revoke and at close.
+ * committed by auto-commit (every 1 s), and on revoke, at the end of a run
+ * and at close with a bounded wait (CW_CONSUMER_COMMIT_MS, _CLOSE_MS).
  *
  * The fetch waker. librdkafka 2.0.2 stops fetching a partition while the
  * consumer queue holds queued.max.messages.kbytes, and decides again only
@@ -14,8 +15,8 @@
  * ~1 s of nothing, every second — the processor's ceiling. A request put on
  * the broker's queue wakes its thread, which then re-decides every
  * partition it leads, so while there is a backlog (a full batch came in
- * the last CW_CONSUMER_WAKE_ACTIVE_MS) a thread sends one watermark
- * query (ListOffsets) every kafka.fetch_wake_ms to the leader of one
+ * the last CW_CONSUMER_WAKE_ACTIVE_MS) a thread sends one offset query
+ * (ListOffsets) every kafka.fetch_wake_ms to the leader of one
  * assigned partition, taking them in turn (one broker per wake: with B
  * leaders each is woken every B periods). It only reads; nothing it does
  * changes what is fetched or from where. Not under a light load: the queue
@@ -52,7 +53,7 @@ struct cw_consumer {
     int64_t active_until_ms; /* a full batch came recently: wake until then */
     int32_t assigned[CW_MAX_PARTITIONS];
     int n_assigned;
-    uint64_t wakes; /* watermark queries sent (tests) */
+    uint64_t wakes; /* offset queries sent (tests) */
 };
 
 /* The assignment the waker takes its partitions from (NULL: none). */
@@ -79,9 +80,15 @@ static void *waker_main(void *arg) {
         int32_t p = c->assigned[next++ % (size_t)c->n_assigned];
         c->wakes++;
         pthread_mutex_unlock(&c->mu);
-        int64_t lo, hi;
-        rd_kafka_resp_err_t err =
-            rd_kafka_query_watermark_offsets(c->rk, c->conf->kafka_input_topic, p, &lo, &hi, 1000);
+        /* offsets_for_times of the latest offset, not query_watermark_offsets:
+         * 2.0.2's watermark query waits for its reply without a deadline, so
+         * with the broker gone the waker (and a stop joining it) hung up to
+         * socket.timeout.ms; offsets_for_times stops waiting at its timeout */
+        rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+        rd_kafka_topic_partition_list_add(l, c->conf->kafka_input_topic, p)->offset =
+            RD_KAFKA_OFFSET_END;
+        rd_kafka_resp_err_t err = rd_kafka_offsets_for_times(c->rk, l, CW_CONSUMER_WAKE_WAIT_MS);
+        rd_kafka_topic_partition_list_destroy(l);
         if (err) {
             CW_LOG(CW_LOG_DEBUG, "consumer", "fetch wake-up of partition %d: %s", (int)p,
                    rd_kafka_err2str(err));
@@ -90,6 +97,35 @@ static void *waker_main(void *arg) {
     }
     pthread_mutex_unlock(&c->mu);
     return NULL;
+}
+
+/* Commit the stored offsets, waiting at most timeout_ms for the result.
+ * rd_kafka_commit waits for the group coordinator: with the broker gone it
+ * blocked ~46 s ("Waiting for coordinator") in test_consumer. A commit not
+ * done in time is left to librdkafka; the offsets that decide what is
+ * applied are in Redis, so a missed commit costs a redelivery, not an
+ * event. Returns NO_ERROR, __NO_OFFSET (nothing stored), __TIMED_OUT or
+ * the commit's error. */
+static rd_kafka_resp_err_t commit_within(rd_kafka_t *rk, int timeout_ms) {
+    rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
+    rd_kafka_resp_err_t err = rd_kafka_commit_queue(rk, NULL, q, NULL, NULL);
+    if (err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+        err = RD_KAFKA_RESP_ERR__TIMED_OUT;
+        int64_t deadline = cw_time_mono_ms() + timeout_ms;
+        for (int64_t left = timeout_ms; left > 0; left = deadline - cw_time_mono_ms()) {
+            rd_kafka_event_t *ev = rd_kafka_queue_poll(q, (int)left);
+            int done = ev != NULL && rd_kafka_event_type(ev) == RD_KAFKA_EVENT_OFFSET_COMMIT;
+            if (done) {
+                err = rd_kafka_event_error(ev);
+            }
+            rd_kafka_event_destroy(ev);
+            if (done) {
+                break;
+            }
+        }
+    }
+    rd_kafka_queue_destroy(q);
+    return err;
 }
 
 static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
@@ -109,7 +145,7 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         if (c->cb != NULL) {
             c->cb(c->opaque, 0, parts);
         }
-        rd_kafka_resp_err_t cerr = rd_kafka_commit(rk, NULL, 0);
+        rd_kafka_resp_err_t cerr = commit_within(rk, CW_CONSUMER_COMMIT_MS);
         if (cerr != RD_KAFKA_RESP_ERR_NO_ERROR && cerr != RD_KAFKA_RESP_ERR__NO_OFFSET) {
             CW_LOG(CW_LOG_WARN, "consumer", "commit on revoke failed: %s", rd_kafka_err2str(cerr));
         }
@@ -164,6 +200,7 @@ cw_consumer_t *cw_consumer_new(const cw_conf_t *conf, cw_consumer_rebalance_cb *
         set(kc, "enable.partition.eof", "true", errstr, errstr_size) ||
         set(kc, "client.id", "churnwatch-consumer", errstr, errstr_size) ||
         set(kc, "fetch.wait.max.ms", "50", errstr, errstr_size) ||
+        set(kc, "session.timeout.ms", CW_CONSUMER_SESSION_MS, errstr, errstr_size) ||
         /* bounded prefetch: librdkafka's defaults queue up to 64 MB of
          * fetched messages and fetch 50 MB at once; with the fetch waker
          * refilling the queue within kafka.fetch_wake_ms, a few batches
@@ -213,6 +250,45 @@ cw_consumer_t *cw_consumer_new(const cw_conf_t *conf, cw_consumer_rebalance_cb *
     return c;
 }
 
+/* Close: revoke (rebalance_cb runs), commit the stored offsets, leave the
+ * group, waiting at most timeout_ms. rd_kafka_consumer_close waits without
+ * a bound for the group coordinator: with the broker killed during a stop,
+ * 2.0.2 hung in it for over 10 minutes. The asynchronous close, served
+ * here until a deadline, bounds the stop; if it is not done by then the
+ * group is left by the session timeout instead, and nothing is lost: the
+ * processed offsets are in Redis, and a redelivery is absorbed by the
+ * offset-idempotent apply. Returns 1 if the close finished. */
+static int consumer_close(cw_consumer_t *c, int timeout_ms) {
+    rd_kafka_t *rk = c->rk;
+    rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
+    rd_kafka_error_t *error = rd_kafka_consumer_close_queue(rk, q);
+    int closed = 0;
+    if (error != NULL) {
+        CW_LOG(CW_LOG_WARN, "consumer", "close: %s", rd_kafka_error_string(error));
+        rd_kafka_error_destroy(error);
+    } else {
+        int64_t deadline = cw_time_mono_ms() + timeout_ms;
+        while (!(closed = rd_kafka_consumer_closed(rk)) && cw_time_mono_ms() < deadline) {
+            /* the queue gets rebalance events, served as rebalance_cb
+             * would be, and errors (broker down), logged by the log_cb */
+            rd_kafka_event_t *ev = rd_kafka_queue_poll(q, 50);
+            if (ev != NULL && rd_kafka_event_type(ev) == RD_KAFKA_EVENT_REBALANCE) {
+                rebalance_cb(rk, rd_kafka_event_error(ev), rd_kafka_event_topic_partition_list(ev),
+                             c);
+            }
+            rd_kafka_event_destroy(ev);
+        }
+        if (!closed) {
+            CW_LOG(CW_LOG_WARN, "consumer",
+                   "close not done within %d ms (broker unreachable?): leaving the group to "
+                   "the session timeout; processed offsets are kept in Redis",
+                   timeout_ms);
+        }
+    }
+    rd_kafka_queue_destroy(q);
+    return closed;
+}
+
 void cw_consumer_destroy(cw_consumer_t *c) {
     if (c == NULL) {
         return;
@@ -227,11 +303,8 @@ void cw_consumer_destroy(cw_consumer_t *c) {
     if (c->queue != NULL) {
         rd_kafka_queue_destroy(c->queue);
     }
-    rd_kafka_resp_err_t err = rd_kafka_consumer_close(c->rk); /* commits stored offsets */
-    if (err) {
-        CW_LOG(CW_LOG_WARN, "consumer", "close: %s", rd_kafka_err2str(err));
-    }
-    rd_kafka_destroy(c->rk);
+    int closed = consumer_close(c, CW_CONSUMER_CLOSE_MS);
+    rd_kafka_destroy_flags(c->rk, closed ? 0 : RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
     consumer_free(c);
 }
 
@@ -278,7 +351,7 @@ void cw_consumer_store(cw_consumer_t *c, const int64_t *next_offset, int n_parti
 }
 
 cw_err_t cw_consumer_commit(cw_consumer_t *c) {
-    rd_kafka_resp_err_t err = rd_kafka_commit(c->rk, NULL, 0);
+    rd_kafka_resp_err_t err = commit_within(c->rk, CW_CONSUMER_COMMIT_MS);
     if (err == RD_KAFKA_RESP_ERR_NO_ERROR || err == RD_KAFKA_RESP_ERR__NO_OFFSET) {
         return CW_OK;
     }

@@ -13,7 +13,7 @@
  * committed offsets) and the assign callback runs.
  *
  * Threads: cw_consumer_t runs one thread of its own, the fetch waker
- * (kafka.fetch_wake_ms; see cw_consumer.c), which only sends watermark
+ * (kafka.fetch_wake_ms; see cw_consumer.c), which only sends offset
  * queries; every function here is called from one thread, the poller.
  *
  * Ownership: cw_consumer_t owns its rd_kafka_t, queue and waker thread. Messages returned
@@ -32,8 +32,22 @@
 /* Prefetch bounds set by default (kafka.properties overrides them). */
 #define CW_CONSUMER_QUEUE_KB "2048"       /* queued.max.messages.kbytes */
 #define CW_CONSUMER_FETCH_BYTES "1048576" /* fetch.max.bytes */
-/* The fetch waker (cw_consumer.c) runs while a full batch came this recently. */
+/* The fetch waker (cw_consumer.c) runs while a full batch came this recently,
+ * and waits at most CW_CONSUMER_WAKE_WAIT_MS for each query's reply. */
 #define CW_CONSUMER_WAKE_ACTIVE_MS 1000
+#define CW_CONSUMER_WAKE_WAIT_MS 1000
+/* Bounds on the waits for the broker at a stop or a rebalance (librdkafka's
+ * own waits have none or the 45 s session timeout; deploy/ gives a stop
+ * 25 s in all): a synchronous commit (cw_consumer_commit, the commit on
+ * revoke), and the group close in cw_consumer_destroy. */
+#define CW_CONSUMER_COMMIT_MS 2000
+#define CW_CONSUMER_CLOSE_MS 3000
+/* session.timeout.ms by default: librdkafka 2.0.2's handle destroy waits for
+ * commits queued for a coordinator until the session times out, so this
+ * bounds cw_consumer_destroy with the broker gone (test_consumer: ~46 s at
+ * 2.0.2's default of 45 s, ~10 s at this); a process that died is also
+ * replaced in the group sooner. Kafka's own default before 3.0. */
+#define CW_CONSUMER_SESSION_MS "10000"
 
 typedef struct cw_consumer cw_consumer_t;
 
@@ -45,7 +59,10 @@ typedef void(cw_consumer_rebalance_cb)(void *opaque, int assigned,
 cw_consumer_t *cw_consumer_new(const cw_conf_t *conf, cw_consumer_rebalance_cb *cb, void *opaque,
                                char *errstr, size_t errstr_size);
 
-/** @brief Commit stored offsets, leave the group, destroy; NULL ok. */
+/** @brief Commit stored offsets, leave the group, destroy; NULL ok. With the
+ * broker gone it gives up on the group after CW_CONSUMER_CLOSE_MS and returns
+ * within about CW_CONSUMER_SESSION_MS.
+ */
 void cw_consumer_destroy(cw_consumer_t *c);
 
 /**
@@ -59,7 +76,7 @@ size_t cw_consumer_batch(cw_consumer_t *c, rd_kafka_message_t **msgs, size_t max
 /** @brief Mark offsets done: next_offset[p] (> 0) is stored for partition p. */
 void cw_consumer_store(cw_consumer_t *c, const int64_t *next_offset, int n_partitions);
 
-/** @brief Commit stored offsets now (synchronously). */
+/** @brief Commit stored offsets now, waiting at most CW_CONSUMER_COMMIT_MS (else CW_RETRY). */
 cw_err_t cw_consumer_commit(cw_consumer_t *c);
 
 /** @brief Pause (1) or resume (0) fetching on the current assignment (back-pressure). */
@@ -68,7 +85,7 @@ void cw_consumer_pause(cw_consumer_t *c, int pause);
 /** @brief Consumer lag per assigned partition: high watermark - position (-1 unknown). */
 int64_t cw_consumer_lag(cw_consumer_t *c, int partition);
 
-/** @brief Watermark queries the fetch waker has sent (tests). */
+/** @brief Offset queries (ListOffsets) the fetch waker has sent (tests). */
 uint64_t cw_consumer_wakes(cw_consumer_t *c);
 
 /** @brief The underlying handle (for metrics); owned by c. */

@@ -20,6 +20,12 @@
  * every alert of a clean run (same data, own key prefix, group and topics)
  * is on the outage run's alert topic; no alert_id with two contents; every
  * malformed line dead-lettered.
+ *
+ *  input_deleted_unread: an outage long enough for the broker to delete
+ *    input before it was read (the embedded broker keeps ~5 MB per
+ *    partition). That input is lost to any consumer; what churnwatch owes
+ *    is to say so: every produced offset is either consumed or counted in
+ *    input_skipped and logged as a warning.
  */
 #define _GNU_SOURCE /* strcasestr */
 #include <criterion/criterion.h>
@@ -238,4 +244,83 @@ Test(outage, broker_freeze, .timeout = 900) {
     free(dir);
     cw_ref_broker_stop(broker);
     cw_h_redis_stop(redis);
+}
+
+/* A stop line's "key=N" (0 when absent). */
+static unsigned long long stop_field(const char *log, const char *key) {
+    char *text = cw_h_read_file(log, NULL);
+    unsigned long long v = 0;
+    const char *line = text != NULL ? strstr(text, "stopped (clean)") : NULL;
+    const char *at = line != NULL ? strstr(line, key) : NULL;
+    if (at != NULL) {
+        v = strtoull(at + strlen(key), NULL, 10);
+    }
+    free(text);
+    return v;
+}
+
+/* JSON lines of ~200 bytes, all valid, from offset `from`. */
+static void write_padded_events(const char *path, int from, int n) {
+    FILE *f = fopen(path, "w");
+    cr_assert_not_null(f);
+    for (int i = from; i < from + n; i++) {
+        fprintf(f,
+                "{\"event_id\":\"e-%d\",\"account_id\":\"acct-%04d\",\"type\":\"login\","
+                "\"user_id\":\"u%d\",\"ts\":\"2026-06-01T00:00:00Z\",\"pad\":\"%090d\"}\n",
+                i, i % 500, i % 7, i);
+    }
+    fclose(f);
+}
+
+Test(outage, input_deleted_unread_is_counted_and_logged, .timeout = 600) {
+    cw_ref_redis_t *redis = cw_ref_redis_start();
+    cw_h_broker_t *broker = cw_h_broker_start(1, "events,gap-alerts,gap-scores,gap-dlq");
+    const char *brokers = cw_h_broker_bootstraps(broker);
+    char *dir = cw_h_tmpdir();
+    char part1[512], part2[512], cfg[512], out_log[512], err_log[512];
+    snprintf(part1, sizeof(part1), "%s/part1.jsonl", dir);
+    snprintf(part2, sizeof(part2), "%s/part2.jsonl", dir);
+    snprintf(cfg, sizeof(cfg), "%s/gap.json", dir);
+    snprintf(out_log, sizeof(out_log), "%s/gap.out", dir);
+    snprintf(err_log, sizeof(err_log), "%s/gap.err", dir);
+    cw_ref_write_config(cfg, brokers, cw_ref_redis_url(redis), "gap", "events", "gap", BATCH_SIZE);
+
+    write_padded_events(part1, 0, 2000);
+    size_t produced = cw_h_produce_file(brokers, "events", part1);
+    pid_t pid = cw_ref_spawn_run(cfg, 5000, out_log, err_log);
+    cr_assert(cw_ref_wait_log(err_log, "assigned ", 1, pid, 60000),
+              "the processor was not assigned its partition");
+    cw_ref_sleep_ms(1500);
+
+    /* Redis down: the processor pauses its partition; meanwhile ~9 MB
+     * arrive, more than the broker keeps, so the offsets after the
+     * processor's position are deleted before it can read them */
+    cw_ref_redis_kill(redis);
+    cw_ref_sleep_ms(500);
+    write_padded_events(part2, 2000, 45000);
+    produced += cw_h_produce_file(brokers, "events", part2);
+    cr_assert_eq(produced, 47000);
+    cw_ref_redis_restart(redis);
+
+    int rc = cw_h_wait(pid, RUN_TIMEOUT_MS);
+    if (rc != 0) {
+        cw_ref_dump("gap run stderr", err_log);
+    }
+    cr_assert_eq(rc, 0, "the processor exited %d", rc);
+    unsigned long long in = stop_field(err_log, "events_in=");
+    unsigned long long dlq = stop_field(err_log, "dead_lettered=");
+    unsigned long long skipped = stop_field(err_log, "input_skipped=");
+    cr_log_info("consumed %llu, dead-lettered %llu, skipped %llu of %zu", in, dlq, skipped,
+                produced);
+    cr_expect_gt(skipped, 0, "nothing was deleted unread: the test did not test");
+    cr_expect_eq(dlq, 0);
+    cr_expect_eq(in + dlq + skipped, produced, "consumed %llu + %llu, skipped %llu, produced %zu",
+                 in, dlq, skipped, produced);
+    cr_expect_geq(count_log(err_log, "warn", "never consumed"), 1,
+                  "the skipped offsets were not logged");
+
+    cw_h_rmrf(dir);
+    free(dir);
+    cw_h_broker_stop(broker);
+    cw_ref_redis_stop(redis);
 }

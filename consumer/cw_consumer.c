@@ -133,6 +133,12 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     cw_consumer_t *c = opaque;
     if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
         rd_kafka_assign(rk, parts);
+        /* the committed offsets, for the caller (cw_consumer.h); on a
+         * failure they stay unknown (RD_KAFKA_OFFSET_INVALID, err set) */
+        rd_kafka_resp_err_t qerr = rd_kafka_committed(rk, parts, CW_CONSUMER_COMMIT_MS);
+        if (qerr) {
+            CW_LOG(CW_LOG_WARN, "consumer", "committed offsets: %s", rd_kafka_err2str(qerr));
+        }
         waker_assign(c, parts);
         CW_LOG(CW_LOG_INFO, "consumer", "assigned %d partitions", parts->cnt);
         if (c->paused) {

@@ -51,7 +51,10 @@
 
 typedef struct cw_consumer cw_consumer_t;
 
-/** @brief Rebalance notification: assigned (1) or revoked (0) partitions. */
+/** @brief Rebalance notification: assigned (1) or revoked (0) partitions.
+ * On assign each element's offset is the group's committed offset
+ * (RD_KAFKA_OFFSET_INVALID when there is none, or err set when it could not
+ * be read within CW_CONSUMER_COMMIT_MS). */
 typedef void(cw_consumer_rebalance_cb)(void *opaque, int assigned,
                                        const rd_kafka_topic_partition_list_t *parts);
 

@@ -23,9 +23,10 @@
  *
  *  input_deleted_unread: an outage long enough for the broker to delete
  *    input before it was read (the embedded broker keeps ~5 MB per
- *    partition). That input is lost to any consumer; what churnwatch owes
- *    is to say so: every produced offset is either consumed or counted in
- *    input_skipped and logged as a warning.
+ *    partition), then a stop as long: input lost to any consumer. What
+ *    churnwatch owes is to say so: every produced offset is either
+ *    consumed or counted in input_skipped and logged as a warning, a gap
+ *    mid-stream and one after the committed offset at a restart alike.
  */
 #define _GNU_SOURCE /* strcasestr */
 #include <criterion/criterion.h>
@@ -318,6 +319,27 @@ Test(outage, input_deleted_unread_is_counted_and_logged, .timeout = 600) {
                  in, dlq, skipped, produced);
     cr_expect_geq(count_log(err_log, "warn", "never consumed"), 1,
                   "the skipped offsets were not logged");
+
+    /* stopped while ~9 MB more arrive: the offsets after the committed one
+     * are deleted before the next start reads them */
+    char part3[512], out2_log[512], err2_log[512];
+    snprintf(part3, sizeof(part3), "%s/part3.jsonl", dir);
+    snprintf(out2_log, sizeof(out2_log), "%s/gap2.out", dir);
+    snprintf(err2_log, sizeof(err2_log), "%s/gap2.err", dir);
+    write_padded_events(part3, 47000, 45000);
+    cr_assert_eq(cw_h_produce_file(brokers, "events", part3), 45000);
+    pid = cw_ref_spawn_run(cfg, 3000, out2_log, err2_log);
+    rc = cw_h_wait(pid, RUN_TIMEOUT_MS);
+    if (rc != 0) {
+        cw_ref_dump("second gap run stderr", err2_log);
+    }
+    cr_assert_eq(rc, 0, "the second run exited %d", rc);
+    in = stop_field(err2_log, "events_in=");
+    skipped = stop_field(err2_log, "input_skipped=");
+    cr_log_info("after the restart: consumed %llu, skipped %llu of 45000", in, skipped);
+    cr_expect_gt(skipped, 0, "the gap after the committed offset was not counted");
+    cr_expect_eq(in + skipped, 45000, "consumed %llu, skipped %llu, produced 45000", in, skipped);
+    cr_expect_geq(count_log(err2_log, "warn", "never consumed"), 1);
 
     cw_h_rmrf(dir);
     free(dir);

@@ -873,7 +873,8 @@ static int ends_step(cw_pipeline_t *pl, step_t *s, int slot, const cw_event_t *e
     return 0;
 }
 
-/* A consumed message at offset off of partition p: offsets skipped since the
+/* Message off of partition p is taken into step s (decoded or dead-lettered):
+ * its offset is stored after the step, and offsets skipped since the
  * previous one are input this process never saw. With librdkafka's
  * auto.offset.reset (earliest) that is what happens when the broker deleted
  * events before they were read (retention outran the consumer: the mock
@@ -881,7 +882,10 @@ static int ends_step(cw_pipeline_t *pl, step_t *s, int slot, const cw_event_t *e
  * also leave gaps. Counted and logged, so a loss is never silent. After an
  * assignment the first message is compared with the committed offset
  * (on_rebalance); with none committed (a new group) nothing is expected. */
-static void note_offset(cw_pipeline_t *pl, int p, int64_t off) {
+static void take_offset(cw_pipeline_t *pl, step_t *s, int p, int64_t off) {
+    pl->eof[p] = 0;
+    s->next_off[p] = off + 1;
+    s->real = 1;
     int64_t want = pl->next_in[p];
     if (want >= 0 && off > want) {
         pl->stats.input_skipped += (uint64_t)(off - want);
@@ -953,10 +957,7 @@ static cw_err_t decode_batch(cw_pipeline_t *pl, size_t start, size_t n, size_t *
         }
         if (cw_event_decode(m->payload, m->len, m->key, m->key_len, &lim, &ev, reason, detail) !=
             CW_OK) {
-            pl->eof[p] = 0;
-            s->next_off[p] = m->offset + 1;
-            note_offset(pl, p, m->offset);
-            s->real = 1;
+            take_offset(pl, s, p, m->offset);
             dead_letter(pl, m, reason, detail);
             s->dlq_sent = 1;
             continue;
@@ -965,10 +966,7 @@ static cw_err_t decode_batch(cw_pipeline_t *pl, size_t start, size_t n, size_t *
             *end = i; /* the next step starts here */
             return CW_OK;
         }
-        pl->eof[p] = 0;
-        s->next_off[p] = m->offset + 1;
-        note_offset(pl, p, m->offset);
-        s->real = 1;
+        take_offset(pl, s, p, m->offset);
         pl->stats.events_in[ev.type]++;
         cw_metrics_event_in(pl->m, ev.type);
         if (ev.type == CW_EV_UNKNOWN) {

@@ -60,7 +60,7 @@ typedef struct cw_pipeline_stats {
     uint64_t batches;
     uint64_t rescored_timer; /* accounts rescored by timers */
     uint64_t redis_retries;  /* batches retried after a Redis failure */
-    uint64_t input_skipped;  /* input offsets never consumed (see note_offset) */
+    uint64_t input_skipped;  /* input offsets never consumed (see take_offset) */
 } cw_pipeline_stats_t;
 
 cw_pipeline_t *cw_pipeline_new(const cw_conf_t *conf, const cw_pipeline_opts_t *opts, char *errstr,

@@ -208,6 +208,8 @@ http_port() {
 
 # Sum of the samples of one metric family in a /metrics text file.
 metric() { awk -v m="$1" '$1 == m || index($1, m "{") == 1 { s += $2 } END { printf "%.0f", s }' "$2"; }
+# Messages churnwatch took in (decoded + dead-lettered), from a /metrics file.
+processed() { echo $(($(metric churnwatch_events_in_total "$1") + $(metric churnwatch_dead_lettered_total "$1"))); }
 metricf() { awk -v m="$1" '$1 == m || index($1, m "{") == 1 { s += $2 } END { printf "%.3f", s }' "$2"; }
 
 # Epoch ms of the first log line whose msg contains $2.
@@ -319,7 +321,7 @@ while kill -0 "$CW_TIME_PID" 2>/dev/null; do
   [ -z "$CW_TIDS" ] && grep -q '"assigned' "$T/cw.log" && CW_TIDS=$(tids "$CW_PID")
   if curl -sf "http://127.0.0.1:$PORT/metrics" -o "$T/metrics.tmp" 2>/dev/null; then
     mv "$T/metrics.tmp" "$T/metrics.last"
-    seen=$(($(metric churnwatch_events_in_total "$T/metrics.last") + $(metric churnwatch_dead_lettered_total "$T/metrics.last")))
+    seen=$(processed "$T/metrics.last")
     if [ -z "$T_ALL_DECODED" ] && [ "$seen" -ge "$N_MSGS" ]; then
       T_ALL_DECODED=$(now_ms)
     fi
@@ -594,7 +596,7 @@ lat_pass() {
   rss=$(awk '/^VmHWM/ { print $2 }' "/proc/$pid/status")
   curl -sf "http://127.0.0.1:$port/metrics" -o "$T/lat-$tag.metrics" || true
   lag=$(metric churnwatch_consumer_lag "$T/lat-$tag.metrics")
-  done_n=$(($(metric churnwatch_events_in_total "$T/lat-$tag.metrics") + $(metric churnwatch_dead_lettered_total "$T/lat-$tag.metrics")))
+  done_n=$(processed "$T/lat-$tag.metrics")
   # input the embedded broker deleted before churnwatch read it (it keeps
   # ~5 MB per partition, ~35,000 events: a backlog beyond that is dropped,
   # and its probes are counted unanswered). A build before the metric
@@ -608,7 +610,7 @@ lat_pass() {
   wait "$sampler" 2>/dev/null || true
   mid_n=0
   if [ -s "$T/lat-$tag.end-of-load.metrics" ]; then
-    mid_n=$(($(metric churnwatch_events_in_total "$T/lat-$tag.end-of-load.metrics") + $(metric churnwatch_dead_lettered_total "$T/lat-$tag.end-of-load.metrics")))
+    mid_n=$(processed "$T/lat-$tag.end-of-load.metrics")
   fi
   stop_pid "$pid"
   log "  $out"

@@ -62,10 +62,11 @@ void cw_acache_drop(cw_acache_t *c, int partition, const char *id);
 /* Forget everything, and every partition's fence. */
 void cw_acache_clear(cw_acache_t *c);
 
-/* The fence of partition p was read as `fence` (under WATCH, before the
- * records are used). Returns 1 when the records of p are current (the
- * fence is the one they were kept as of); otherwise drops them and returns
- * 0 (records put from now on are as of `fence`). */
+/* The fence of partition p was read as `fence` (under WATCH, before what
+ * was read on the strength of the records counts). Returns 1 when the
+ * records of p are current (the fence is the one they were kept as of);
+ * otherwise drops them and returns 0 (records put from now on are as of
+ * `fence`). */
 int cw_acache_fence_seen(cw_acache_t *c, int partition, int64_t fence);
 
 /* An own transaction's INCR of partition p's fence returned `fence`.

@@ -509,6 +509,11 @@ void cw_state_cache_stats(const cw_state_t *st, uint64_t *hits, uint64_t *misses
     *misses = st->ac_misses;
 }
 
+void cw_state_test_after_read(cw_state_t *st, void (*fn)(void *), void *opaque) {
+    st->after_read = fn;
+    st->after_read_opaque = opaque;
+}
+
 uint64_t cw_state_duplicates(const cw_state_t *st) {
     return st->duplicates;
 }

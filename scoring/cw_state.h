@@ -53,9 +53,10 @@
  * the fixed fields of the account hashes it applied (facts, prune marks, x,
  * o:<p>) and their timers, as of its last transaction; the next apply of a
  * cached account asks Redis only for its day buckets, members and missing
- * facts, and sends no ZSCORE. It first WATCHes and GETs the batch's
- * fences: a partition whose fence moved other than by this cw_state_t's
- * own INCRs has its records dropped. So every writer of an account's hash
+ * facts, and sends no ZSCORE. Its read starts with the WATCH and GET of
+ * the batch's fences, in the same round trip: a partition whose fence
+ * moved other than by this cw_state_t's own INCRs has its records dropped,
+ * and the reads that relied on them are made again, as misses. So every writer of an account's hash
  * or timer must INCR its partition's fence in the same transaction (the
  * apply and commit do; cw_state_migrate runs with every consumer stopped).
  *
@@ -80,9 +81,14 @@
  * So of two such transactions the later one's EXEC aborts and is
  * recomputed from a new read: a band is counted once, a history entry
  * written once (test_state: decisions_of_an_account_on_two_partitions).
- * Not covered: the first two applies of a new account (no "p" yet) from
- * two partitions at once; the pipeline never runs them at once in one
- * process.
+ * A new account has no "p" to name a fence, so an apply whose read found
+ * an account hash missing WATCHes that hash and checks (EXISTS) that it is
+ * still missing before it writes (one WATCH and one EXISTS per batch, with
+ * every such key in each; the round trip of the prune lists carries them):
+ * one created in between by another partition's apply is read again, one
+ * created later aborts the EXEC. So two processes making the first applies
+ * of one account from two partitions at once are serialized too
+ * (test_state: new_account_applied_from_two_partitions_at_once).
  *
  * Failure model: any connection or protocol error returns CW_RETRY and
  * drops the connection; the next call reconnects (with the caller's
@@ -194,6 +200,12 @@ size_t cw_state_batch_len(const cw_state_batch_t *b);
  */
 cw_err_t cw_state_batch_exec(cw_state_t *st, cw_state_batch_t *b, cw_account_state_t **out,
                              size_t *n_out);
+/**
+ * @brief Tests only: fn(opaque) is called once, by the next apply on st,
+ * after it has read its accounts and before it computes and writes them,
+ * to put another writer's transaction at that point. NULL clears it.
+ */
+void cw_state_test_after_read(cw_state_t *st, void (*fn)(void *), void *opaque);
 /** @brief Events skipped as already applied (redeliveries) since creation. */
 uint64_t cw_state_duplicates(const cw_state_t *st);
 /** @brief Applies of an account whose fixed fields came from the apply

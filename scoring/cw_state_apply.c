@@ -13,7 +13,10 @@
  * offset applied from this partition and the day buckets its events add
  * to; HMGET of the set members its events mark; ZSCORE of its timer.
  * Phase 2, only for accounts crossing a prune point, reads the whole set
- * (HGETALL) or the field names (HKEYS) to delete. Phase 3 writes everything
+ * (HGETALL) or the field names (HKEYS) to delete; and for the accounts
+ * whose hash phase 1 found missing (no "p": new accounts, whose fence is
+ * not known) it WATCHes those hashes and checks with EXISTS that they are
+ * still missing, or reads the batch again. Phase 3 writes everything
  * in one MULTI/EXEC; if another apply of one of these partitions committed
  * meanwhile (a second consumer of the partition during a rebalance) EXEC
  * aborts and the batch is recomputed. The fields
@@ -212,19 +215,22 @@ static int ap_push_watches(cw_state_t *st, int with_get) {
     return 0;
 }
 
-/* Replies of the cache's fence check: the WATCHes, and the fences' values
- * (nil: never INCRed, 0), which keep or drop each partition's records. */
-static cw_err_t ap_reply_fences(cw_state_t *st, size_t i, const redisReply *r, void *vctx) {
-    const ap_cmd_t *c = &st->ap_cmd[i];
+/* Replies of the WATCHes, and of the cache's fence check: the fences'
+ * values (nil: never INCRed, 0), which keep or drop each partition's
+ * records. They come first in the read's pipeline, whose reads of cached
+ * accounts relied on the records: those of a dropped partition are then
+ * stale (ap_reply_reads) and the batch is read again. */
+static cw_err_t ap_reply_fences(cw_state_t *st, const ap_cmd_t *c, const redisReply *r) {
     int64_t v = 0;
-    (void)vctx;
     if (c->kind == AP_WATCH) {
         return r->type == REDIS_REPLY_STATUS ? CW_OK : CW_ERROR;
     }
     if (r->type != REDIS_REPLY_NIL && cw_st_rep_i64(r, &v) != 0) {
         return CW_ERROR;
     }
-    cw_acache_fence_seen(st->acache, (int)c->grp, v);
+    if (!cw_acache_fence_seen(st->acache, (int)c->grp, v)) {
+        st->ap_fence_moved[c->grp] = 1;
+    }
     return CW_OK;
 }
 
@@ -279,8 +285,9 @@ static int ap_plan_reads(cw_state_t *st) {
     int64_t today = cw_st_ap_day(cw_time_now_ms());
     st->ap_n_cmd = 0;
     st->ap_n_mem = 0;
-    /* with the cache, the WATCHes went first (ap_run) */
-    if (st->acache == NULL && ap_push_watches(st, 0) != 0) {
+    /* the fences first; with the cache, their values too: the records
+     * used below count only if the fences did not move (ap_reply_fences) */
+    if (ap_push_watches(st, st->acache != NULL) != 0) {
         return -1;
     }
     /* the partitions that wrote accounts of the batch last, found by the
@@ -295,7 +302,9 @@ static int ap_plan_reads(cw_state_t *st) {
     }
     for (size_t gi = 0; gi < st->bat->n_groups; gi++) {
         ap_grp_t *g = &st->ap_grp[gi];
+        int key_watched = g->key_watched; /* (a WATCH lasts until the EXEC) */
         memset(g, 0, sizeof(*g));
+        g->key_watched = key_watched;
         g->mem0 = (uint32_t)st->ap_n_mem;
         g->cnt0 = (uint32_t)st->ap_n_cnt;
         g->rq_f = ap_read_fields(st, st->bat->groups[gi].head, &g->rq_at);
@@ -382,7 +391,8 @@ static cw_err_t ap_build(cw_state_t *st, size_t i, void *vctx) {
     /* grp is a group index, except for AP_WATCH, AP_WMAX and AP_FENCE (a
      * partition) and AP_MULTI/AP_EXEC (unused) */
     int per_group = c->kind != AP_WATCH && c->kind != AP_GETF && c->kind != AP_WMAX &&
-                    c->kind != AP_FENCE && c->kind != AP_MULTI && c->kind != AP_EXEC;
+                    c->kind != AP_FENCE && c->kind != AP_MULTI && c->kind != AP_EXEC &&
+                    c->kind != AP_WATCH_NEW && c->kind != AP_EXISTS_NEW;
     const ap_grp_t *g = per_group ? &st->ap_grp[c->grp] : NULL;
     const char *id = per_group ? ap_id(st, c->grp) : "";
     int p = per_group ? st->bat->groups[c->grp].partition : (int)c->grp;
@@ -440,6 +450,15 @@ static cw_err_t ap_build(cw_state_t *st, size_t i, void *vctx) {
     case AP_HGETALL_A:
         cw_st_arg_str(st, "HGETALL");
         cw_st_arg_key(st, "a", id, NULL);
+        break;
+    case AP_WATCH_NEW:
+    case AP_EXISTS_NEW:
+        cw_st_arg_str(st, c->kind == AP_WATCH_NEW ? "WATCH" : "EXISTS");
+        for (size_t gi = 0; gi < st->bat->n_groups; gi++) {
+            if (st->ap_grp[gi].key_watched == 1) {
+                cw_st_arg_key(st, "a", ap_id(st, gi), NULL);
+            }
+        }
         break;
     case AP_HDEL_A:
         cw_st_arg_str(st, "HDEL");
@@ -593,8 +612,8 @@ static cw_err_t ap_reply_reads(cw_state_t *st, size_t i, const redisReply *r, vo
     ap_grp_t *g;
     size_t want;
     (void)vctx;
-    if (c->kind == AP_WATCH) {
-        return r->type == REDIS_REPLY_STATUS ? CW_OK : CW_ERROR;
+    if (c->kind == AP_WATCH || c->kind == AP_GETF) {
+        return ap_reply_fences(st, c, r);
     }
     g = &st->ap_grp[c->grp];
     switch (c->kind) {
@@ -614,10 +633,13 @@ static cw_err_t ap_reply_reads(cw_state_t *st, size_t i, const redisReply *r, vo
             st->ap_watched[g->home] = 2;
             st->ap_stale = 1;
         }
-        if (g->hit && g->home != st->bat->groups[c->grp].partition) {
+        if (g->hit && (g->home != st->bat->groups[c->grp].partition ||
+                       st->ap_fence_moved[st->bat->groups[c->grp].partition])) {
             /* another partition's apply wrote the hash since (an account
              * on two partitions; the pipeline applies them in turn), or it
-             * is gone: the record is stale (ap_run reads again) */
+             * is gone, or another writer moved the partition's fence (the
+             * record was dropped as this read began): the record is stale
+             * (ap_read reads again) */
             g->stale = 1;
             st->ap_stale = 1;
         }
@@ -922,8 +944,19 @@ static cw_err_t ap_reply_prune(cw_state_t *st, size_t i, const redisReply *r, vo
     const ap_cmd_t *c = &st->ap_cmd[i];
     const cw_layout_t *l = st->layout;
     const cw_view_plan_t *pl = &st->plan;
-    ap_grp_t *g = &st->ap_grp[c->grp];
-    (void)vctx;
+    ap_grp_t *g;
+    if (c->kind == AP_WATCH_NEW) {
+        return r->type == REDIS_REPLY_STATUS ? CW_OK : CW_ERROR;
+    }
+    if (c->kind == AP_EXISTS_NEW) {
+        /* how many of the hashes read as missing exist now */
+        if (r->type != REDIS_REPLY_INTEGER) {
+            return CW_ERROR;
+        }
+        *(int *)vctx = r->integer > 0;
+        return CW_OK;
+    }
+    g = &st->ap_grp[c->grp];
     if (r->type != REDIS_REPLY_ARRAY) {
         return CW_ERROR;
     }
@@ -1153,37 +1186,18 @@ static cw_err_t ap_reply_write(cw_state_t *st, size_t i, const redisReply *r, vo
     return w->exec_ok ? cw_st_reply_wreads(st, i - w->n_tx, r, w->rb) : CW_OK;
 }
 
-/* One attempt at the whole batch; *aborted = 1 when EXEC was aborted. */
-static cw_err_t ap_run(cw_state_t *st, int *aborted) {
+/* Phase 1: read the batch's accounts (with the cache, in the same round
+ * trip as its fence check), again while a read finds a cache record stale
+ * or an account's "p" naming a partition whose fence is not watched yet. */
+static cw_err_t ap_read(cw_state_t *st) {
     cw_err_t err;
-    size_t n_prune = 0;
-    *aborted = 0;
-    if (cw_st_grow((void **)&st->ap_grp, &st->ap_grp_cap, st->bat->n_groups, sizeof(*st->ap_grp)) !=
-        0) {
-        return CW_ERROR;
-    }
-    memset(st->ap_watched, 0, sizeof(st->ap_watched));
     do {
         st->ap_n_cnt = 0;
         st->ap_n_del = 0;
         st->ap_stale = 0;
+        memset(st->ap_fence_moved, 0, sizeof(st->ap_fence_moved));
         cw_buf_reset(&st->ap_vbuf);
         cw_buf_reset(&st->ap_dbuf);
-        if (st->acache != NULL) {
-            /* the fences first: the cache's records are used only if they
-             * have not moved (one round trip per batch) */
-            st->ap_n_cmd = 0;
-            if (ap_push_watches(st, 1) != 0) {
-                return CW_ERROR;
-            }
-            /* (a second read of the batch keeps the first one's) */
-            err = st->ap_n_cmd == 0 ? CW_OK
-                                    : cw_st_pipe_run(st, st->ap_n_cmd, ap_build, ap_reply_fences,
-                                                     NULL, "apply fences");
-            if (err != CW_OK) {
-                return err;
-            }
-        }
         if (ap_plan_reads(st) != 0) {
             return CW_ERROR;
         }
@@ -1199,32 +1213,89 @@ static cw_err_t ap_run(cw_state_t *st, int *aborted) {
             }
         }
     } while (st->ap_stale);
-    st->ap_now = cw_time_now_ms();
-    for (size_t gi = 0; gi < st->bat->n_groups; gi++) {
-        if (ap_compute(st, gi, st->ap_now) != 0) {
-            return CW_ERROR;
-        }
+    return CW_OK;
+}
+
+/* One attempt at the whole batch; *aborted = 1 when EXEC was aborted. */
+static cw_err_t ap_run(cw_state_t *st, int *aborted) {
+    cw_err_t err;
+    size_t n_prune = 0;
+    *aborted = 0;
+    if (cw_st_grow((void **)&st->ap_grp, &st->ap_grp_cap, st->bat->n_groups, sizeof(*st->ap_grp)) !=
+        0) {
+        return CW_ERROR;
     }
-    /* phase 2: what must be listed before it can be pruned */
-    st->ap_n_cmd = 0;
+    memset(st->ap_watched, 0, sizeof(st->ap_watched));
     for (size_t gi = 0; gi < st->bat->n_groups; gi++) {
-        const ap_grp_t *g = &st->ap_grp[gi];
-        if (g->applied == 0) {
-            continue;
-        }
-        if (g->need_keys && cw_st_ap_cmd_push(st, (uint32_t)gi, AP_HKEYS, 0)) {
-            return CW_ERROR;
-        }
-        if (g->sprune != 0 && cw_st_ap_cmd_push(st, (uint32_t)gi, AP_HGETALL_A, 0)) {
-            return CW_ERROR;
-        }
+        st->ap_grp[gi].key_watched = 0;
     }
-    n_prune = st->ap_n_cmd;
-    if (n_prune > 0) {
-        err = cw_st_pipe_run(st, n_prune, ap_build, ap_reply_prune, NULL, "apply prune");
+    uint64_t dup0 = st->duplicates, hits0 = st->ac_hits, misses0 = st->ac_misses;
+    for (;;) {
+        int created = 0, n_new = 0;
+        err = ap_read(st);
         if (err != CW_OK) {
             return err;
         }
+        if (st->after_read != NULL) {
+            void (*fn)(void *) = st->after_read;
+            st->after_read = NULL;
+            fn(st->after_read_opaque);
+        }
+        st->ap_now = cw_time_now_ms();
+        for (size_t gi = 0; gi < st->bat->n_groups; gi++) {
+            if (ap_compute(st, gi, st->ap_now) != 0) {
+                return CW_ERROR;
+            }
+        }
+        /* phase 2: the hashes read as missing (new accounts) are WATCHed
+         * and checked to be missing still; what must be listed before it
+         * can be pruned is listed */
+        st->ap_n_cmd = 0;
+        for (size_t gi = 0; gi < st->bat->n_groups; gi++) {
+            ap_grp_t *g = &st->ap_grp[gi];
+            if (g->applied > 0 && g->home < 0 && g->key_watched == 0) {
+                g->key_watched = 1;
+                n_new++;
+            }
+        }
+        if (n_new > 0 && (cw_st_ap_cmd_push(st, 0, AP_WATCH_NEW, 0) ||
+                          cw_st_ap_cmd_push(st, 0, AP_EXISTS_NEW, 0))) {
+            return CW_ERROR;
+        }
+        for (size_t gi = 0; gi < st->bat->n_groups; gi++) {
+            const ap_grp_t *g = &st->ap_grp[gi];
+            if (g->applied == 0) {
+                continue;
+            }
+            if (g->need_keys && cw_st_ap_cmd_push(st, (uint32_t)gi, AP_HKEYS, 0)) {
+                return CW_ERROR;
+            }
+            if (g->sprune != 0 && cw_st_ap_cmd_push(st, (uint32_t)gi, AP_HGETALL_A, 0)) {
+                return CW_ERROR;
+            }
+        }
+        n_prune = st->ap_n_cmd;
+        if (n_prune > 0) {
+            err = cw_st_pipe_run(st, n_prune, ap_build, ap_reply_prune, &created, "apply prune");
+            if (err != CW_OK) {
+                return err;
+            }
+        }
+        for (size_t gi = 0; gi < st->bat->n_groups; gi++) {
+            if (st->ap_grp[gi].key_watched == 1) {
+                st->ap_grp[gi].key_watched = 2; /* sent */
+            }
+        }
+        if (!created) {
+            break;
+        }
+        /* another partition's apply created one of them since the read (an
+         * account's first events on two partitions, in two processes): read
+         * the batch again, now under the WATCH of those hashes, which then
+         * counts as it is */
+        st->duplicates = dup0;
+        st->ac_hits = hits0;
+        st->ac_misses = misses0;
     }
     for (int p = 0; p < CW_STATE_MAX_PARTITIONS; p++) {
         st->ap_wmax[p] = AP_NONE;

@@ -162,6 +162,8 @@ struct cw_state {
     /* apply: fences watched in this attempt (1), or to watch before the
      * next read (2: an account's "p" named it) */
     unsigned char ap_watched[CW_STATE_MAX_PARTITIONS];
+    /* apply: the fence check in this read dropped the partition's cache records */
+    unsigned char ap_fence_moved[CW_STATE_MAX_PARTITIONS];
     size_t cm_rd_cap;
     /* due reads made under WATCH (see cw_state_due): what the commit of
      * those accounts depends on, read already; valid while pre_watch */
@@ -186,6 +188,9 @@ struct cw_state {
     cw_acache_t *acache; /* owned */
     int acache_tried;
     uint64_t ac_hits, ac_misses;
+    /* tests: called once by the next apply after its read (cw_state_test_after_read) */
+    void (*after_read)(void *);
+    void *after_read_opaque;
 };
 
 /* Build command i (cw_st_args_reset ... cw_st_args_send). */
@@ -214,6 +219,8 @@ enum {
     AP_ZSCORE,
     AP_HKEYS,
     AP_HGETALL_A,
+    AP_WATCH_NEW,  /* WATCH of the hashes the read found missing (one command) */
+    AP_EXISTS_NEW, /* ... and EXISTS of them after it (one command) */
     AP_MULTI,
     AP_HDEL_A,
     AP_HSET_A,
@@ -296,12 +303,13 @@ typedef struct ap_grp {
     unsigned rq_f; /* facts the read asks for (ap_read_fields) */
     int rq_at;     /* and the attributes */
     uint32_t mem0, n_mem, cnt0, n_cnt, del0, n_del;
-    int hit;        /* fixed fields and (if due_known) timer from the cache */
-    int stale;      /* ... but the hash's "p" says another partition wrote it */
-    int home;       /* the hash's "p" read (-1 none): when it names another partition,
-                       this apply moves the account and INCRs that partition's fence too */
-    unsigned known; /* facts known before the read (the cache's) */
-    int due_known;  /* the timer too: no ZSCORE */
+    int hit;         /* fixed fields and (if due_known) timer from the cache */
+    int stale;       /* ... but the hash's "p" says another partition wrote it */
+    int home;        /* the hash's "p" read (-1 none): when it names another partition,
+                        this apply moves the account and INCRs that partition's fence too */
+    unsigned known;  /* facts known before the read (the cache's) */
+    int due_known;   /* the timer too: no ZSCORE */
+    int key_watched; /* its hash key is WATCHed (it read as missing once): kept by re-reads */
 } ap_grp_t;
 
 #define AP_I32_NONE INT32_MIN

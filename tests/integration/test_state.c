@@ -1654,13 +1654,22 @@ static void last_call(const char *cmd, char *buf, size_t size) {
     redisFree(c);
 }
 
+static void count_rtt(void *opaque, double seconds) {
+    (void)seconds;
+    (*(int *)opaque)++;
+}
+
 /* The apply cache (state.cache_accounts): the second apply of an account
  * asks Redis only for its day buckets and members (no facts it knows, no
- * prune marks, x or o:<p>, no ZSCORE of its timer), and computes the same.
- * A write by another writer that INCRs the partition's fence is seen; a
- * commit's timer move is kept in the cache, so the next apply still moves
- * the timer earlier when it must. */
+ * prune marks, x or o:<p>, no ZSCORE of its timer), and computes the same,
+ * in two round trips like a miss (the fence check rides with the read). A
+ * write by another writer that INCRs the partition's fence is seen: the
+ * read that relied on the record is made again as a miss; a commit's timer
+ * move is kept in the cache, so the next apply still moves the timer
+ * earlier when it must. */
 Test(state, apply_cache_keeps_the_fixed_fields) {
+    int rtts = 0;
+    cw_state_set_rtt_cb(st, count_rtt, &rtts);
     cw_account_state_t *out, *due;
     size_t n_out, n_due;
     uint64_t hits, misses;
@@ -1673,11 +1682,13 @@ Test(state, apply_cache_keeps_the_fixed_fields) {
     cw_state_cache_stats(st, &hits, &misses);
     cr_expect_eq(hits, 0);
     cr_expect_eq(misses, 1);
+    rtts = 0;
     last_call("HMGET", args, sizeof(args));
     cr_expect_neq(strstr(args, " o:0"), NULL, "a miss reads the fixed fields: %s", args);
 
     long long zscore0 = cmd_calls("zscore"), hmget0 = cmd_calls("hmget");
     cr_assert_eq(apply(st, evs + 1, 2, 0, 1, &out, &n_out), CW_OK);
+    cr_expect_eq(rtts, 3, "read with the fences, write, and the test's read back: %d", rtts);
     cw_state_cache_stats(st, &hits, &misses);
     cr_expect_eq(hits, 1);
     cr_expect_eq(cmd_calls("zscore") - zscore0, 0, "the timer came from the cache");
@@ -1696,9 +1707,17 @@ Test(state, apply_cache_keeps_the_fixed_fields) {
     cw_h_redis_int(redis, "HSET t:a:{ac} o:0 10");
     cw_h_redis_int(redis, "INCR t:fence:0");
     uint64_t dup0 = cw_state_duplicates(st);
+    hmget0 = cmd_calls("hmget");
+    cw_state_cache_stats(st, &hits, &misses);
     cr_assert_eq(apply(st, evs + 3, 1, 0, 3, NULL, NULL), CW_OK);
     cr_expect_eq(cw_state_duplicates(st) - dup0, 1);
     cr_expect_eq(cw_h_redis_int(redis, "HGET t:a:{ac} o:0"), 10);
+    cr_expect_eq(cmd_calls("hmget") - hmget0, 2, "the read that relied on the record, again");
+    uint64_t hits1, misses1;
+    cw_state_cache_stats(st, &hits1, &misses1);
+    cr_expect_eq(hits1 - hits, 0);
+    cr_expect_eq(misses1 - misses, 1);
+    cw_state_set_rtt_cb(st, NULL, NULL);
 
     /* the day-0 decision moves the timer to day 5 (a commit, fence INCRed
      * by it); the day-1 event must then bring it back to day 1's end */
@@ -1864,4 +1883,71 @@ Test(state, apply_moving_an_account_watches_the_fence_it_leaves) {
     cr_assert_eq(cw_state_read(st, "mo", T(2, 12), &a), CW_OK);
     cr_expect_eq(a.home_partition, 3);
     cr_expect_eq(win(&a, CW_WIN_LOGINS_7D), 2);
+}
+
+/* Another process's apply of events on another partition: run by
+ * cw_state_test_after_read between an apply's read and its write. */
+typedef struct other_apply {
+    cw_state_t *st;
+    cw_state_batch_t *b;
+    const cw_event_t *evs;
+    size_t n;
+    int partition;
+    cw_err_t r;
+} other_apply_t;
+
+static void other_apply(void *arg) {
+    other_apply_t *o = arg;
+    cw_account_state_t *out;
+    size_t n_out;
+    cw_state_batch_begin(o->b);
+    for (size_t i = 0; i < o->n; i++) {
+        cr_assert_eq(cw_state_batch_add(o->b, o->partition, (int64_t)i, &o->evs[i]), CW_OK);
+    }
+    o->r = cw_state_batch_exec(o->st, o->b, &out, &n_out);
+}
+
+/* A new account has no "p" naming a fence to watch: two processes making
+ * its first applies from two partitions at once both read it as missing.
+ * The apply that writes second finds (WATCH, then EXISTS) that the hash
+ * was created since its read, reads it again and adds to it; without that
+ * it overwrote the other's counts (logins 1, users 1) and the other
+ * partition's offset mark stayed, unfenced. An existing account costs no
+ * WATCH or EXISTS of its hash. */
+Test(state, new_account_applied_from_two_partitions_at_once) {
+    char err[256];
+    cw_state_t *st2 = cw_state_new(conf, &layout, err, sizeof(err));
+    cr_assert_not_null(st2, "state: %s", err);
+    cw_state_batch_t *bat2 = cw_state_batch_new(conf, &layout);
+    cr_assert_not_null(bat2);
+    cw_event_t e[3] = {login("nw", "u1", T(2, 1)), login("nw", "u2", T(2, 2)),
+                       usage("nw", "u2", "reports", T(2, 3), 2)};
+    other_apply_t o = {st2, bat2, &e[1], 2, 1, CW_ERROR};
+    long long exists0 = cmd_calls("exists"), hmget0 = cmd_calls("hmget");
+    cw_state_test_after_read(st, other_apply, &o);
+    cr_assert_eq(apply(st, &e[0], 1, 0, 0, NULL, NULL), CW_OK);
+    cr_assert_eq(o.r, CW_OK, "the other partition's apply");
+    cr_expect_eq(cmd_calls("exists") - exists0, 2, "one check by each apply");
+    cr_expect_eq(cmd_calls("hmget") - hmget0, 4,
+                 "%lld: read again after the check, then after watching the fence of 1 (its \"p\")",
+                 cmd_calls("hmget") - hmget0);
+    cr_expect_eq(cw_h_redis_int(redis, "HGET t:a:{nw} p"), 0);
+    cw_account_state_t a;
+    cr_assert_eq(cw_state_read(st, "nw", T(2, 12), &a), CW_OK);
+    check_all_queries(&a, e, 3);
+    cr_expect_eq(win(&a, CW_WIN_LOGINS_7D), 2);
+    cr_expect_eq(win(&a, CW_WIN_ACTIVE_USERS_7D), 2);
+    cr_expect_eq(a.first_ms, T(2, 1));
+    cr_expect_eq(a.last_event_ms, T(2, 3));
+
+    /* the account exists now: its next applies check nothing */
+    long long exists1 = cmd_calls("exists"), watch1 = cmd_calls("watch");
+    cw_event_t e3 = login("nw", "u3", T(2, 4));
+    cr_assert_eq(apply(st2, &e3, 1, 1, 2, NULL, NULL), CW_OK);
+    cr_expect_eq(cmd_calls("exists") - exists1, 0);
+    cr_expect_eq(cmd_calls("watch") - watch1, 2, "the fences of 1, then of 0 (its \"p\")");
+    cr_assert_eq(cw_state_read(st, "nw", T(2, 12), &a), CW_OK);
+    cr_expect_eq(win(&a, CW_WIN_LOGINS_7D), 3);
+    cw_state_batch_destroy(bat2);
+    cw_state_destroy(st2);
 }

@@ -24,18 +24,20 @@
 #define N_EV_TYPES (CW_EV_UNKNOWN + 1)
 #define MAX_BUCKETS 16
 
-/* One value of a free-form label and its counter. */
+/* One value of a free-form label and its counters. */
 typedef struct label_slot {
     char name[CW_METRICS_LABEL_MAX]; /* written once, before the slot is published */
     _Atomic uint64_t value;
+    _Atomic uint64_t value2; /* a second counter of the same series (stage: nanoseconds) */
 } label_slot_t;
 
 /* A counter family with one free-form label, bounded. */
 typedef struct label_family {
     label_slot_t slots[CW_METRICS_MAX_LABELS];
-    _Atomic size_t n;       /* published slots (release/acquire) */
-    _Atomic uint64_t other; /* values seen after the table filled up */
-    pthread_mutex_t lock;   /* serialises the claiming of new slots only */
+    _Atomic size_t n;        /* published slots (release/acquire) */
+    _Atomic uint64_t other;  /* values seen after the table filled up */
+    _Atomic uint64_t other2; /* ... and their second counter */
+    pthread_mutex_t lock;    /* serialises the claiming of new slots only */
 } label_family_t;
 
 typedef struct hist_def {
@@ -84,6 +86,7 @@ static const char *const topic_kinds[CW_METRICS_TOPIC__COUNT] = {"alert", "score
 struct cw_metrics {
     _Atomic uint64_t events_in[N_EV_TYPES];
     label_family_t dlq;
+    label_family_t stage; /* Redis round trips (value) and their nanoseconds (value2) */
     _Atomic uint64_t alerts[CW_REASON__COUNT];
     _Atomic uint64_t band_changes[4][3]; /* [from + 1][to]; from -1 = first scoring */
     _Atomic uint64_t counters[CW_CTR__COUNT];
@@ -99,7 +102,7 @@ struct cw_metrics {
     int64_t start_ms;
     char input_topic[CW_STR_MAX];
     char topics[CW_METRICS_TOPIC__COUNT][CW_STR_MAX];
-    int lock_ok; /* dlq.lock initialised */
+    int lock_ok; /* dlq.lock and stage.lock initialised */
 };
 
 /* ---- lifecycle ---- */
@@ -112,6 +115,12 @@ cw_metrics_t *cw_metrics_new(const cw_conf_t *conf, char *errstr, size_t errstr_
     }
     if (pthread_mutex_init(&m->dlq.lock, NULL) != 0) {
         snprintf(errstr, errstr_size, "metrics: cannot create a mutex");
+        free(m);
+        return NULL;
+    }
+    if (pthread_mutex_init(&m->stage.lock, NULL) != 0) {
+        snprintf(errstr, errstr_size, "metrics: cannot create a mutex");
+        pthread_mutex_destroy(&m->dlq.lock);
         free(m);
         return NULL;
     }
@@ -145,6 +154,7 @@ void cw_metrics_destroy(cw_metrics_t *m) {
     }
     if (m->lock_ok) {
         pthread_mutex_destroy(&m->dlq.lock);
+        pthread_mutex_destroy(&m->stage.lock);
     }
     free(m);
 }
@@ -172,18 +182,21 @@ static int family_find(label_family_t *f, const char *label, size_t from, size_t
     return -1;
 }
 
-static void family_inc(label_family_t *f, const char *reason) {
+/* Add v (and v2 to the second counter) to the series of label. */
+static void family_add(label_family_t *f, const char *reason, uint64_t v, uint64_t v2) {
     char label[CW_METRICS_LABEL_MAX];
     cw_strlcpy(label, reason != NULL && reason[0] != '\0' ? reason : "unspecified", sizeof(label));
     if (strcmp(label, "other") == 0) {
-        INC(f->other, 1);
+        INC(f->other, v);
+        INC(f->other2, v2);
         return;
     }
     /* fast path: a known label, no lock */
     size_t n = atomic_load_explicit(&f->n, memory_order_acquire);
     int i = family_find(f, label, 0, n);
     if (i >= 0) {
-        INC(f->slots[i].value, 1);
+        INC(f->slots[i].value, v);
+        INC(f->slots[i].value2, v2);
         return;
     }
     /* first sighting: claim a slot under the lock (another writer may have
@@ -192,22 +205,54 @@ static void family_inc(label_family_t *f, const char *reason) {
     size_t n2 = atomic_load_explicit(&f->n, memory_order_relaxed);
     i = family_find(f, label, n, n2);
     if (i >= 0) {
-        INC(f->slots[i].value, 1);
+        INC(f->slots[i].value, v);
+        INC(f->slots[i].value2, v2);
     } else if (n2 < CW_METRICS_MAX_LABELS) {
         memcpy(f->slots[n2].name, label, sizeof(label));
-        atomic_store_explicit(&f->slots[n2].value, 1, memory_order_relaxed);
+        atomic_store_explicit(&f->slots[n2].value, v, memory_order_relaxed);
+        atomic_store_explicit(&f->slots[n2].value2, v2, memory_order_relaxed);
         atomic_store_explicit(&f->n, n2 + 1, memory_order_release);
     } else {
-        INC(f->other, 1);
+        INC(f->other, v);
+        INC(f->other2, v2);
     }
     pthread_mutex_unlock(&f->lock);
+}
+
+/* The slot of label (after the table's "other"), or NULL when not seen. */
+static const label_slot_t *family_get(const label_family_t *f, const char *label) {
+    size_t n = atomic_load_explicit(&f->n, memory_order_acquire);
+    for (size_t i = 0; i < n; i++) {
+        if (strncmp(f->slots[i].name, label, CW_METRICS_LABEL_MAX - 1) == 0) {
+            return &f->slots[i];
+        }
+    }
+    return NULL;
 }
 
 void cw_metrics_dead_letter(cw_metrics_t *m, const char *reason) {
     if (m == NULL) {
         return;
     }
-    family_inc(&m->dlq, reason);
+    family_add(&m->dlq, reason, 1, 0);
+}
+
+/* Seconds as nanoseconds, clamped to what a uint64_t holds (negative, NaN: 0). */
+static uint64_t to_ns(double seconds) {
+    double ns = seconds > 0 ? seconds * 1e9 : 0;
+    return ns < 1.8e19 ? (uint64_t)ns : UINT64_C(18000000000000000000);
+}
+
+void cw_metrics_redis_stage(cw_metrics_t *m, const char *stage, double seconds) {
+    char label[CW_METRICS_LABEL_MAX];
+    if (m == NULL) {
+        return;
+    }
+    cw_strlcpy(label, stage != NULL ? stage : "", sizeof(label));
+    for (char *c = label; *c != '\0'; c++) {
+        *c = *c == ' ' ? '_' : *c; /* "apply read" -> apply_read */
+    }
+    family_add(&m->stage, label, 1, to_ns(seconds));
 }
 
 void cw_metrics_alert(cw_metrics_t *m, cw_reason_t reason) {
@@ -244,8 +289,7 @@ void cw_metrics_observe(cw_metrics_t *m, cw_metrics_hist_t h, double seconds) {
         b++;
     }
     INC(m->hists[h].buckets[b], 1);
-    double ns = seconds * 1e9;
-    INC(m->hists[h].sum_ns, ns < 1.8e19 ? (uint64_t)ns : UINT64_C(18000000000000000000));
+    INC(m->hists[h].sum_ns, to_ns(seconds));
 }
 
 void cw_metrics_set_lag(cw_metrics_t *m, int partition, int64_t lag) {
@@ -332,13 +376,16 @@ uint64_t cw_metrics_get_dead_letters(const cw_metrics_t *m, const char *reason) 
     if (strcmp(reason, "other") == 0) {
         return GET(m->dlq.other);
     }
-    size_t n = atomic_load_explicit(&m->dlq.n, memory_order_acquire);
-    for (size_t i = 0; i < n; i++) {
-        if (strncmp(m->dlq.slots[i].name, reason, CW_METRICS_LABEL_MAX - 1) == 0) {
-            return GET(m->dlq.slots[i].value);
-        }
+    const label_slot_t *sl = family_get(&m->dlq, reason);
+    return sl != NULL ? GET(sl->value) : 0;
+}
+
+uint64_t cw_metrics_get_redis_stage(const cw_metrics_t *m, const char *stage, double *seconds) {
+    const label_slot_t *sl = m != NULL && stage != NULL ? family_get(&m->stage, stage) : NULL;
+    if (seconds != NULL) {
+        *seconds = sl != NULL ? (double)GET(sl->value2) / 1e9 : 0;
     }
-    return 0;
+    return sl != NULL ? GET(sl->value) : 0;
 }
 
 /* ---- rendering ---- */
@@ -455,6 +502,30 @@ void cw_metrics_render(const cw_metrics_t *m, cw_buf_t *out) {
 
     for (int h = 0; h < CW_HIST__COUNT; h++) {
         render_hist(m, (cw_metrics_hist_t)h, out);
+    }
+
+    /* Redis round trips by what they were for: where the lanes wait */
+    n = atomic_load_explicit(&m->stage.n, memory_order_acquire);
+    header(out, "churnwatch_redis_stage_roundtrips_total", "counter",
+           "Pipelined Redis round trips, by stage (apply_read, apply_write, due_read, commit, "
+           "...).");
+    for (size_t i = 0; i <= n; i++) {
+        uint64_t v = i < n ? GET(m->stage.slots[i].value) : GET(m->stage.other);
+        if (i < n || v > 0) {
+            sample1(out, "churnwatch_redis_stage_roundtrips_total", "stage",
+                    i < n ? m->stage.slots[i].name : "other", v);
+        }
+    }
+    header(out, "churnwatch_redis_stage_seconds_total", "counter",
+           "Time in pipelined Redis round trips, by stage (summed over the Redis connections).");
+    for (size_t i = 0; i <= n; i++) {
+        uint64_t v = i < n ? GET(m->stage.slots[i].value) : GET(m->stage.other);
+        uint64_t ns = i < n ? GET(m->stage.slots[i].value2) : GET(m->stage.other2);
+        if (i < n || v > 0) {
+            cw_buf_printf(out, "churnwatch_redis_stage_seconds_total{stage=\"");
+            put_label(out, i < n ? m->stage.slots[i].name : "other");
+            cw_buf_printf(out, "\"} %.6f\n", (double)ns / 1e9);
+        }
     }
 
     for (int c = 0; c < CW_CTR__COUNT; c++) {

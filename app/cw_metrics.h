@@ -7,7 +7,7 @@
  * fetch-add (no lock, no allocation: the hot path stays allocation-free)
  * and a scrape reads a consistent-enough snapshot without stopping the
  * pipeline. The one exception is the first sighting of a new label value
- * of a free-form label (dead-letter reasons): it takes a mutex to claim a
+ * of a free-form label (dead-letter reasons, Redis stages): it takes a mutex to claim a
  * slot in a bounded table (CW_METRICS_MAX_LABELS distinct values, then
  * "other"), so a flood of distinct malformed inputs cannot grow memory or
  * the number of series without bound.
@@ -23,6 +23,10 @@
  *   consumer_lag{topic,partition}    high watermark - position (gauge)
  *   batch_duration_seconds           histogram, one consumed batch end to end
  *   redis_roundtrip_seconds          histogram, one pipelined Redis round trip
+ *   redis_stage_roundtrips_total{stage}, redis_stage_seconds_total{stage}
+ *                                    the same round trips by what they were for
+ *                                    (apply_read, apply_write, due_read, commit,
+ *                                    ...): where the Redis connections wait
  *   redis_reconnects_total, redis_retries_total, redis_up
  *   producer_delivered_total{topic}, producer_failed_total{topic}
  *   batches_total, duplicates_total, snapshots_total, timer_rescored_total
@@ -109,6 +113,14 @@ void cw_metrics_band_change(cw_metrics_t *m, int from, cw_band_t to);
 /** @brief Add n to a plain counter. */
 void cw_metrics_add(cw_metrics_t *m, cw_metrics_ctr_t c, uint64_t n);
 
+/**
+ * @brief One pipelined Redis round trip of this stage took seconds: counted
+ * in churnwatch_redis_stage_{roundtrips,seconds}_total{stage}. stage is
+ * cw_state's name of it ("apply read"; spaces become '_' in the label);
+ * free-form but bounded like dead-letter reasons.
+ */
+void cw_metrics_redis_stage(cw_metrics_t *m, const char *stage, double seconds);
+
 /** @brief Record one observation of seconds in a histogram (negative = 0). */
 void cw_metrics_observe(cw_metrics_t *m, cw_metrics_hist_t h, double seconds);
 
@@ -150,6 +162,8 @@ uint64_t cw_metrics_get_events_in(const cw_metrics_t *m, cw_ev_type_t type);
 
 /** @brief Dead letters so far with this reason ("other" = the overflow bucket). */
 uint64_t cw_metrics_get_dead_letters(const cw_metrics_t *m, const char *reason);
+/** @brief Round trips of a stage (its label: "apply_read"), and their seconds into *seconds. */
+uint64_t cw_metrics_get_redis_stage(const cw_metrics_t *m, const char *stage, double *seconds);
 
 /**
  * @brief Append every metric in the Prometheus text format (0.0.4) to out.

@@ -302,8 +302,9 @@ static void on_rebalance(void *opaque, int assigned, const rd_kafka_topic_partit
 
 /* ---- metrics ---- */
 
-static void on_redis_rtt(void *opaque, double seconds) {
+static void on_redis_rtt(void *opaque, const char *stage, double seconds) {
     cw_metrics_observe(opaque, CW_HIST_REDIS, seconds);
+    cw_metrics_redis_stage(opaque, stage, seconds);
 }
 
 /* Gauges copied from other modules, at most once a second (a rebalance
@@ -1399,6 +1400,9 @@ cw_pipeline_t *cw_pipeline_new(const cw_conf_t *conf, const cw_pipeline_opts_t *
     pl->acker->state = cw_state_new(conf, &pl->layout, errstr, errstr_size);
     if (pl->acker->state == NULL) {
         goto fail;
+    }
+    if (pl->m != NULL) {
+        cw_state_set_rtt_cb(pl->acker->state, on_redis_rtt, pl->m);
     }
     pl->sink = cw_sink_kafka_new(conf, on_delivery, pl, errstr, errstr_size);
     if (pl->sink == NULL) {

@@ -378,6 +378,21 @@ if [ -n "$T_ALL_DECODED" ]; then
 fi
 WALL_S=$(awk -v ms=$((T_END - T_START)) 'BEGIN { printf "%.2f", ms / 1000 }')
 R[a_work]="$CW_BATCHES batches; $CW_TIMER day-end/timer rescorings; $CW_SNAPS score snapshots; $CW_ALERTS alerts; time in Redis round trips ${CW_REDIS_S} s of ${WALL_S} s; apply cache $(awk -v h="$CW_CHITS" -v m="$CW_CMISS" 'BEGIN { printf "%d hits of %d account applies (%.1f%%)", h, h + m, (h + m > 0 ? 100 * h / (h + m) : 0) }')"
+# Where the Redis connections waited: round trips by stage (their time is
+# summed over the connections, so it exceeds the wall time).
+R[a_stages]=$(awk '
+  /^churnwatch_redis_stage_(roundtrips|seconds)_total\{/ {
+    split($1, a, "\""); st = a[2]
+    if ($1 ~ /roundtrips/) n[st] = $2; else s[st] = $2
+  } END {
+    k = 0
+    for (st in s) { keys[++k] = st }
+    for (i = 1; i <= k; i++) for (j = i + 1; j <= k; j++) if (s[keys[j]] > s[keys[i]]) { t = keys[i]; keys[i] = keys[j]; keys[j] = t }
+    for (i = 1; i <= k && i <= 8; i++) {
+      st = keys[i]
+      printf "%s%s %.1f s (%d x %.1f ms)", (i > 1 ? "; " : ""), st, s[st], n[st], (n[st] > 0 ? 1000 * s[st] / n[st] : 0)
+    }
+  }' "$M")
 R[cpu]=$(awk -v w="$CW_WALL" -v cu="$CW_USER" -v cs="$CW_SYS" -v r=$(awk -v a="$RED0" -v b="$RED1" 'BEGIN{print b-a}') \
   -v k=$(awk -v a="$BRK0" -v b="$BRK1" 'BEGIN{print b-a}') 'BEGIN {
   printf "churnwatch %.1f s (%.0f%% of a core), redis-server %.1f s (%.0f%%), broker %.1f s (%.0f%%) over %.1f s", cu + cs, 100 * (cu + cs) / w, r, 100 * r / w, k, 100 * k / w, w }')
@@ -695,6 +710,7 @@ consumption check   ${R[check]}
                     ${R[a_warm]}
                     ${R[a_decoded]:-}
                     ${R[a_work]}
+    Redis waits     ${R[a_stages]:-}
     CPU in phase    ${R[cpu]}
     inside Redis    ${R[redis_cmds]}
 (b) raw consume-only rate, same broker, same data, same run

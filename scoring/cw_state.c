@@ -596,7 +596,7 @@ cw_err_t cw_st_pipe_run(cw_state_t *st, size_t n, pipe_build_t build, pipe_reply
         got = end;
     }
     if (st->rtt_cb != NULL && n > 0) {
-        st->rtt_cb(st->rtt_opaque, (double)(cw_time_mono_us() - t0) / 1e6);
+        st->rtt_cb(st->rtt_opaque, what, (double)(cw_time_mono_us() - t0) / 1e6);
     }
     return worst;
 }

@@ -279,8 +279,12 @@ cw_err_t cw_state_at_risk(cw_state_t *st, size_t limit, char (*ids)[CW_FIELD_MAX
 cw_err_t cw_state_snapshot(cw_state_t *st, const char *account_id, cw_buf_t *buf);
 
 /* ---- observers and dashboard reads ---- */
-/** @brief Called after every pipelined round trip with its duration in seconds. */
-typedef void(cw_state_rtt_cb)(void *opaque, double seconds);
+/**
+ * @brief Called after every pipelined round trip with what it was for (a
+ * static string: "apply read", "apply write", "due read", "commit", ...;
+ * the name failures are logged with) and its duration in seconds.
+ */
+typedef void(cw_state_rtt_cb)(void *opaque, const char *stage, double seconds);
 /** @brief Install (or with NULL remove) the round-trip observer (metrics). */
 void cw_state_set_rtt_cb(cw_state_t *st, cw_state_rtt_cb *cb, void *opaque);
 /**

@@ -1654,7 +1654,8 @@ static void last_call(const char *cmd, char *buf, size_t size) {
     redisFree(c);
 }
 
-static void count_rtt(void *opaque, double seconds) {
+static void count_rtt(void *opaque, const char *stage, double seconds) {
+    (void)stage;
     (void)seconds;
     (*(int *)opaque)++;
 }

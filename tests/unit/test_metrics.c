@@ -320,6 +320,30 @@ Test(metrics, dead_letter_labels_are_bounded) {
     cw_metrics_destroy(m);
 }
 
+/* Redis round trips by stage: a count and the seconds of each stage's
+ * round trips, the stage named as cw_state names it with '_' for ' '. */
+Test(metrics, redis_stages_count_round_trips_and_their_time) {
+    cw_metrics_t *m = new_metrics();
+    double s = -1;
+    cw_metrics_redis_stage(m, "apply read", 0.25);
+    cw_metrics_redis_stage(m, "apply read", 0.5);
+    cw_metrics_redis_stage(m, "commit", 0.125);
+    cw_metrics_redis_stage(m, "commit", -1); /* counted, no time */
+    char *t = render(m);
+    assert_valid_exposition(t);
+    cr_expect_eq(sample(t, "churnwatch_redis_stage_roundtrips_total{stage=\"apply_read\"}"), 2);
+    cr_expect_eq(sample(t, "churnwatch_redis_stage_seconds_total{stage=\"apply_read\"}"), 0.75);
+    cr_expect_eq(sample(t, "churnwatch_redis_stage_roundtrips_total{stage=\"commit\"}"), 2);
+    cr_expect_eq(sample(t, "churnwatch_redis_stage_seconds_total{stage=\"commit\"}"), 0.125);
+    cr_expect_eq(sample(t, "churnwatch_redis_stage_roundtrips_total{stage=\"other\"}"), -1);
+    cr_expect_eq(cw_metrics_get_redis_stage(m, "apply_read", &s), 2);
+    cr_expect_eq(s, 0.75);
+    cr_expect_eq(cw_metrics_get_redis_stage(m, "due read", &s), 0);
+    cr_expect_eq(s, 0);
+    free(t);
+    cw_metrics_destroy(m);
+}
+
 Test(metrics, long_reason_is_cut_not_overflowed) {
     cw_metrics_t *m = new_metrics();
     char reason[200];

@@ -13,10 +13,10 @@
  * offset applied from this partition and the day buckets its events add
  * to; HMGET of the set members its events mark; ZSCORE of its timer.
  * Phase 2, only for accounts crossing a prune point, reads the whole set
- * (HGETALL) or the field names (HKEYS) to delete; and for the accounts
- * whose hash phase 1 found missing (no "p": new accounts, whose fence is
- * not known) it WATCHes those hashes and checks with EXISTS that they are
- * still missing, or reads the batch again. Phase 3 writes everything
+ * (HGETALL) or the field names (HKEYS) to delete; and it claims the
+ * accounts whose hash phase 1 found without "p" (new accounts, whose fence
+ * is not known) for this partition with HSETNX, or reads the batch again
+ * when another partition's apply wrote "p" first. Phase 3 writes everything
  * in one MULTI/EXEC; if another apply of one of these partitions committed
  * meanwhile (a second consumer of the partition during a rebalance) EXEC
  * aborts and the batch is recomputed. The fields
@@ -302,9 +302,7 @@ static int ap_plan_reads(cw_state_t *st) {
     }
     for (size_t gi = 0; gi < st->bat->n_groups; gi++) {
         ap_grp_t *g = &st->ap_grp[gi];
-        int key_watched = g->key_watched; /* (a WATCH lasts until the EXEC) */
         memset(g, 0, sizeof(*g));
-        g->key_watched = key_watched;
         g->mem0 = (uint32_t)st->ap_n_mem;
         g->cnt0 = (uint32_t)st->ap_n_cnt;
         g->rq_f = ap_read_fields(st, st->bat->groups[gi].head, &g->rq_at);
@@ -391,8 +389,7 @@ static cw_err_t ap_build(cw_state_t *st, size_t i, void *vctx) {
     /* grp is a group index, except for AP_WATCH, AP_WMAX and AP_FENCE (a
      * partition) and AP_MULTI/AP_EXEC (unused) */
     int per_group = c->kind != AP_WATCH && c->kind != AP_GETF && c->kind != AP_WMAX &&
-                    c->kind != AP_FENCE && c->kind != AP_MULTI && c->kind != AP_EXEC &&
-                    c->kind != AP_WATCH_NEW && c->kind != AP_EXISTS_NEW;
+                    c->kind != AP_FENCE && c->kind != AP_MULTI && c->kind != AP_EXEC;
     const ap_grp_t *g = per_group ? &st->ap_grp[c->grp] : NULL;
     const char *id = per_group ? ap_id(st, c->grp) : "";
     int p = per_group ? st->bat->groups[c->grp].partition : (int)c->grp;
@@ -451,14 +448,11 @@ static cw_err_t ap_build(cw_state_t *st, size_t i, void *vctx) {
         cw_st_arg_str(st, "HGETALL");
         cw_st_arg_key(st, "a", id, NULL);
         break;
-    case AP_WATCH_NEW:
-    case AP_EXISTS_NEW:
-        cw_st_arg_str(st, c->kind == AP_WATCH_NEW ? "WATCH" : "EXISTS");
-        for (size_t gi = 0; gi < st->bat->n_groups; gi++) {
-            if (st->ap_grp[gi].key_watched == 1) {
-                cw_st_arg_key(st, "a", ap_id(st, gi), NULL);
-            }
-        }
+    case AP_CLAIM:
+        cw_st_arg_str(st, "HSETNX");
+        cw_st_arg_key(st, "a", id, NULL);
+        cw_st_arg_str(st, "p");
+        cw_st_arg_i64(st, p);
         break;
     case AP_HDEL_A:
         cw_st_arg_str(st, "HDEL");
@@ -945,15 +939,12 @@ static cw_err_t ap_reply_prune(cw_state_t *st, size_t i, const redisReply *r, vo
     const cw_layout_t *l = st->layout;
     const cw_view_plan_t *pl = &st->plan;
     ap_grp_t *g;
-    if (c->kind == AP_WATCH_NEW) {
-        return r->type == REDIS_REPLY_STATUS ? CW_OK : CW_ERROR;
-    }
-    if (c->kind == AP_EXISTS_NEW) {
-        /* how many of the hashes read as missing exist now */
+    if (c->kind == AP_CLAIM) {
+        /* 0: another partition's apply wrote "p" since the read */
         if (r->type != REDIS_REPLY_INTEGER) {
             return CW_ERROR;
         }
-        *(int *)vctx = r->integer > 0;
+        *(int *)vctx |= r->integer == 0;
         return CW_OK;
     }
     g = &st->ap_grp[c->grp];
@@ -1226,12 +1217,9 @@ static cw_err_t ap_run(cw_state_t *st, int *aborted) {
         return CW_ERROR;
     }
     memset(st->ap_watched, 0, sizeof(st->ap_watched));
-    for (size_t gi = 0; gi < st->bat->n_groups; gi++) {
-        st->ap_grp[gi].key_watched = 0;
-    }
     uint64_t dup0 = st->duplicates, hits0 = st->ac_hits, misses0 = st->ac_misses;
     for (;;) {
-        int created = 0, n_new = 0;
+        int created = 0;
         err = ap_read(st);
         if (err != CW_OK) {
             return err;
@@ -1247,25 +1235,17 @@ static cw_err_t ap_run(cw_state_t *st, int *aborted) {
                 return CW_ERROR;
             }
         }
-        /* phase 2: the hashes read as missing (new accounts) are WATCHed
-         * and checked to be missing still; what must be listed before it
-         * can be pruned is listed */
+        /* phase 2: the hashes read without "p" (new accounts) are
+         * claimed for this partition; what must be listed before it can be
+         * pruned is listed */
         st->ap_n_cmd = 0;
-        for (size_t gi = 0; gi < st->bat->n_groups; gi++) {
-            ap_grp_t *g = &st->ap_grp[gi];
-            if (g->applied > 0 && g->home < 0 && g->key_watched == 0) {
-                g->key_watched = 1;
-                n_new++;
-            }
-        }
-        if (n_new > 0 && (cw_st_ap_cmd_push(st, 0, AP_WATCH_NEW, 0) ||
-                          cw_st_ap_cmd_push(st, 0, AP_EXISTS_NEW, 0))) {
-            return CW_ERROR;
-        }
         for (size_t gi = 0; gi < st->bat->n_groups; gi++) {
             const ap_grp_t *g = &st->ap_grp[gi];
             if (g->applied == 0) {
                 continue;
+            }
+            if (g->home < 0 && cw_st_ap_cmd_push(st, (uint32_t)gi, AP_CLAIM, 0)) {
+                return CW_ERROR;
             }
             if (g->need_keys && cw_st_ap_cmd_push(st, (uint32_t)gi, AP_HKEYS, 0)) {
                 return CW_ERROR;
@@ -1281,18 +1261,13 @@ static cw_err_t ap_run(cw_state_t *st, int *aborted) {
                 return err;
             }
         }
-        for (size_t gi = 0; gi < st->bat->n_groups; gi++) {
-            if (st->ap_grp[gi].key_watched == 1) {
-                st->ap_grp[gi].key_watched = 2; /* sent */
-            }
-        }
         if (!created) {
             break;
         }
-        /* another partition's apply created one of them since the read (an
+        /* another partition's apply wrote one of them since the read (an
          * account's first events on two partitions, in two processes): read
-         * the batch again, now under the WATCH of those hashes, which then
-         * counts as it is */
+         * the batch again; its "p" now names that partition, whose fence
+         * the read watches (the claims made stay: they name this one) */
         st->duplicates = dup0;
         st->ac_hits = hits0;
         st->ac_misses = misses0;

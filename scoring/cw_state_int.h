@@ -219,8 +219,7 @@ enum {
     AP_ZSCORE,
     AP_HKEYS,
     AP_HGETALL_A,
-    AP_WATCH_NEW,  /* WATCH of the hashes the read found missing (one command) */
-    AP_EXISTS_NEW, /* ... and EXISTS of them after it (one command) */
+    AP_CLAIM, /* HSETNX of "p" in a hash the read found without it (a new account) */
     AP_MULTI,
     AP_HDEL_A,
     AP_HSET_A,
@@ -303,13 +302,12 @@ typedef struct ap_grp {
     unsigned rq_f; /* facts the read asks for (ap_read_fields) */
     int rq_at;     /* and the attributes */
     uint32_t mem0, n_mem, cnt0, n_cnt, del0, n_del;
-    int hit;         /* fixed fields and (if due_known) timer from the cache */
-    int stale;       /* ... but the hash's "p" says another partition wrote it */
-    int home;        /* the hash's "p" read (-1 none): when it names another partition,
-                        this apply moves the account and INCRs that partition's fence too */
-    unsigned known;  /* facts known before the read (the cache's) */
-    int due_known;   /* the timer too: no ZSCORE */
-    int key_watched; /* its hash key is WATCHed (it read as missing once): kept by re-reads */
+    int hit;        /* fixed fields and (if due_known) timer from the cache */
+    int stale;      /* ... but the hash's "p" says another partition wrote it */
+    int home;       /* the hash's "p" read (-1 none): when it names another partition,
+                       this apply moves the account and INCRs that partition's fence too */
+    unsigned known; /* facts known before the read (the cache's) */
+    int due_known;  /* the timer too: no ZSCORE */
 } ap_grp_t;
 
 #define AP_I32_NONE INT32_MIN

@@ -1910,11 +1910,10 @@ static void other_apply(void *arg) {
 
 /* A new account has no "p" naming a fence to watch: two processes making
  * its first applies from two partitions at once both read it as missing.
- * The apply that writes second finds (WATCH, then EXISTS) that the hash
- * was created since its read, reads it again and adds to it; without that
- * it overwrote the other's counts (logins 1, users 1) and the other
- * partition's offset mark stayed, unfenced. An existing account costs no
- * WATCH or EXISTS of its hash. */
+ * Each claims it (HSETNX of "p") before it writes; the one whose claim
+ * finds "p" set since its read reads it again (now watching the fence "p"
+ * names) and adds to it; without that it overwrote the other's counts
+ * (logins 1, users 1). An existing account costs no claim. */
 Test(state, new_account_applied_from_two_partitions_at_once) {
     char err[256];
     cw_state_t *st2 = cw_state_new(conf, &layout, err, sizeof(err));
@@ -1924,13 +1923,13 @@ Test(state, new_account_applied_from_two_partitions_at_once) {
     cw_event_t e[3] = {login("nw", "u1", T(2, 1)), login("nw", "u2", T(2, 2)),
                        usage("nw", "u2", "reports", T(2, 3), 2)};
     other_apply_t o = {st2, bat2, &e[1], 2, 1, CW_ERROR};
-    long long exists0 = cmd_calls("exists"), hmget0 = cmd_calls("hmget");
+    long long hsetnx0 = cmd_calls("hsetnx"), hmget0 = cmd_calls("hmget");
     cw_state_test_after_read(st, other_apply, &o);
     cr_assert_eq(apply(st, &e[0], 1, 0, 0, NULL, NULL), CW_OK);
     cr_assert_eq(o.r, CW_OK, "the other partition's apply");
-    cr_expect_eq(cmd_calls("exists") - exists0, 2, "one check by each apply");
+    cr_expect_eq(cmd_calls("hsetnx") - hsetnx0, 2, "one claim by each apply");
     cr_expect_eq(cmd_calls("hmget") - hmget0, 4,
-                 "%lld: read again after the check, then after watching the fence of 1 (its \"p\")",
+                 "%lld: read again after the claim, then after watching the fence of 1 (its \"p\")",
                  cmd_calls("hmget") - hmget0);
     cr_expect_eq(cw_h_redis_int(redis, "HGET t:a:{nw} p"), 0);
     cw_account_state_t a;
@@ -1942,10 +1941,10 @@ Test(state, new_account_applied_from_two_partitions_at_once) {
     cr_expect_eq(a.last_event_ms, T(2, 3));
 
     /* the account exists now: its next applies check nothing */
-    long long exists1 = cmd_calls("exists"), watch1 = cmd_calls("watch");
+    long long hsetnx1 = cmd_calls("hsetnx"), watch1 = cmd_calls("watch");
     cw_event_t e3 = login("nw", "u3", T(2, 4));
     cr_assert_eq(apply(st2, &e3, 1, 1, 2, NULL, NULL), CW_OK);
-    cr_expect_eq(cmd_calls("exists") - exists1, 0);
+    cr_expect_eq(cmd_calls("hsetnx") - hsetnx1, 0);
     cr_expect_eq(cmd_calls("watch") - watch1, 2, "the fences of 1, then of 0 (its \"p\")");
     cr_assert_eq(cw_state_read(st, "nw", T(2, 12), &a), CW_OK);
     cr_expect_eq(win(&a, CW_WIN_LOGINS_7D), 3);

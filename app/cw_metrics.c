@@ -417,6 +417,28 @@ static void sample1(cw_buf_t *out, const char *name, const char *key, const char
     cw_buf_printf(out, "\"} %llu\n", (unsigned long long)v);
 }
 
+/* One sample per published label of f, then "other" when labels overflowed
+ * into it: the count (value), or with seconds the second counter (value2,
+ * nanoseconds) as seconds. */
+static void render_family(cw_buf_t *out, const char *name, const char *key, const label_family_t *f,
+                          int seconds) {
+    size_t n = atomic_load_explicit(&f->n, memory_order_acquire);
+    for (size_t i = 0; i <= n; i++) {
+        uint64_t v = i < n ? GET(f->slots[i].value) : GET(f->other);
+        if (i == n && v == 0) {
+            break;
+        }
+        cw_buf_printf(out, "%s{%s=\"", name, key);
+        put_label(out, i < n ? f->slots[i].name : "other");
+        if (seconds) {
+            uint64_t ns = i < n ? GET(f->slots[i].value2) : GET(f->other2);
+            cw_buf_printf(out, "\"} %.6f\n", (double)ns / 1e9);
+        } else {
+            cw_buf_printf(out, "\"} %llu\n", (unsigned long long)v);
+        }
+    }
+}
+
 static void render_hist(const cw_metrics_t *m, cw_metrics_hist_t h, cw_buf_t *out) {
     const hist_def_t *d = &hist_defs[h];
     uint64_t cum = 0;
@@ -451,15 +473,7 @@ void cw_metrics_render(const cw_metrics_t *m, cw_buf_t *out) {
 
     header(out, "churnwatch_dead_lettered_total", "counter",
            "Input messages sent to the dead-letter topic, by reason.");
-    size_t n = atomic_load_explicit(&m->dlq.n, memory_order_acquire);
-    for (size_t i = 0; i < n; i++) {
-        sample1(out, "churnwatch_dead_lettered_total", "reason", m->dlq.slots[i].name,
-                GET(m->dlq.slots[i].value));
-    }
-    uint64_t other = GET(m->dlq.other);
-    if (other > 0) {
-        sample1(out, "churnwatch_dead_lettered_total", "reason", "other", other);
-    }
+    render_family(out, "churnwatch_dead_lettered_total", "reason", &m->dlq, 0);
 
     header(out, "churnwatch_alerts_total", "counter", "Churn-risk alerts decided, by reason.");
     for (int r = 0; r < CW_REASON__COUNT; r++) {
@@ -505,28 +519,13 @@ void cw_metrics_render(const cw_metrics_t *m, cw_buf_t *out) {
     }
 
     /* Redis round trips by what they were for: where the lanes wait */
-    n = atomic_load_explicit(&m->stage.n, memory_order_acquire);
     header(out, "churnwatch_redis_stage_roundtrips_total", "counter",
            "Pipelined Redis round trips, by stage (apply_read, apply_write, due_read, commit, "
            "...).");
-    for (size_t i = 0; i <= n; i++) {
-        uint64_t v = i < n ? GET(m->stage.slots[i].value) : GET(m->stage.other);
-        if (i < n || v > 0) {
-            sample1(out, "churnwatch_redis_stage_roundtrips_total", "stage",
-                    i < n ? m->stage.slots[i].name : "other", v);
-        }
-    }
+    render_family(out, "churnwatch_redis_stage_roundtrips_total", "stage", &m->stage, 0);
     header(out, "churnwatch_redis_stage_seconds_total", "counter",
            "Time in pipelined Redis round trips, by stage (summed over the Redis connections).");
-    for (size_t i = 0; i <= n; i++) {
-        uint64_t v = i < n ? GET(m->stage.slots[i].value) : GET(m->stage.other);
-        uint64_t ns = i < n ? GET(m->stage.slots[i].value2) : GET(m->stage.other2);
-        if (i < n || v > 0) {
-            cw_buf_printf(out, "churnwatch_redis_stage_seconds_total{stage=\"");
-            put_label(out, i < n ? m->stage.slots[i].name : "other");
-            cw_buf_printf(out, "\"} %.6f\n", (double)ns / 1e9);
-        }
-    }
+    render_family(out, "churnwatch_redis_stage_seconds_total", "stage", &m->stage, 1);
 
     for (int c = 0; c < CW_CTR__COUNT; c++) {
         header(out, ctr_defs[c].name, "counter", ctr_defs[c].help);

@@ -1235,9 +1235,9 @@ static cw_err_t ap_run(cw_state_t *st, int *aborted) {
                 return CW_ERROR;
             }
         }
-        /* phase 2: the hashes read without "p" (new accounts) are
-         * claimed for this partition; what must be listed before it can be
-         * pruned is listed */
+        /* phase 2 (stage "apply claim"): the hashes read without "p" (new
+         * accounts) are claimed for this partition; what must be listed
+         * before it can be pruned is listed, in the same round trip */
         st->ap_n_cmd = 0;
         for (size_t gi = 0; gi < st->bat->n_groups; gi++) {
             const ap_grp_t *g = &st->ap_grp[gi];
@@ -1256,7 +1256,7 @@ static cw_err_t ap_run(cw_state_t *st, int *aborted) {
         }
         n_prune = st->ap_n_cmd;
         if (n_prune > 0) {
-            err = cw_st_pipe_run(st, n_prune, ap_build, ap_reply_prune, &created, "apply prune");
+            err = cw_st_pipe_run(st, n_prune, ap_build, ap_reply_prune, &created, "apply claim");
             if (err != CW_OK) {
                 return err;
             }

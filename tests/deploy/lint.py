@@ -12,7 +12,8 @@ on the development machine, so this checks, file by file and across files:
   * the metric and label names used by the Grafana dashboard and the
     Prometheus rules exist in what app/cw_metrics.c renders (read from the
     C source: string literals, the histogram and counter tables, sample1()
-    label keys), histogram series included (_bucket with le, _sum, _count);
+    and render_family() label keys), histogram series included (_bucket
+    with le, _sum, _count);
   * deploy/config/churnwatch.json passes `churnwatch check-config`, also
     with the environment overrides compose and Kubernetes set;
   * compose.yaml: Kafka in KRaft mode, the topic-creation job creates the
@@ -230,7 +231,7 @@ def source_metrics(lint):
     names = set(re.findall(r'"(churnwatch_[A-Za-z0-9_]+)', src))
     hists = set(re.findall(r'"(churnwatch_[A-Za-z0-9_]+)"', table_block(src, "hist_defs")))
     labels = {n: set() for n in names}
-    for name, key in re.findall(r'sample1\(\s*\w+\s*,\s*"(churnwatch_[A-Za-z0-9_]+)"\s*,\s*"(\w+)"', src):
+    for name, key in re.findall(r'(?:sample1|render_family)\(\s*\w+\s*,\s*"(churnwatch_[A-Za-z0-9_]+)"\s*,\s*"(\w+)"', src):
         labels[name].add(key)
     # Label sets written inline: "name{a=\"%s\",b=\"%s\"}", possibly continued
     # by the next literals until the closing brace.

@@ -146,6 +146,24 @@ trap 'exit 130' INT TERM
 CLK_TCK=$(getconf CLK_TCK)
 # CPU seconds (user+sys, all threads) a live process has used so far.
 cpu_s() { awk -v t="$CLK_TCK" '{ printf "%.2f", ($14 + $15) / t }' "/proc/$1/stat" 2>/dev/null || echo 0; }
+# The whole machine: "EPOCH_MS BUSY_S STALL_S": CPU seconds all CPUs were
+# busy (/proc/stat: user, nice, system, irq, softirq, steal) and seconds some
+# task waited for a CPU (/proc/pressure/cpu "some"; 0 where PSI is off).
+machine_snap() {
+  local stall=0
+  [ -r /proc/pressure/cpu ] && stall=$(awk -F'total=' '/^some/ { printf "%.3f", $2 / 1e6 }' /proc/pressure/cpu)
+  awk -v t="$CLK_TCK" -v ms="$(now_ms)" -v st="${stall:-0}" \
+    '/^cpu / { printf "%s %.2f %s", ms, ($2 + $3 + $4 + $7 + $8 + $9) / t, st }' /proc/stat
+}
+# machine_line SNAP0 SNAP1 CPU_S: what the machine did between two snaps,
+# and how much of it was not the CPU_S seconds of the processes named in
+# the line before it (the bench itself, the kernel's threads, other tools).
+machine_line() {
+  awk -v a="$1" -v b="$2" -v known="$3" -v n="$(nproc)" 'BEGIN {
+    split(a, x, " "); split(b, y, " "); w = (y[1] - x[1]) / 1000; busy = y[2] - x[2]
+    printf "busy %.2f of %d cores, %.2f of it outside the processes above; a task waited for a CPU %.0f%% of the time (/proc/pressure/cpu)",
+      busy / w, n, (busy - known) / w, 100 * (y[3] - x[3]) / w }'
+}
 
 start_redis() {
   redis-server --port 0 --unixsocket "$T/redis.sock" --unixsocketperm 700 --dir "$T" \
@@ -293,6 +311,7 @@ write_conf "$T/cw.json" "$BROKERS" "cw-bench-$$" events churn-alerts account-sco
 log "churnwatch run (cold start: new process, new consumer group, empty Redis)"
 RED0=$(cpu_s "$REDIS_PID")
 BRK0=$(cpu_s "$BROKER_PID")
+MACH0=$(machine_snap)
 PERF_PID=
 if [ "$BENCH_PERF" = 1 ]; then
   perf record -e cpu-clock -F 499 -a -g -o "$T/perf.data" >/dev/null 2>"$T/perf.log" &
@@ -370,6 +389,7 @@ EOF
 wait "$CW_TIME_PID" || die "churnwatch run failed ($T/cw.log)"
 RED1=$(cpu_s "$REDIS_PID")
 BRK1=$(cpu_s "$BROKER_PID")
+MACH1=$(machine_snap)
 if [ -n "$PERF_PID" ]; then
   kill -INT "$PERF_PID" 2>/dev/null || true
   wait "$PERF_PID" 2>/dev/null || true
@@ -431,6 +451,8 @@ R[a_stages]=$(awk '
 R[cpu]=$(awk -v w="$CW_WALL" -v cu="$CW_USER" -v cs="$CW_SYS" -v r=$(awk -v a="$RED0" -v b="$RED1" 'BEGIN{print b-a}') \
   -v k=$(awk -v a="$BRK0" -v b="$BRK1" 'BEGIN{print b-a}') 'BEGIN {
   printf "churnwatch %.1f s (%.0f%% of a core), redis-server %.1f s (%.0f%%), broker %.1f s (%.0f%%) over %.1f s", cu + cs, 100 * (cu + cs) / w, r, 100 * r / w, k, 100 * k / w, w }')
+R[machine]=$(machine_line "$MACH0" "$MACH1" "$(awk -v a="$CW_USER" -v b="$CW_SYS" -v r0="$RED0" -v r1="$RED1" \
+  -v k0="$BRK0" -v k1="$BRK1" 'BEGIN { print a + b + r1 - r0 + k1 - k0 }')")
 R[d_rss]=$(awk -v kb="$CW_RSS_KB" 'BEGIN { printf "%.1f MB (%d kB, getrusage ru_maxrss via /usr/bin/time)", kb / 1024, kb }')
 
 # Where Redis spent its time, by command (commandstats). EVALSHA's time
@@ -520,7 +542,7 @@ log "redis: ${R[e_mem]}; widest account ${R[e_hot]}"
 # Redis and a new consumer group each time); prints each run and the ratio
 # of the summed rates, so a change is measured against its predecessor
 # minutes apart on a noisy machine rather than across separate bench runs.
-compare_once() { # $1 binary, $2 label -> "events/s redis_commands/message peak_rss_MB redis_cpu_us/message"
+compare_once() { # $1 binary, $2 label -> "events/s redis_commands/message peak_rss_MB redis_cpu_us/message churnwatch_cpu_us/message"
   rcli flushall >/dev/null
   rcli config resetstat >/dev/null
   local r0
@@ -529,28 +551,29 @@ compare_once() { # $1 binary, $2 label -> "events/s redis_commands/message peak_
     cw event "${BENCH_CW_KAFKA:-}"
   local t0 t1
   t0=$(now_ms)
-  /usr/bin/time -f '%M' -o "$T/cmp-$2.rss" \
+  /usr/bin/time -f '%M %U %S' -o "$T/cmp-$2.rss" \
     "$1" run --config "$T/cmp.json" --exit-on-idle "$BENCH_IDLE_MS" 2>"$T/cmp-$2.log" ||
     die "compare run $2 failed ($T/cmp-$2.log)"
   t1=$(log_ts_ms "$T/cmp-$2.log" "all partitions idle")
   [ -n "$t1" ] || die "compare run $2 did not reach the idle exit ($T/cmp-$2.log)"
   rcli info commandstats | awk -F'[:=,]' -v n="$N_MSGS" -v ms=$((t1 - BENCH_IDLE_MS - t0)) \
-    -v kb="$(tail -n1 "$T/cmp-$2.rss")" -v rc="$(awk -v a="$r0" -v b="$(cpu_s "$REDIS_PID")" 'BEGIN { print b - a }')" \
+    -v kb="$(tail -n1 "$T/cmp-$2.rss" | awk '{ print $1 }')" -v cc="$(tail -n1 "$T/cmp-$2.rss" | awk '{ print $2 + $3 }')" \
+    -v rc="$(awk -v a="$r0" -v b="$(cpu_s "$REDIS_PID")" 'BEGIN { print b - a }')" \
     '/^cmdstat_/ && $1 != "cmdstat_exec" { c += $3 }
-     END { printf "%.0f %.2f %.1f %.1f\n", n / (ms / 1000), c / n, kb / 1024, rc * 1e6 / n }'
+     END { printf "%.0f %.2f %.1f %.1f %.1f\n", n / (ms / 1000), c / n, kb / 1024, rc * 1e6 / n, cc * 1e6 / n }'
 }
 [ -z "${BENCH_COMPARE:-}" ] || [ -x "$BENCH_COMPARE" ] ||
   die "BENCH_COMPARE=$BENCH_COMPARE is not an executable"
 if [ -n "${BENCH_COMPARE:-}" ] && ! skipped compare; then
-  sa=0 sb=0 runs=""
+  sa=0 sb=0 runs="" cwa="" cwb=""
   for i in $(seq "${BENCH_COMPARE_RUNS:-2}"); do
-    read -r ra ca ma ua < <(compare_once "$CW" "a$i")
-    read -r rb cb mb ub < <(compare_once "$BENCH_COMPARE" "b$i")
-    log "compare pair $i: A $ra events/s ($ca Redis commands and $ua us of Redis CPU per message, peak RSS $ma MB), B $rb events/s ($cb, $ub us, $mb MB)"
-    runs="$runs [A $ra, $ca cmd/msg, $ua us/msg, $ma MB; B $rb, $cb cmd/msg, $ub us/msg, $mb MB]"
-    sa=$((sa + ra)) sb=$((sb + rb))
+    read -r ra ca ma ua wa < <(compare_once "$CW" "a$i")
+    read -r rb cb mb ub wb < <(compare_once "$BENCH_COMPARE" "b$i")
+    log "compare pair $i: A $ra events/s ($ca Redis commands, $ua us of Redis CPU and $wa us of churnwatch CPU per message, peak RSS $ma MB), B $rb events/s ($cb, $ub us, $wb us, $mb MB)"
+    runs="$runs [A $ra, $ca cmd/msg, Redis $ua us/msg, churnwatch $wa us/msg, $ma MB; B $rb, $cb cmd/msg, Redis $ub us/msg, churnwatch $wb us/msg, $mb MB]"
+    sa=$((sa + ra)) sb=$((sb + rb)) cwa="$cwa $wa" cwb="$cwb $wb"
   done
-  R[cmp]="A = $CW, B = $BENCH_COMPARE; pairs:$runs; A/B $(awk -v a=$sa -v b=$sb 'BEGIN { printf "%.2f", a / b }')"
+  R[cmp]="A = $CW, B = $BENCH_COMPARE; pairs:$runs; A/B $(awk -v a=$sa -v b=$sb 'BEGIN { printf "%.2f", a / b }'); churnwatch CPU per message A/B $(awk -v a="$cwa" -v b="$cwb" 'BEGIN { n = split(a, x, " "); split(b, y, " "); for (i = 1; i <= n; i++) { p += x[i]; q += y[i] } printf "%.2f", (q > 0 ? p / q : 0) }')"
 fi
 
 # ---- phase 4: consume-only again (brackets the churnwatch run) ---------------
@@ -624,7 +647,7 @@ lat_pass() {
     grep -q '"assigned' "$T/lat-$tag.log" && break
     sleep 0.05
   done
-  local r0 k0 c0 t0 out r1 k1 c1 t1 rss lag done_n skipped mid_n sampler
+  local r0 k0 c0 t0 out r1 k1 c1 t1 rss lag done_n skipped mid_n sampler m0 m1
   # the counters when the offered load ends (the tool then waits up to 10 s
   # for late alerts): what was processed while the load was offered
   (
@@ -635,14 +658,16 @@ lat_pass() {
   r0=$(cpu_s "$REDIS_PID")
   k0=$(cpu_s "$BROKER_PID")
   c0=$(cpu_s "$pid")
+  m0=$(machine_snap)
   t0=$(now_ms)
-  out=$("$LATENCY" --brokers "$BROKERS" --topic "$tag-events" --alert-topic "$tag-alerts" \
+  out=$(/usr/bin/time -f '%U %S' -o "$T/lat-$tag.tool-time" "$LATENCY" --brokers "$BROKERS" --topic "$tag-events" --alert-topic "$tag-alerts" \
     --rate "$rate" --duration "$BENCH_LAT_SECONDS" --warmup 5 --accounts "$BENCH_ACCOUNTS" \
     --zipf "$BENCH_ZIPF" --linger-ms "$BENCH_LAT_LINGER_MS") || true
   t1=$(now_ms)
   r1=$(cpu_s "$REDIS_PID")
   k1=$(cpu_s "$BROKER_PID")
   c1=$(cpu_s "$pid")
+  m1=$(machine_snap)
   rss=$(awk '/^VmHWM/ { print $2 }' "/proc/$pid/status")
   curl -sf "http://127.0.0.1:$port/metrics" -o "$T/lat-$tag.metrics" || true
   lag=$(metric churnwatch_consumer_lag "$T/lat-$tag.metrics")
@@ -666,7 +691,12 @@ lat_pass() {
   log "  $out"
   R[c_$tag]=$out
   R[c_${tag}_cpu]=$(awk -v w=$((t1 - t0)) -v a="$c0" -v b="$c1" -v r0="$r0" -v r1="$r1" -v k0="$k0" -v k1="$k1" 'BEGIN {
-    w /= 1000; printf "churnwatch %.0f%%, redis-server %.0f%%, broker %.0f%% of a core over %.1f s (latency tool: the rest)", 100 * (b - a) / w, 100 * (r1 - r0) / w, 100 * (k1 - k0) / w, w }')
+    w /= 1000; printf "churnwatch %.0f%%, redis-server %.0f%%, broker %.0f%%", 100 * (b - a) / w, 100 * (r1 - r0) / w, 100 * (k1 - k0) / w }')
+  local tool_s
+  tool_s=$(awk 'NF == 2 { print $1 + $2 }' "$T/lat-$tag.tool-time" 2>/dev/null)
+  R[c_${tag}_cpu]+=$(awk -v w=$((t1 - t0)) -v u="${tool_s:-0}" 'BEGIN { printf ", latency tool %.0f%% of a core over %.1f s", 100 * u / (w / 1000), w / 1000 }')
+  R[c_${tag}_machine]=$(machine_line "$m0" "$m1" "$(awk -v a="$c0" -v b="$c1" -v r0="$r0" -v r1="$r1" -v k0="$k0" \
+    -v k1="$k1" -v u="${tool_s:-0}" 'BEGIN { print b - a + r1 - r0 + k1 - k0 + u }')")
   R[c_${tag}_rss]=$(awk -v kb="$rss" 'BEGIN { printf "%.1f MB (VmHWM)", kb / 1024 }')
   R[c_${tag}_lag]="processed $done_n events, $mid_n of them while the load was offered ($(awk -v n="$mid_n" -v s=$((BENCH_LAT_SECONDS + 5)) 'BEGIN { printf "%.0f", n / s }') events/s); deleted by the broker before they were read: $skipped; consumer lag at the end $lag"
   R[c_${tag}_done]=$done_n
@@ -747,6 +777,7 @@ consumption check   ${R[check]}
                     ${R[a_work]}
     Redis waits     ${R[a_stages]:-}
     CPU in phase    ${R[cpu]}
+    machine         ${R[machine]}
     inside Redis    ${R[redis_cmds]}
 (b) raw consume-only rate, same broker, same data, same run
                     ${R[b]:-skipped}
@@ -757,20 +788,24 @@ consumption check   ${R[check]}
                     ${R[c_lat]:-skipped}
                     ${R[c_lat_lag]:-}
     CPU in phase    ${R[c_lat_cpu]:-}
+    machine         ${R[c_lat_machine]:-}
     inside Redis    ${R[c_lat_redis]:-}
     peak RSS there  ${R[c_lat_rss]:-}
     at ${SUS_RATE:-?} events/s (BENCH_LAT_RATE2; run when the fixed load is not sustained)
                     ${R[c_sus]:-not run}
                     ${R[c_sus_lag]:-}
     CPU in phase    ${R[c_sus_cpu]:-}
+    machine         ${R[c_sus_machine]:-}
     at ${MID_RATE:-?} events/s (BENCH_LAT_RATE3; near the wall-mode capacity, default config)
                     ${R[c_mid]:-not run}
                     ${R[c_mid_lag]:-}
     CPU in phase    ${R[c_mid_cpu]:-}
+    machine         ${R[c_mid_machine]:-}
     at ${SUS_RATE:-?} events/s, tuned by config: kafka.batch_timeout_ms 10, fetch.wait.max.ms 5
                     ${R[c_tun]:-not run}
                     ${R[c_tun_lag]:-}
     CPU in phase    ${R[c_tun_cpu]:-}
+    machine         ${R[c_tun_machine]:-}
 (d) peak RSS of churnwatch (throughput run)
                     ${R[d_rss]}${R[cmp]:+
 A/B (BENCH_COMPARE) ${R[cmp]}}${R[cmp_lat]:+

@@ -322,3 +322,22 @@ size_t cw_json_escape(char *out, size_t out_size, const char *s, size_t len) {
     }
     return o;
 }
+
+size_t cw_fmt_i64(char *out, int64_t v) {
+    char tmp[CW_I64_MAX_CHARS];
+    size_t n = 0, len = 0;
+    /* the magnitude as unsigned: -INT64_MIN does not fit an int64_t */
+    uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
+    do {
+        tmp[n++] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u != 0);
+    if (v < 0) {
+        out[len++] = '-';
+    }
+    while (n > 0) {
+        out[len++] = tmp[--n];
+    }
+    out[len] = '\0';
+    return len;
+}

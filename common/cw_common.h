@@ -99,4 +99,10 @@ char *cw_strlcpy(char *dst, const char *src, size_t size);
  * become \u00XX (the byte's value), so the result is always valid JSON. */
 size_t cw_json_escape(char *out, size_t out_size, const char *s, size_t len);
 
+#define CW_I64_MAX_CHARS 21 /* "-9223372036854775808" and the NUL */
+/** @brief v in decimal into out (CW_I64_MAX_CHARS bytes), NUL-terminated;
+ * returns the length. What snprintf("%" PRId64) gives, without the format
+ * parsing: Redis command arguments are formatted per field on the hot path. */
+size_t cw_fmt_i64(char *out, int64_t v);
+
 #endif

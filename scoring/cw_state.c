@@ -14,8 +14,9 @@
  * bottleneck (bench/README.md). The one script left, the watermark maximum
  * (cw_state_lua.h), is sent with EVAL.
  *
- * Round trips: a batch is one pipeline — every command is appended with
- * redisAppendCommandArgv (binary-safe keys), then every reply is read.
+ * Round trips: a batch is one pipeline — every command is written in RESP
+ * (binary-safe keys) and appended, then every reply is read; replies are
+ * built in an arena of the connection, not with a calloc per element.
  * Any I/O or protocol error frees the hiredis context (a context with err
  * set is never reused) and returns CW_RETRY; the next call reconnects.
  *
@@ -165,10 +166,8 @@ void cw_st_arg_end(cw_state_t *st) {
     if (st->argc == st->arg_cap) {
         size_t cap = st->arg_cap;
         size_t cap2 = st->arg_cap;
-        size_t cap3 = st->arg_cap;
         if (cw_st_grow((void **)&st->arg_off, &cap, st->argc + 1, sizeof(*st->arg_off)) != 0 ||
-            cw_st_grow((void **)&st->arg_len, &cap2, st->argc + 1, sizeof(*st->arg_len)) != 0 ||
-            cw_st_grow((void **)&st->argv, &cap3, st->argc + 1, sizeof(*st->argv)) != 0) {
+            cw_st_grow((void **)&st->arg_len, &cap2, st->argc + 1, sizeof(*st->arg_len)) != 0) {
             st->arg_oom = 1;
             return;
         }
@@ -239,9 +238,8 @@ int cw_st_member_field(const cw_layout_t *l, cw_sv_t f, cw_sv_t *mem) {
 }
 
 void cw_st_arg_i64(cw_state_t *st, int64_t v) {
-    char tmp[32];
-    int n = snprintf(tmp, sizeof(tmp), "%" PRId64, v);
-    cw_st_arg_mem(st, tmp, (size_t)n);
+    char tmp[CW_I64_MAX_CHARS];
+    cw_st_arg_mem(st, tmp, cw_fmt_i64(tmp, v));
 }
 
 /* "P:<kind>" plus optional "{id}" and suffix: P:a:{id}, P:due:3, P:wm. */
@@ -269,20 +267,150 @@ void cw_st_arg_pkey(cw_state_t *st, const char *kind, int partition) {
     cw_st_arg_key(st, kind, NULL, suffix);
 }
 
-/* Append the built command to the pipeline. CW_ERROR on out-of-memory. */
+/* "<c><n>\r\n" into out (a RESP header: *argc, $length); its length. */
+static size_t resp_header(char *out, char c, size_t n) {
+    out[0] = c;
+    size_t len = 1 + cw_fmt_i64(out + 1, (int64_t)n);
+    out[len++] = '\r';
+    out[len++] = '\n';
+    return len;
+}
+
+/* Append the built command to the pipeline. CW_ERROR on out-of-memory.
+ * The command is written in RESP here, into one reusable buffer, and
+ * appended as it is (redisAppendFormattedCommand): what
+ * redisAppendCommandArgv does, without its sds string per command and its
+ * formatted append per argument. */
 cw_err_t cw_st_args_send(cw_state_t *st) {
+    char hdr[CW_I64_MAX_CHARS + 3];
     if (st->arg_oom || st->abuf.oom) {
         CW_LOG(CW_LOG_ERROR, CW_STATE_COMP, "out of memory building a command");
         return CW_ERROR;
     }
+    cw_buf_reset(&st->resp);
+    cw_buf_append(&st->resp, hdr, resp_header(hdr, '*', st->argc));
     for (size_t i = 0; i < st->argc; i++) {
-        st->argv[i] = st->abuf.data != NULL ? st->abuf.data + st->arg_off[i] : "";
+        cw_buf_append(&st->resp, hdr, resp_header(hdr, '$', st->arg_len[i]));
+        if (st->arg_len[i] > 0) { /* abuf.data may be NULL when every argument is empty */
+            cw_buf_append(&st->resp, st->abuf.data + st->arg_off[i], st->arg_len[i]);
+        }
+        cw_buf_append(&st->resp, "\r\n", 2);
     }
-    if (redisAppendCommandArgv(st->c, (int)st->argc, st->argv, st->arg_len) != REDIS_OK) {
+    if (st->resp.oom) {
+        CW_LOG(CW_LOG_ERROR, CW_STATE_COMP, "out of memory building a command");
+        return CW_ERROR;
+    }
+    if (redisAppendFormattedCommand(st->c, st->resp.data, st->resp.len) != REDIS_OK) {
         CW_LOG(CW_LOG_ERROR, CW_STATE_COMP, "cannot append a command: %s", st->c->errstr);
         return CW_ERROR;
     }
     return CW_OK;
+}
+
+/* ---- replies: built in the connection's arena ---- */
+
+/* hiredis builds a reply through these functions (the context's reader
+ * calls them with privdata = st): every object, string and element vector
+ * of a reply comes from st->rarena instead of a calloc per element. A reply
+ * is released with cw_st_reply_free, never freeReplyObject; the reader
+ * releases a reply it abandons (a protocol error, a freed context) through
+ * freeObject. When no reply is live any more, the arena is reset: in a
+ * pipeline that is after nearly every reply, so replies reuse the same
+ * memory. */
+typedef struct reply_root {
+    redisReply r;
+    cw_state_t *st; /* for the reader's freeObject, which gets only the object */
+} reply_root_t;
+
+static void *reply_obj(const redisReadTask *task, int type) {
+    cw_state_t *st = task->privdata;
+    redisReply *r;
+    if (task->parent != NULL) {
+        if ((r = cw_arena_alloc(st->rarena, sizeof(*r), 1)) == NULL) {
+            return NULL;
+        }
+        redisReply *parent = task->parent->obj;
+        parent->element[task->idx] = r;
+    } else {
+        reply_root_t *root = cw_arena_alloc(st->rarena, sizeof(*root), 1);
+        if (root == NULL) {
+            return NULL;
+        }
+        root->st = st;
+        r = &root->r;
+        st->replies_live++;
+    }
+    r->type = type;
+    return r;
+}
+
+static void *reply_string(const redisReadTask *task, char *str, size_t len) {
+    cw_state_t *st = task->privdata;
+    char *buf = cw_arena_alloc(st->rarena, len + 1, 0);
+    if (buf == NULL) {
+        return NULL;
+    }
+    redisReply *r = reply_obj(task, task->type);
+    if (r == NULL) {
+        return NULL;
+    }
+    memcpy(buf, str, len);
+    buf[len] = '\0';
+    r->str = buf;
+    r->len = len;
+    return r;
+}
+
+static void *reply_array(const redisReadTask *task, int elements) {
+    cw_state_t *st = task->privdata;
+    redisReply **el = NULL;
+    if (elements > 0 &&
+        (el = cw_arena_alloc(st->rarena, (size_t)elements * sizeof(*el), 1)) == NULL) {
+        return NULL;
+    }
+    redisReply *r = reply_obj(task, REDIS_REPLY_ARRAY);
+    if (r == NULL) {
+        return NULL;
+    }
+    r->element = el;
+    r->elements = elements > 0 ? (size_t)elements : 0;
+    return r;
+}
+
+static void *reply_integer(const redisReadTask *task, long long value) {
+    redisReply *r = reply_obj(task, REDIS_REPLY_INTEGER);
+    if (r != NULL) {
+        r->integer = value;
+    }
+    return r;
+}
+
+static void *reply_nil(const redisReadTask *task) {
+    return reply_obj(task, REDIS_REPLY_NIL);
+}
+
+/* The reader's release of a whole reply (its root). */
+static void reply_release(void *privdata) {
+    cw_state_t *st = privdata;
+    if (st->replies_live > 0 && --st->replies_live == 0) {
+        cw_arena_reset(st->rarena);
+    }
+}
+
+/* The reader's freeObject: called with the root of a reply it abandons. */
+static void reply_abandon(void *obj) {
+    if (obj != NULL) {
+        reply_release(((reply_root_t *)obj)->st);
+    }
+}
+
+static redisReplyObjectFunctions reply_fns = {reply_string, reply_array, reply_integer, reply_nil,
+                                              reply_abandon};
+
+void cw_st_reply_free(cw_state_t *st, redisReply *r) {
+    if (r != NULL) {
+        reply_release(st);
+    }
 }
 
 /* ---- connection ---- */
@@ -290,7 +418,7 @@ cw_err_t cw_st_args_send(cw_state_t *st) {
 /* Free the replies a reply callback kept (st->hold). */
 void cw_st_held_free(cw_state_t *st) {
     for (size_t k = 0; k < st->n_held; k++) {
-        freeReplyObject(st->held[k]);
+        cw_st_reply_free(st, st->held[k]);
     }
     st->n_held = 0;
 }
@@ -329,7 +457,7 @@ cw_err_t cw_st_reply_error(const redisReply *r, const char *what) {
 }
 
 /* One blocking command outside a pipeline (connect time). *out owned by the
- * caller (freeReplyObject). */
+ * caller (cw_st_reply_free). */
 static cw_err_t cmd_blocking(cw_state_t *st, int argc, const char **argv, const size_t *lens,
                              const char *what, redisReply **out) {
     redisReply *r = redisCommandArgv(st->c, argc, argv, lens);
@@ -340,7 +468,7 @@ static cw_err_t cmd_blocking(cw_state_t *st, int argc, const char **argv, const 
     }
     if (r->type == REDIS_REPLY_ERROR) {
         cw_err_t err = cw_st_reply_error(r, what);
-        freeReplyObject(r);
+        cw_st_reply_free(st, r);
         return err;
     }
     *out = r;
@@ -393,17 +521,17 @@ static cw_err_t check_layout(cw_state_t *st) {
                        "%s only",
                        st->conf->redis_key_prefix, r->str, key, CW_STATE_LAYOUT);
             }
-            freeReplyObject(r);
+            cw_st_reply_free(st, r);
             return ok ? CW_OK : CW_ERROR;
         }
-        freeReplyObject(r);
+        cw_st_reply_free(st, r);
         if ((err = cw_st_cmd_strs(st, "layout", &r, "EXISTS",
                                   cw_st_plain_key(st, "accounts", akey, sizeof(akey)), NULL)) !=
             CW_OK) {
             return err;
         }
         int legacy = r->type == REDIS_REPLY_INTEGER && r->integer > 0;
-        freeReplyObject(r);
+        cw_st_reply_free(st, r);
         if (legacy) {
             CW_LOG(CW_LOG_ERROR, CW_STATE_COMP,
                    "redis keyspace \"%s\" was written by a churnwatch that kept distinct-set "
@@ -418,7 +546,7 @@ static cw_err_t check_layout(cw_state_t *st) {
             CW_OK) {
             return err;
         }
-        freeReplyObject(r);
+        cw_st_reply_free(st, r);
     }
     return CW_ERROR;
 }
@@ -428,7 +556,7 @@ static cw_err_t check_layout(cw_state_t *st) {
 static cw_err_t connect_cmd(cw_state_t *st, const char *cmd, const char *arg) {
     redisReply *r = NULL;
     cw_err_t err = cw_st_cmd_strs(st, cmd, &r, cmd, arg, NULL);
-    freeReplyObject(r);
+    cw_st_reply_free(st, r);
     if (err != CW_OK) {
         cw_st_drop(st, cmd);
     }
@@ -467,6 +595,8 @@ cw_err_t cw_state_connect(cw_state_t *st) {
         cw_st_drop(st, "set timeout");
         return CW_RETRY;
     }
+    st->c->reader->fn = &reply_fns; /* replies in st->rarena (see reply_obj) */
+    st->c->reader->privdata = st;
     /* the password is never logged: only the error text is */
     if (st->conf->redis_password[0] != '\0' &&
         (err = connect_cmd(st, "AUTH", st->conf->redis_password)) != CW_OK) {
@@ -571,7 +701,7 @@ cw_err_t cw_st_pipe_run(cw_state_t *st, size_t n, pipe_build_t build, pipe_reply
         for (size_t k = got; k < end; k++) {
             redisReply *r = NULL;
             if (redisGetReply(st->c, (void **)&r) != REDIS_OK || r == NULL) {
-                freeReplyObject(r);
+                cw_st_reply_free(st, r);
                 cw_st_drop(st, what);
                 return CW_RETRY;
             }
@@ -590,7 +720,7 @@ cw_err_t cw_st_pipe_run(cw_state_t *st, size_t n, pipe_build_t build, pipe_reply
             if (st->hold) {
                 st->hold = 0; /* the callback keeps it (and frees it) */
             } else {
-                freeReplyObject(r);
+                cw_st_reply_free(st, r);
             }
         }
         got = end;
@@ -774,6 +904,12 @@ cw_state_t *cw_state_new(const cw_conf_t *conf, const cw_layout_t *layout, char 
         cw_state_destroy(st);
         return NULL;
     }
+    st->rarena = cw_arena_new(CW_STATE_REPLY_CHUNK, CW_STATE_REPLY_KEEP);
+    if (st->rarena == NULL) {
+        snprintf(errstr, errstr_size, "state: out of memory");
+        cw_state_destroy(st);
+        return NULL;
+    }
     return st;
 }
 
@@ -787,7 +923,7 @@ void cw_state_destroy(cw_state_t *st) {
     cw_buf_free(&st->abuf);
     free(st->arg_off);
     free(st->arg_len);
-    free(st->argv);
+    cw_buf_free(&st->resp);
     free(st->sv);
     free(st->sv_set);
     free(st->read_miss);
@@ -802,5 +938,6 @@ void cw_state_destroy(cw_state_t *st) {
     cw_buf_free(&st->ap_vbuf);
     cw_buf_free(&st->ap_dbuf);
     cw_acache_destroy(st->acache);
+    cw_arena_destroy(st->rarena); /* last: the frees above release replies */
     free(st);
 }

@@ -52,7 +52,10 @@ int64_t cw_st_ap_day(int64_t ms) {
 
 /* Format v into tmp ("%lld"); returns the length. */
 int cw_st_ap_fmt(char *tmp, size_t size, int64_t v) {
-    return snprintf(tmp, size, "%" PRId64, v);
+    if (size < CW_I64_MAX_CHARS) {
+        return snprintf(tmp, size, "%" PRId64, v);
+    }
+    return (int)cw_fmt_i64(tmp, v);
 }
 
 static void ap_arg_field(cw_state_t *st, int64_t day, const char *name) {

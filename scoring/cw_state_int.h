@@ -33,16 +33,19 @@
 #include <hiredis/hiredis.h>
 
 #include "cw_acache.h"
+#include "cw_arena.h"
 #include "cw_state.h"
 #include "cw_state_lua.h"
 #include "cw_view.h"
 
 #define CW_STATE_COMP "state"
-#define CW_STATE_MIN_EVENTS 256   /* initial batch capacity */
-#define CW_STATE_PIPE_WINDOW 2048 /* commands in flight per connection */
-#define CW_STATE_PIPE_SLICE 256   /* commands written (and replies read) at a time */
-#define CW_STATE_SCAN_COUNT "500" /* HSCAN page size of the outbox scan */
-#define CW_STATE_KEY_MAX 256      /* P:<kind> of a blocking command */
+#define CW_STATE_MIN_EVENTS 256          /* initial batch capacity */
+#define CW_STATE_PIPE_WINDOW 2048        /* commands in flight per connection */
+#define CW_STATE_PIPE_SLICE 256          /* commands written (and replies read) at a time */
+#define CW_STATE_SCAN_COUNT "500"        /* HSCAN page size of the outbox scan */
+#define CW_STATE_KEY_MAX 256             /* P:<kind> of a blocking command */
+#define CW_STATE_REPLY_CHUNK (64 * 1024) /* reply arena: chunk size */
+#define CW_STATE_REPLY_KEEP (256 * 1024) /* ... and what a reset keeps */
 
 /* One event of the batch, packed: what the apply uses of it, its counter
  * and set updates worked out once at add (cw_layout_event_ops), its
@@ -120,7 +123,11 @@ struct cw_state {
     int port;
     char path[CW_STR_MAX];
     /* connection */
-    redisContext *c;         /* owned; NULL when disconnected */
+    redisContext *c; /* owned; NULL when disconnected */
+    /* the replies of c, built by cw_state.c's reply functions: owned; reset
+     * when no reply is live (replies_live roots not yet released) */
+    cw_arena_t *rarena;
+    size_t replies_live;
     cw_state_rtt_cb *rtt_cb; /* optional observer of pipelined round trips */
     void *rtt_opaque;
     int ever_connected;
@@ -134,11 +141,11 @@ struct cw_state {
     size_t exec_cap;
     cw_account_state_t *due_out;
     size_t due_cap, n_due;
-    /* command arguments: one buffer, offsets/lengths, pointers at send */
+    /* command arguments: one buffer, offsets/lengths (RESP written at send) */
     cw_buf_t abuf;
+    cw_buf_t resp; /* the command in RESP, written at send */
     size_t *arg_off;
     size_t *arg_len;
-    const char **argv;
     size_t argc, arg_cap, arg_start;
     int arg_oom;
     /* apply scratch (cw_state_apply.c), reset per batch */
@@ -366,6 +373,7 @@ void cw_st_arg_key(cw_state_t *st, const char *kind, const char *id, const char 
 void cw_st_arg_pkey(cw_state_t *st, const char *kind, int partition);
 cw_err_t cw_st_args_send(cw_state_t *st);
 void cw_st_held_free(cw_state_t *st);
+void cw_st_reply_free(cw_state_t *st, redisReply *r);
 void cw_st_drop(cw_state_t *st, const char *why);
 cw_err_t cw_st_reply_error(const redisReply *r, const char *what);
 const char *cw_st_plain_key(const cw_state_t *st, const char *kind, char *buf, size_t size);

@@ -24,7 +24,7 @@ static cw_err_t mg_replies(cw_state_t *st, size_t n, redisReply **out, const cha
         if (out != NULL) {
             out[k] = r;
         } else {
-            freeReplyObject(r);
+            cw_st_reply_free(st, r);
         }
     }
     return worst;
@@ -99,8 +99,8 @@ static cw_err_t mg_move(cw_state_t *st, const char *key, size_t len, uint64_t *k
                 n++;
             }
         }
-        freeReplyObject(rep[0]);
-        freeReplyObject(rep[1]);
+        cw_st_reply_free(st, rep[0]);
+        cw_st_reply_free(st, rep[1]);
         if (err != CW_OK) {
             return err;
         }
@@ -143,7 +143,7 @@ cw_err_t cw_state_migrate(cw_state_t *st, uint64_t *keys_out, char *errstr, size
         }
         if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
             r->element[0]->type != REDIS_REPLY_STRING || r->element[1]->type != REDIS_REPLY_ARRAY) {
-            freeReplyObject(r);
+            cw_st_reply_free(st, r);
             err = CW_ERROR;
             break;
         }
@@ -154,13 +154,13 @@ cw_err_t cw_state_migrate(cw_state_t *st, uint64_t *keys_out, char *errstr, size
                 err = mg_move(st, key->str, key->len, keys_out);
             }
         }
-        freeReplyObject(r);
+        cw_st_reply_free(st, r);
     } while (err == CW_OK && strcmp(cursor, "0") != 0);
     if (err == CW_OK) {
         err = cw_st_cmd_strs(st, "migrate", &r, "SET",
                              cw_st_plain_key(st, "layout", lkey, sizeof(lkey)), CW_STATE_LAYOUT,
                              NULL);
-        freeReplyObject(r);
+        cw_st_reply_free(st, r);
     }
     if (err != CW_OK) {
         snprintf(errstr, errstr_size,

@@ -1,12 +1,17 @@
 /*
  * test_common.c — common/: JSON string escaping (every dead letter carries
- * the raw payload as a JSON string, so any bytes must give valid JSON) and
- * the JSON buffer helper.
+ * the raw payload as a JSON string, so any bytes must give valid JSON),
+ * the JSON buffer helper, the arena (Redis replies are built in one) and
+ * the integer formatter of Redis arguments.
  */
 #include <criterion/criterion.h>
+#include <inttypes.h>
+#include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 #include <yajl/yajl_tree.h>
 
+#include "cw_arena.h"
 #include "cw_buf.h"
 #include "cw_common.h"
 
@@ -74,4 +79,74 @@ Test(common, deadline_is_normalised_and_ahead) {
     cr_expect(t.tv_nsec >= 0 && t.tv_nsec < 1000000000L);
     cr_expect_geq(at, before + 1999);
     cr_expect_lt(at, before + 1999 + 10000); /* not a timing check: a 10 s margin */
+}
+
+Test(common, arena_aligns_zeroes_and_reuses_after_reset) {
+    cw_arena_t *a = cw_arena_new(4096, 8192);
+    cr_assert_not_null(a);
+    unsigned char *p[64];
+    for (int i = 0; i < 64; i++) {
+        p[i] = cw_arena_alloc(a, (size_t)(1 + i * 7), 1);
+        cr_assert_not_null(p[i]);
+        cr_assert_eq((uintptr_t)p[i] % 16, 0, "allocation %d is not 16-byte aligned", i);
+        for (int k = 0; k < 1 + i * 7; k++) {
+            cr_assert_eq(p[i][k], 0);
+        }
+        memset(p[i], 0xAB, (size_t)(1 + i * 7));
+    }
+    /* no two allocations overlap: each still holds its own fill */
+    for (int i = 1; i < 64; i++) {
+        cr_assert(p[i] >= p[i - 1] + 1 + (i - 1) * 7 || p[i] + 1 + i * 7 <= p[i - 1],
+                  "allocations %d and %d overlap", i - 1, i);
+    }
+    cw_arena_reset(a);
+    /* after a reset the same memory is handed out again, zeroed on request */
+    unsigned char *q = cw_arena_alloc(a, 100, 1);
+    cr_assert_not_null(q);
+    for (int k = 0; k < 100; k++) {
+        cr_assert_eq(q[k], 0);
+    }
+    cw_arena_destroy(a);
+}
+
+Test(common, arena_large_requests_and_the_keep_bound) {
+    cw_arena_t *a = cw_arena_new(1024, 4096);
+    cr_assert_not_null(a);
+    /* a request larger than a chunk gets a chunk of its own */
+    char *big = cw_arena_alloc(a, 100000, 0);
+    cr_assert_not_null(big);
+    memset(big, 1, 100000);
+    for (int i = 0; i < 20; i++) {
+        cr_assert_not_null(cw_arena_alloc(a, 1000, 0));
+    }
+    cr_assert_geq(cw_arena_held(a), 100000 + 20 * 1000);
+    /* a reset keeps at most 4,096 bytes of chunks */
+    cw_arena_reset(a);
+    cr_assert_leq(cw_arena_held(a), 4096, "held %zu after reset", cw_arena_held(a));
+    /* and the arena still serves both sizes */
+    cr_assert_not_null(cw_arena_alloc(a, 100000, 0));
+    cr_assert_not_null(cw_arena_alloc(a, 10, 1));
+    cw_arena_destroy(a);
+    cw_arena_destroy(NULL);
+}
+
+Test(common, fmt_i64_matches_printf) {
+    const int64_t fixed[] = {0,         1,         -1,           9, 10, -10, 99, 100, 1234567890123,
+                             INT64_MAX, INT64_MIN, INT64_MIN + 1};
+    char got[CW_I64_MAX_CHARS], want[32];
+    for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++) {
+        size_t n = cw_fmt_i64(got, fixed[i]);
+        snprintf(want, sizeof(want), "%" PRId64, fixed[i]);
+        cr_assert_str_eq(got, want);
+        cr_assert_eq(n, strlen(want));
+    }
+    uint64_t x = 0x9E3779B97F4A7C15u;
+    for (int i = 0; i < 100000; i++) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        int64_t v = (int64_t)(x >> (i % 64)) * (i % 2 ? -1 : 1);
+        size_t n = cw_fmt_i64(got, v);
+        snprintf(want, sizeof(want), "%" PRId64, v);
+        cr_assert_str_eq(got, want);
+        cr_assert_eq(n, strlen(want));
+    }
 }

@@ -262,8 +262,8 @@ void cw_st_arg_key(cw_state_t *st, const char *kind, const char *id, const char 
 
 /* "P:<kind>:<partition>" */
 void cw_st_arg_pkey(cw_state_t *st, const char *kind, int partition) {
-    char suffix[24];
-    snprintf(suffix, sizeof(suffix), ":%d", partition);
+    char suffix[1 + CW_I64_MAX_CHARS] = ":";
+    cw_fmt_i64(suffix + 1, partition);
     cw_st_arg_key(st, kind, NULL, suffix);
 }
 

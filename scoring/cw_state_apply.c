@@ -50,17 +50,9 @@ int64_t cw_st_ap_day(int64_t ms) {
     return cw_time_day(ms);
 }
 
-/* Format v into tmp ("%lld"); returns the length. */
-int cw_st_ap_fmt(char *tmp, size_t size, int64_t v) {
-    if (size < CW_I64_MAX_CHARS) {
-        return snprintf(tmp, size, "%" PRId64, v);
-    }
-    return (int)cw_fmt_i64(tmp, v);
-}
-
 static void ap_arg_field(cw_state_t *st, int64_t day, const char *name) {
     char tmp[32];
-    int n = cw_st_ap_fmt(tmp, sizeof(tmp), day);
+    int n = (int)cw_fmt_i64(tmp, day);
     cw_st_arg_begin(st);
     cw_st_arg_piece(st, tmp, (size_t)n);
     cw_st_arg_piece(st, ":", 1);
@@ -491,7 +483,7 @@ static cw_err_t ap_build(cw_state_t *st, size_t i, void *vctx) {
         for (int k = 0; k < 4; k++) {
             if (g->ach & (1u << k)) {
                 cw_st_arg_str(st, ap_attr[k]);
-                n = cw_st_ap_fmt(tmp, sizeof(tmp), g->at[k]);
+                n = (int)cw_fmt_i64(tmp, g->at[k]);
                 cw_st_arg_begin(st);
                 cw_st_arg_piece(st, tmp, (size_t)n);
                 cw_st_arg_piece(st, ",", 1);
@@ -761,9 +753,9 @@ static int ap_compute(cw_state_t *st, size_t gi, int64_t now) {
                 if (k == 0 && ev->arr >= 0) {
                     n = snprintf(tmp, sizeof(tmp), "%.17g", ev->arr);
                 } else if (k == 1 && ev->seats >= 0) {
-                    n = cw_st_ap_fmt(tmp, sizeof(tmp), ev->seats);
+                    n = (int)cw_fmt_i64(tmp, ev->seats);
                 } else if (k == 3 && ev->renewal_ms >= 0) {
-                    n = cw_st_ap_fmt(tmp, sizeof(tmp), ev->renewal_ms);
+                    n = (int)cw_fmt_i64(tmp, ev->renewal_ms);
                 }
                 const char *plan = cw_st_ev_str(st->bat, ev->plan);
                 if ((k == 2 ? plan[0] == '\0' : n == 0) ||

@@ -192,7 +192,7 @@ static cw_err_t cm_build(cw_state_t *st, size_t i, void *vctx) {
             cw_st_arg_str(st, "BEFORE");
             cw_st_arg_str(st, st->cm_rd[cmd->grp].hpivot);
         }
-        n = cw_st_ap_fmt(tmp, sizeof(tmp), a->asof_ms);
+        n = (int)cw_fmt_i64(tmp, a->asof_ms);
         cw_st_arg_begin(st);
         cw_st_arg_piece(st, tmp, (size_t)n);
         cw_st_arg_piece(st, ",", 1);

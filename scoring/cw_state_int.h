@@ -394,7 +394,6 @@ const char *cw_st_ev_str(const cw_state_batch_t *b, uint32_t off);
 /* ---- cw_state_apply.c ---- */
 
 int64_t cw_st_ap_day(int64_t ms);
-int cw_st_ap_fmt(char *tmp, size_t size, int64_t v);
 int cw_st_ap_cmd_push(cw_state_t *st, uint32_t grp, int kind, int sub);
 cw_err_t cw_st_rep_timer(const redisReply *r, int64_t *due);
 int cw_st_tx_shared(cw_state_t *st, int kind, int p, const char *id);

@@ -34,6 +34,9 @@
 #   BENCH_IDLE_MS       --exit-on-idle of the throughput run (1000)
 #   BENCH_CW_KAFKA      extra "kafka" config members for the throughput run,
 #                       e.g. '"batch_size": 4096' (default: none)
+#   BENCH_COMPARE_KAFKA extra "kafka" config members for the B runs of
+#                       BENCH_COMPARE (default: BENCH_CW_KAFKA); with
+#                       BENCH_COMPARE set to the same binary, an A/B of config
 #   BENCH_REDIS_ARGS    extra redis-server arguments, e.g.
 #                       '--hash-max-listpack-entries 16' (default: none)
 #   BENCH_SLOWLOG=1     log every Redis command of the throughput run and
@@ -455,10 +458,11 @@ R[machine]=$(machine_line "$MACH0" "$MACH1" "$(awk -v a="$CW_USER" -v b="$CW_SYS
   -v k0="$BRK0" -v k1="$BRK1" 'BEGIN { print a + b + r1 - r0 + k1 - k0 }')")
 R[d_rss]=$(awk -v kb="$CW_RSS_KB" 'BEGIN { printf "%.1f MB (%d kB, getrusage ru_maxrss via /usr/bin/time)", kb / 1024, kb }')
 
-# Where Redis spent its time, by command (commandstats). EVALSHA's time
-# includes the redis.call()s its script makes, and EXEC's the commands it
-# runs (the account reads: MULTI, HGETALL, HVALS, LRANGE, EXEC), which are
-# also counted under their own names; the apply of a batch is one MULTI/EXEC.
+# Where Redis spent its time, by command (commandstats). EXEC's time
+# includes the commands it runs (the account reads: MULTI, HGETALL, LRANGE,
+# EXEC; the apply and commit transactions), which are also counted under
+# their own names. churnwatch sends no scripts (an EVAL or EVALSHA here
+# would be a regression; test_state: no_script_runs).
 rcli info commandstats >"$T/commandstats.txt"
 R[redis_cmds]=$(awk -F'[:,=]' -v n="$N_MSGS" '/^cmdstat_/ {
     name = substr($1, 9); calls = $3; usec = $5
@@ -542,13 +546,13 @@ log "redis: ${R[e_mem]}; widest account ${R[e_hot]}"
 # Redis and a new consumer group each time); prints each run and the ratio
 # of the summed rates, so a change is measured against its predecessor
 # minutes apart on a noisy machine rather than across separate bench runs.
-compare_once() { # $1 binary, $2 label -> "events/s redis_commands/message peak_rss_MB redis_cpu_us/message churnwatch_cpu_us/message"
+compare_once() { # $1 binary, $2 label, $3 extra kafka members -> "events/s redis_commands/message peak_rss_MB redis_cpu_us/message churnwatch_cpu_us/message"
   rcli flushall >/dev/null
   rcli config resetstat >/dev/null
   local r0
   r0=$(cpu_s "$REDIS_PID")
   write_conf "$T/cmp.json" "$BROKERS" "cw-cmp-$$-$2" events churn-alerts account-scores events-dlq \
-    cw event "${BENCH_CW_KAFKA:-}"
+    cw event "$3"
   local t0 t1
   t0=$(now_ms)
   /usr/bin/time -f '%M %U %S' -o "$T/cmp-$2.rss" \
@@ -567,13 +571,13 @@ compare_once() { # $1 binary, $2 label -> "events/s redis_commands/message peak_
 if [ -n "${BENCH_COMPARE:-}" ] && ! skipped compare; then
   sa=0 sb=0 runs="" cwa="" cwb=""
   for i in $(seq "${BENCH_COMPARE_RUNS:-2}"); do
-    read -r ra ca ma ua wa < <(compare_once "$CW" "a$i")
-    read -r rb cb mb ub wb < <(compare_once "$BENCH_COMPARE" "b$i")
+    read -r ra ca ma ua wa < <(compare_once "$CW" "a$i" "${BENCH_CW_KAFKA:-}")
+    read -r rb cb mb ub wb < <(compare_once "$BENCH_COMPARE" "b$i" "${BENCH_COMPARE_KAFKA-${BENCH_CW_KAFKA:-}}")
     log "compare pair $i: A $ra events/s ($ca Redis commands, $ua us of Redis CPU and $wa us of churnwatch CPU per message, peak RSS $ma MB), B $rb events/s ($cb, $ub us, $wb us, $mb MB)"
     runs="$runs [A $ra, $ca cmd/msg, Redis $ua us/msg, churnwatch $wa us/msg, $ma MB; B $rb, $cb cmd/msg, Redis $ub us/msg, churnwatch $wb us/msg, $mb MB]"
     sa=$((sa + ra)) sb=$((sb + rb)) cwa="$cwa $wa" cwb="$cwb $wb"
   done
-  R[cmp]="A = $CW, B = $BENCH_COMPARE; pairs:$runs; A/B $(awk -v a=$sa -v b=$sb 'BEGIN { printf "%.2f", a / b }'); churnwatch CPU per message A/B $(awk -v a="$cwa" -v b="$cwb" 'BEGIN { n = split(a, x, " "); split(b, y, " "); for (i = 1; i <= n; i++) { p += x[i]; q += y[i] } printf "%.2f", (q > 0 ? p / q : 0) }')"
+  R[cmp]="A = $CW${BENCH_CW_KAFKA:+ (kafka: $BENCH_CW_KAFKA)}, B = $BENCH_COMPARE${BENCH_COMPARE_KAFKA:+ (kafka: $BENCH_COMPARE_KAFKA)}; pairs:$runs; A/B $(awk -v a=$sa -v b=$sb 'BEGIN { printf "%.2f", a / b }'); churnwatch CPU per message A/B $(awk -v a="$cwa" -v b="$cwb" 'BEGIN { n = split(a, x, " "); split(b, y, " "); for (i = 1; i <= n; i++) { p += x[i]; q += y[i] } printf "%.2f", (q > 0 ? p / q : 0) }')"
 fi
 
 # ---- phase 4: consume-only again (brackets the churnwatch run) ---------------
@@ -863,14 +867,21 @@ if [ -n "$PERF_PID" ] && [ -s "$T/perf.data" ]; then
   echo "-- redis-server (pid $REDIS_PID; redis-check-rdb is the redis-server binary: Lua VM + commands)"
   perf_proc "$REDIS_TIDS" 8
   # The redis-server binary is stripped, but exports the Lua C API (built
-  # with -rdynamic): unresolved addresses inside the Lua code range are the
-  # Lua VM's static functions (luaV_execute, table and string internals).
+  # with -rdynamic): unresolved addresses inside the Lua library's code
+  # range are the Lua VM's static functions (luaV_execute, table and string
+  # internals). The range is that of the library's own API (lua_, luaL_,
+  # luaopen_ text symbols): Redis's scripting glue is also named lua* (e.g.
+  # luaRedisBreakpointCommand) but lies among Redis's own code, and a range
+  # from it took 1,488 Redis functions along (4.5% of Redis's samples were
+  # called "Lua VM" in a run that sent no script).
   echo "   redis-server samples by kind:"
   $PY - "$T/perf.txt" "$REDIS_TIDS" "$(readlink -f "$(command -v redis-server)")" <<'EOF' || true
 import re, subprocess, sys
 txt, tids, binary = sys.argv[1], set(sys.argv[2].strip("|").split("|")), sys.argv[3]
 out = subprocess.run(["nm", "-D", "--defined-only", binary], capture_output=True, text=True).stdout
-lua = [int(l.split()[0], 16) for l in out.splitlines() if len(l.split()) == 3 and l.split()[2].startswith("lua")]
+api = re.compile(r"lua_|luaL_|luaopen_")
+lua = [int(l.split()[0], 16) for l in out.splitlines()
+       if len(l.split()) == 3 and l.split()[1] == "T" and api.match(l.split()[2])]
 lo, hi = (min(lua), max(lua) + 0x4000) if lua else (1, 0)
 kinds, tot = {}, 0.0
 for line in open(txt):
@@ -884,7 +895,7 @@ for line in open(txt):
         m = re.match(r"0x([0-9a-f]+)", sym)
         if m:
             k = "Lua VM (interpreter, tables, strings)" if lo <= int(m.group(1), 16) <= hi else "redis (static functions)"
-        elif sym.startswith("lua"):
+        elif api.match(sym):
             k = "Lua VM (interpreter, tables, strings)"
         else:
             k = "redis commands and data structures"

@@ -90,9 +90,10 @@ void cw_buf_json_str(cw_buf_t *b, const char *s, size_t len) {
 void cw_buf_json_num(cw_buf_t *b, double v) {
     if (!isfinite(v)) {
         cw_buf_puts(b, "null");
-    } else if (v == floor(v) && fabs(v) < 1e15) {
-        cw_buf_printf(b, "%lld", (long long)v);
     } else {
-        cw_buf_printf(b, "%.6g", v);
+        char tmp[CW_G_MAX_CHARS];
+        size_t n =
+            v == floor(v) && fabs(v) < 1e15 ? cw_fmt_i64(tmp, (int64_t)v) : cw_fmt_g(tmp, v, 6);
+        cw_buf_append(b, tmp, n);
     }
 }

@@ -9,6 +9,7 @@
  */
 #include "cw_common.h"
 
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -97,6 +98,35 @@ static int64_t days_from_civil(int64_t y, unsigned m, unsigned d) {
     const unsigned doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
     const unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
     return era * 146097 + (int64_t)doe - 719468;
+}
+
+/* "00".."99": two digits per division (cw_fmt_i64, cw_time_format) */
+static const char two_digits[201] = "0001020304050607080910111213141516171819"
+                                    "2021222324252627282930313233343536373839"
+                                    "4041424344454647484950515253545556575859"
+                                    "6061626364656667686970717273747576777879"
+                                    "8081828384858687888990919293949596979899";
+
+/* u in decimal at out, exactly `width` digits (leading zeros); u < 10^width. */
+static void put_digits(char *out, uint64_t u, size_t width) {
+    size_t i = width;
+    while (i >= 2) {
+        memcpy(out + i - 2, two_digits + 2 * (u % 100), 2);
+        u /= 100;
+        i -= 2;
+    }
+    if (i == 1) {
+        out[0] = (char)('0' + u % 10);
+    }
+}
+
+static size_t u64_width(uint64_t u) {
+    size_t n = 1;
+    while (u >= 10) {
+        u /= 10;
+        n++;
+    }
+    return n;
 }
 
 static void civil_from_days(int64_t z, int64_t *y, unsigned *m, unsigned *d) {
@@ -189,6 +219,26 @@ void cw_time_format(int64_t ms, char *buf, size_t size) {
     int64_t y;
     unsigned m, d;
     civil_from_days(day, &y, &m, &d);
+    if (y >= 0 && y <= 9999 && size >= 25) {
+        /* what the snprintf below writes, digit by digit (snapshots carry
+         * one per decision) */
+        put_digits(buf, (uint64_t)y, 4);
+        buf[4] = '-';
+        put_digits(buf + 5, m, 2);
+        buf[7] = '-';
+        put_digits(buf + 8, d, 2);
+        buf[10] = 'T';
+        put_digits(buf + 11, (uint64_t)(rem / 3600000), 2);
+        buf[13] = ':';
+        put_digits(buf + 14, (uint64_t)(rem / 60000 % 60), 2);
+        buf[16] = ':';
+        put_digits(buf + 17, (uint64_t)(rem / 1000 % 60), 2);
+        buf[19] = '.';
+        put_digits(buf + 20, (uint64_t)(rem % 1000), 3);
+        buf[23] = 'Z';
+        buf[24] = '\0';
+        return;
+    }
     snprintf(buf, size, "%04lld-%02u-%02uT%02d:%02d:%02d.%03dZ", (long long)y, m, d,
              (int)(rem / 3600000), (int)(rem / 60000 % 60), (int)(rem / 1000 % 60),
              (int)(rem % 1000));
@@ -324,20 +374,100 @@ size_t cw_json_escape(char *out, size_t out_size, const char *s, size_t len) {
 }
 
 size_t cw_fmt_i64(char *out, int64_t v) {
-    char tmp[CW_I64_MAX_CHARS];
-    size_t n = 0, len = 0;
+    size_t len = 0;
     /* the magnitude as unsigned: -INT64_MIN does not fit an int64_t */
     uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
-    do {
-        tmp[n++] = (char)('0' + u % 10);
-        u /= 10;
-    } while (u != 0);
     if (v < 0) {
         out[len++] = '-';
     }
-    while (n > 0) {
-        out[len++] = tmp[--n];
+    size_t w = u64_width(u);
+    put_digits(out + len, u, w);
+    len += w;
+    out[len] = '\0';
+    return len;
+}
+
+/* Exact powers of ten (every one up to 1e22 is a double). */
+static const double pow10_exact[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
+                                     1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+                                     1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+
+/* The fast path of cw_fmt_g: 0 when it cannot tell the digits for sure (the
+ * caller then asks snprintf). |v| * 10^s is computed with one rounding
+ * (10^s exact), so for prec <= 9 its error is below 2.3e-7: a fraction not
+ * within 1e-6 of one half rounds as the exact value does. */
+static size_t fmt_g_fast(char *out, double v, int prec) {
+    double a = fabs(v);
+    if (prec < 1 || prec > 9 || !(a >= 1e-4) || !(a < pow10_exact[prec])) {
+        return 0; /* also NaN (comparisons false); exponent notation: snprintf */
+    }
+    int e = (int)floor(log10(a)); /* the decimal exponent, perhaps off by one */
+    double y = 0.0;
+    for (int tries = 0; tries < 3; tries++) {
+        int s = prec - 1 - e; /* in [-1, prec + 4] for a in [1e-4, 10^prec) */
+        if (s < -22 || s > 22) {
+            return 0;
+        }
+        y = s >= 0 ? a * pow10_exact[s] : a / pow10_exact[-s];
+        if (y < pow10_exact[prec - 1]) {
+            e--;
+        } else if (y >= pow10_exact[prec]) {
+            e++;
+        } else {
+            break;
+        }
+    }
+    if (!(y >= pow10_exact[prec - 1] && y < pow10_exact[prec])) {
+        return 0;
+    }
+    double fl = floor(y), f = y - fl;
+    if (fabs(f - 0.5) < 1e-6) {
+        return 0; /* a tie or near one: printf rounds the exact binary value */
+    }
+    uint64_t n = (uint64_t)fl + (f > 0.5);
+    if (n == (uint64_t)pow10_exact[prec]) {
+        n /= 10; /* 9.99999 -> 10.0000 */
+        e++;
+    }
+    if (e < -4 || e >= prec) {
+        return 0; /* %g writes this one with an exponent */
+    }
+    char d[9];
+    put_digits(d, n, (size_t)prec);
+    size_t nd = (size_t)prec, len = 0;
+    size_t keep = e >= 0 ? (size_t)e + 1 : 0; /* integer digits are never stripped */
+    while (nd > keep && d[nd - 1] == '0') {
+        nd--; /* %g drops trailing zeros of the fraction */
+    }
+    if (v < 0) {
+        out[len++] = '-';
+    }
+    if (e >= 0) {
+        memcpy(out + len, d, keep);
+        len += keep;
+        if (nd > keep) {
+            out[len++] = '.';
+            memcpy(out + len, d + keep, nd - keep);
+            len += nd - keep;
+        }
+    } else {
+        out[len++] = '0';
+        out[len++] = '.';
+        for (int z = -1; z > e; z--) {
+            out[len++] = '0';
+        }
+        memcpy(out + len, d, nd);
+        len += nd;
     }
     out[len] = '\0';
     return len;
+}
+
+size_t cw_fmt_g(char *out, double v, int prec) {
+    size_t n = fmt_g_fast(out, v, prec);
+    if (n > 0) {
+        return n;
+    }
+    int r = snprintf(out, CW_G_MAX_CHARS, "%.*g", prec, v);
+    return r < 0 ? 0 : (size_t)r < CW_G_MAX_CHARS ? (size_t)r : CW_G_MAX_CHARS - 1;
 }

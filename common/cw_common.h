@@ -105,4 +105,13 @@ size_t cw_json_escape(char *out, size_t out_size, const char *s, size_t len);
  * parsing: Redis command arguments are formatted per field on the hot path. */
 size_t cw_fmt_i64(char *out, int64_t v);
 
+#define CW_G_MAX_CHARS 32 /* the longest "%.*g" of a double at precision <= 17, and the NUL */
+/** @brief What snprintf(out, CW_G_MAX_CHARS, "%.*g", prec, v) writes (prec in
+ * 1..17), NUL-terminated; returns the length. Values printf writes in fixed
+ * notation at prec <= 9 are formatted from an integer (score snapshots carry
+ * several doubles per decision); an exact tie, or a value within rounding
+ * error of one, and every other case goes to snprintf, so the bytes are
+ * always printf's. */
+size_t cw_fmt_g(char *out, double v, int prec);
+
 #endif

@@ -453,7 +453,8 @@ static void j_num(cw_buf_t *b, double v) {
 }
 
 static void j_int(cw_buf_t *b, int64_t v) {
-    cw_buf_printf(b, "%" PRId64, v);
+    char tmp[CW_I64_MAX_CHARS];
+    cw_buf_append(b, tmp, cw_fmt_i64(tmp, v));
 }
 
 static void j_time(cw_buf_t *b, int64_t ms) {

@@ -11,8 +11,8 @@
  * included) and LRANGE of its history in one MULTI/EXEC, evaluated by
  * cw_view. This used to be Lua scripts; the Lua VM cost Redis several times
  * the CPU of the commands themselves, and Redis CPU is the throughput
- * bottleneck (bench/README.md). The one script left, the watermark maximum
- * (cw_state_lua.h), is sent with EVAL.
+ * bottleneck (bench/README.md). No script is left
+ * (cw_state_int.h: "Stored formats").
  *
  * Round trips: a batch is one pipeline — every command is written in RESP
  * (binary-safe keys) and appended, then every reply is read; replies are
@@ -201,11 +201,12 @@ void cw_st_arg_str(cw_state_t *st, const char *s) {
  * character; the length keeps the field unambiguous). */
 void cw_st_arg_member(cw_state_t *st, int set, const char *mem, size_t len) {
     const char *name = st->layout->sets[set].name;
-    char pre[16];
+    char pre[2 + CW_I64_MAX_CHARS] = "s";
     size_t nl = strlen(name);
-    int n = snprintf(pre, sizeof(pre), "s%zu:", nl);
+    size_t n = 1 + cw_fmt_i64(pre + 1, (int64_t)nl);
+    pre[n++] = ':';
     cw_st_arg_begin(st);
-    cw_st_arg_piece(st, pre, (size_t)n);
+    cw_st_arg_piece(st, pre, n);
     cw_st_arg_piece(st, name, nl);
     cw_st_arg_piece(st, ":", 1);
     cw_st_arg_piece(st, mem, len);
@@ -240,6 +241,16 @@ int cw_st_member_field(const cw_layout_t *l, cw_sv_t f, cw_sv_t *mem) {
 void cw_st_arg_i64(cw_state_t *st, int64_t v) {
     char tmp[CW_I64_MAX_CHARS];
     cw_st_arg_mem(st, tmp, cw_fmt_i64(tmp, v));
+}
+
+/* A field named by a tag and a number: "o:<partition>", "a<reason>". */
+void cw_st_arg_tagged(cw_state_t *st, const char *tag, int64_t v) {
+    char tmp[CW_I64_MAX_CHARS];
+    size_t n = cw_fmt_i64(tmp, v);
+    cw_st_arg_begin(st);
+    cw_st_arg_piece(st, tag, strlen(tag));
+    cw_st_arg_piece(st, tmp, n);
+    cw_st_arg_end(st);
 }
 
 /* "P:<kind>" plus optional "{id}" and suffix: P:a:{id}, P:due:3, P:wm. */

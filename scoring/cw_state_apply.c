@@ -31,7 +31,7 @@
  * whose EXEC reply was lost changes nothing.
  *
  * The arithmetic and the stored formats are those documented in
- * cw_state_lua.h (it was a Lua script: ~180 us of Redis CPU per account;
+ * cw_state_int.h, "Stored formats" (it was a Lua script: ~180 us of Redis CPU per account;
  * bench/README.md has the figures). Nothing is allocated per event: the
  * scratch arrays (cw_state_int.h: ap_grp_t, ap_cnt_t, ...) grow to the
  * largest batch and are reused.
@@ -195,14 +195,20 @@ static ap_cnt_t *ap_cnt_find(cw_state_t *st, ap_grp_t *g, int c, int64_t day, in
 }
 
 /* WATCH of the fences of the batch's partitions (before anything is
- * read), each with its GET when the cache needs the value (kind AP_GETF). */
+ * read), each with its GET when the cache needs the value (kind AP_GETF),
+ * and the HGET of the partition's watermark (AP_WMGET): only applies of
+ * the partition write it, and each INCRs the fence, so the value read
+ * stays current until this apply's EXEC, which raises it with a plain
+ * HSET (it was a Lua maximum, EVALed in the transaction). */
 static int ap_push_watches(cw_state_t *st, int with_get) {
     for (size_t gi = 0; gi < st->bat->n_groups; gi++) {
         int p = st->bat->groups[gi].partition;
         if (!st->ap_watched[p]) {
             st->ap_watched[p] = 1;
+            st->ap_wm[p] = AP_NONE;
             if (cw_st_ap_cmd_push(st, (uint32_t)p, AP_WATCH, 0) ||
-                (with_get && cw_st_ap_cmd_push(st, (uint32_t)p, AP_GETF, 0))) {
+                (with_get && cw_st_ap_cmd_push(st, (uint32_t)p, AP_GETF, 0)) ||
+                cw_st_ap_cmd_push(st, (uint32_t)p, AP_WMGET, 0)) {
                 return -1;
             }
         }
@@ -381,10 +387,11 @@ int cw_st_tx_shared(cw_state_t *st, int kind, int p, const char *id) {
 static cw_err_t ap_build(cw_state_t *st, size_t i, void *vctx) {
     const ap_cmd_t *c = &st->ap_cmd[i];
     const cw_layout_t *l = st->layout;
-    /* grp is a group index, except for AP_WATCH, AP_WMAX and AP_FENCE (a
-     * partition) and AP_MULTI/AP_EXEC (unused) */
-    int per_group = c->kind != AP_WATCH && c->kind != AP_GETF && c->kind != AP_WMAX &&
-                    c->kind != AP_FENCE && c->kind != AP_MULTI && c->kind != AP_EXEC;
+    /* grp is a group index, except for AP_WATCH, AP_GETF, AP_WMGET, AP_WMAX
+     * and AP_FENCE (a partition) and AP_MULTI/AP_EXEC (unused) */
+    int per_group = c->kind != AP_WATCH && c->kind != AP_GETF && c->kind != AP_WMGET &&
+                    c->kind != AP_WMAX && c->kind != AP_FENCE && c->kind != AP_MULTI &&
+                    c->kind != AP_EXEC;
     const ap_grp_t *g = per_group ? &st->ap_grp[c->grp] : NULL;
     const char *id = per_group ? ap_id(st, c->grp) : "";
     int p = per_group ? st->bat->groups[c->grp].partition : (int)c->grp;
@@ -419,8 +426,7 @@ static cw_err_t ap_build(cw_state_t *st, size_t i, void *vctx) {
         }
         if (!g->hit) {
             cw_st_arg_str(st, "x");
-            n = snprintf(tmp, sizeof(tmp), "o:%d", p);
-            cw_st_arg_mem(st, tmp, (size_t)n);
+            cw_st_arg_tagged(st, "o:", p);
         }
         for (uint32_t x = 0; x < g->n_cnt; x++) {
             const ap_cnt_t *e = &st->ap_cnt[g->cnt0 + x];
@@ -434,6 +440,11 @@ static cw_err_t ap_build(cw_state_t *st, size_t i, void *vctx) {
     case AP_GETF:
         cw_st_arg_str(st, "GET");
         cw_st_arg_pkey(st, "fence", p);
+        break;
+    case AP_WMGET:
+        cw_st_arg_str(st, "HGET");
+        cw_st_arg_key(st, "wm", NULL, NULL);
+        cw_st_arg_i64(st, p);
         break;
     case AP_HKEYS:
         cw_st_arg_str(st, "HKEYS");
@@ -471,8 +482,7 @@ static cw_err_t ap_build(cw_state_t *st, size_t i, void *vctx) {
                 cw_st_arg_i64(st, e->base + e->amount);
             }
         }
-        n = snprintf(tmp, sizeof(tmp), "o:%d", p);
-        cw_st_arg_mem(st, tmp, (size_t)n);
+        cw_st_arg_tagged(st, "o:", p);
         cw_st_arg_i64(st, g->last);
         for (int k = 0; k < AP_NF; k++) {
             if (g->fch & (1u << k)) {
@@ -511,7 +521,9 @@ static cw_err_t ap_build(cw_state_t *st, size_t i, void *vctx) {
             const ap_mem_t *m = &st->ap_mem[g->mem0 + k];
             if (m->touched) {
                 cw_st_arg_member(st, m->set, m->member, strlen(m->member));
-                n = snprintf(tmp, sizeof(tmp), "%" PRId64 ",%" PRId64, m->L, m->M);
+                n = (int)cw_fmt_i64(tmp, m->L);
+                tmp[n++] = ',';
+                n += (int)cw_fmt_i64(tmp + n, m->M);
                 cw_st_arg_mem(st, tmp, (size_t)n);
             }
         }
@@ -540,10 +552,7 @@ static cw_err_t ap_build(cw_state_t *st, size_t i, void *vctx) {
         cw_st_arg_str(st, id);
         break;
     case AP_WMAX:
-        /* EVAL, not EVALSHA: inside MULTI a NOSCRIPT would fail alone */
-        cw_st_arg_str(st, "EVAL");
-        cw_st_arg_str(st, CW_LUA_WMAX);
-        cw_st_arg_str(st, "1");
+        cw_st_arg_str(st, "HSET");
         cw_st_arg_key(st, "wm", NULL, NULL);
         cw_st_arg_i64(st, p);
         cw_st_arg_i64(st, st->ap_wmax[p]);
@@ -603,6 +612,17 @@ static cw_err_t ap_reply_reads(cw_state_t *st, size_t i, const redisReply *r, vo
     (void)vctx;
     if (c->kind == AP_WATCH || c->kind == AP_GETF) {
         return ap_reply_fences(st, c, r);
+    }
+    if (c->kind == AP_WMGET) {
+        /* none, or not a number (as the Lua maximum did: overwritten) */
+        if (r->type != REDIS_REPLY_NIL && r->type != REDIS_REPLY_STRING) {
+            return CW_ERROR;
+        }
+        st->ap_wm[c->grp] = AP_NONE;
+        if (r->type == REDIS_REPLY_STRING && cw_st_rep_i64(r, &st->ap_wm[c->grp]) != 0) {
+            st->ap_wm[c->grp] = AP_NONE;
+        }
+        return CW_OK;
     }
     g = &st->ap_grp[c->grp];
     switch (c->kind) {
@@ -879,8 +899,11 @@ static int ap_compute(cw_state_t *st, size_t gi, int64_t now) {
             } else {
                 for (int64_t d = m; d < cut; d++) {
                     char name[CW_KEYNAME_MAX + 24];
-                    int nn = snprintf(name, sizeof(name), "%" PRId64 ":%s", d, l->counters[c].name);
-                    if (ap_del_push(st, (uint32_t)gi, name, (size_t)nn) != 0) {
+                    size_t nn = cw_fmt_i64(name, d), cl = strlen(l->counters[c].name);
+                    name[nn++] = ':';
+                    memcpy(name + nn, l->counters[c].name, cl); /* cl < CW_KEYNAME_MAX */
+                    nn += cl;
+                    if (ap_del_push(st, (uint32_t)gi, name, nn) != 0) {
                         return -1;
                     }
                 }
@@ -1050,7 +1073,8 @@ static int ap_del_cmp(const void *a, const void *b) {
 /* Phase 3 plan: MULTI, each group's writes, the watermarks, EXEC. */
 static int ap_plan_writes(cw_state_t *st) {
     size_t k = 0;
-    unsigned char moved[CW_STATE_MAX_PARTITIONS] = {0}; /* fences INCRed for moves */
+    unsigned char moved[CW_STATE_MAX_PARTITIONS] = {0};  /* fences INCRed for moves */
+    unsigned char fenced[CW_STATE_MAX_PARTITIONS] = {0}; /* partitions' own INCRs queued */
     /* deletions of a group contiguous (phase 2 appended more) */
     if (st->ap_n_del > 1) {
         qsort(st->ap_del, st->ap_n_del, sizeof(*st->ap_del), ap_del_cmp);
@@ -1061,6 +1085,16 @@ static int ap_plan_writes(cw_state_t *st) {
         while (k < st->ap_n_del && st->ap_del[k].grp == gi) {
             st->ap_grp[gi].n_del++;
             k++;
+        }
+    }
+    /* each partition's newest applied event: its watermark is raised to
+     * that (HSET) when the read found it lower */
+    for (size_t gi = 0; gi < st->bat->n_groups; gi++) {
+        const ap_grp_t *g = &st->ap_grp[gi];
+        int p = st->bat->groups[gi].partition;
+        if (g->applied > 0 && g->wmax != AP_NONE &&
+            (st->ap_wmax[p] == AP_NONE || g->wmax > st->ap_wmax[p])) {
+            st->ap_wmax[p] = g->wmax;
         }
     }
     st->ap_n_cmd = 0;
@@ -1092,9 +1126,14 @@ static int ap_plan_writes(cw_state_t *st) {
         }
         {
             int p = st->bat->groups[gi].partition;
-            if (st->ap_wmax[p] == AP_NONE && (cw_st_ap_cmd_push(st, (uint32_t)p, AP_WMAX, 0) ||
-                                              cw_st_ap_cmd_push(st, (uint32_t)p, AP_FENCE, 0))) {
-                return -1;
+            if (!fenced[p]) {
+                fenced[p] = 1;
+                if ((st->ap_wmax[p] != AP_NONE &&
+                     (st->ap_wm[p] == AP_NONE || st->ap_wmax[p] > st->ap_wm[p]) &&
+                     cw_st_ap_cmd_push(st, (uint32_t)p, AP_WMAX, 0)) ||
+                    cw_st_ap_cmd_push(st, (uint32_t)p, AP_FENCE, 0)) {
+                    return -1;
+                }
             }
             /* the account moves here from partition home: a decision read
              * there (and watching home's fence) must see that (cw_state_commit) */
@@ -1104,8 +1143,6 @@ static int ap_plan_writes(cw_state_t *st) {
                     return -1;
                 }
             }
-            st->ap_wmax[p] =
-                st->ap_wmax[p] == AP_NONE || g->wmax > st->ap_wmax[p] ? g->wmax : st->ap_wmax[p];
         }
     }
     return cw_st_ap_cmd_push(st, 0, AP_EXEC, 0);

@@ -4,6 +4,8 @@
  */
 #include "cw_state_int.h"
 
+#include <math.h>
+
 /* ---- decisions ---- */
 
 /* Entries a history keeps (state.history_len). */
@@ -69,8 +71,18 @@ static int hist_op(const cw_state_t *st, const cm_read_t *rd) {
     return rd->hlen < hist_cap(st) ? CM_RPUSH : -1;
 }
 
-/* The stored form of a score ("%.15g"), into tmp; its length. */
+/* The stored form of a score ("%.15g"), into tmp; its length. A score is a
+ * multiple of 0.1 (cw_model_score): the double nearest to k / 10. A decimal
+ * of at most 6 significant digits is what "%.Pg" writes of its nearest
+ * double for every P in 6..15 (P <= DBL_DIG), so cw_fmt_g at precision 6
+ * (the fast path) gives the same bytes; anything else goes to snprintf. */
 static int score_str(double score, char *tmp, size_t size) {
+    if (size >= CW_G_MAX_CHARS && fabs(score) < 99999.0) {
+        double k = floor(score * 10.0 + 0.5);
+        if (k / 10.0 == score && !(k == 0.0 && signbit(score))) {
+            return (int)cw_fmt_g(tmp, score, 6);
+        }
+    }
     return snprintf(tmp, size, "%.15g", score);
 }
 
@@ -233,8 +245,7 @@ static cw_err_t cm_build(cw_state_t *st, size_t i, void *vctx) {
         cw_st_arg_i64(st, c->active_mask);
         for (int r = 0; r < CW_REASON__COUNT; r++) {
             if (c->last_alert_ms != NULL && c->last_alert_ms[r] >= 0) {
-                n = snprintf(tmp, sizeof(tmp), "a%d", r);
-                cw_st_arg_mem(st, tmp, (size_t)n);
+                cw_st_arg_tagged(st, "a", r);
                 cw_st_arg_i64(st, c->last_alert_ms[r]);
             }
         }
@@ -248,8 +259,7 @@ static cw_err_t cm_build(cw_state_t *st, size_t i, void *vctx) {
         cw_st_arg_key(st, "a", id, NULL);
         for (int r = 0; r < CW_REASON__COUNT; r++) {
             if (cm_alert_gone(c, r)) {
-                n = snprintf(tmp, sizeof(tmp), "a%d", r);
-                cw_st_arg_mem(st, tmp, (size_t)n);
+                cw_st_arg_tagged(st, "a", r);
             }
         }
         break;

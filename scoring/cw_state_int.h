@@ -16,6 +16,35 @@
  * at the end, per file; each is documented at its definition); every other
  * helper is static to its file. A cw_state_t is used by one thread at
  * a time (cw_state.h), so none of these lock anything.
+ *
+ * Stored formats. Nothing runs in Redis: events are applied, decisions
+ * committed and accounts read with plain commands computed in C (as Lua
+ * scripts they cost Redis several times the CPU, and Redis CPU is the
+ * throughput bottleneck, bench/README.md; the last one, a watermark maximum
+ * EVALed in the apply's transaction, is an HGET in the apply's read and an
+ * HSET when the batch raises it).
+ *
+ * Day masks (written by the apply in C, read by cw_view): a set member's
+ * value is "<lastday>,<mask>", bit i of mask set when the member was active
+ * on day lastday - i (i < 52).
+ *
+ * Account hash fields (short names keep small hashes listpack-encoded):
+ *   "<day>:<counter>" per-day counter    "o:<p>" last offset applied from p
+ *   "m:<counter>" oldest day that may still hold a field of the counter
+ *   "n:<set>" no member of the set has a last day below this (members are
+ *   listed and pruned only when it falls out of the set's retention; "m:<set>",
+ *   the day of the last prune, is what older versions wrote: replaced by
+ *   n:<set> at the next prune)    "p" partition of the account
+ *   fm/lm first/last event ms   fl/ll first/last login ms   kc cancel ms
+ *   lt the last login at or before the account's pending day-end decision,
+ *   written when a newer login is applied before that decision
+ *   k<i> first use of key feature i    arr/sea/pln/ren "<attr ts>,<value>"
+ *   sc/bd/ti/ph/am score, band, tier, phase, active mask   a<r> last alert
+ *   ms of reason r   lid last alert id   x wall-clock day the account's
+ *   key TTLs were last refreshed (once a day, not on every apply)
+ * The score snapshot JSON (several hundred bytes) lives in its own string
+ * key P:snap:{id}: a hash value over hash-max-listpack-value (64) would
+ * turn the whole account hash into a hashtable, about 3x the memory.
  */
 #ifndef CW_STATE_INT_H
 #define CW_STATE_INT_H
@@ -35,7 +64,6 @@
 #include "cw_acache.h"
 #include "cw_arena.h"
 #include "cw_state.h"
-#include "cw_state_lua.h"
 #include "cw_view.h"
 
 #define CW_STATE_COMP "state"
@@ -183,7 +211,8 @@ struct cw_state {
     redisReply *held[3]; /* READ_CMDS, and a ZSCORE (wall-mode read back) */
     size_t n_held;
     int hold; /* set by a reply callback: cw_st_pipe_run must not free this reply */
-    int64_t ap_wmax[CW_STATE_MAX_PARTITIONS];
+    int64_t ap_wmax[CW_STATE_MAX_PARTITIONS]; /* apply: the batch's newest event per partition */
+    int64_t ap_wm[CW_STATE_MAX_PARTITIONS];   /* apply: the watermark its read found (AP_NONE) */
     /* reads: views into one EXEC reply (scratch, grows to the largest) */
     cw_sv_t *sv;
     size_t sv_cap;
@@ -221,7 +250,8 @@ enum { AP_FM = 0, AP_LM, AP_FL, AP_LL, AP_KC, AP_K0, AP_LT = AP_K0 + CW_MAX_KEY_
 /* What one command of a phase is for. */
 enum {
     AP_WATCH,
-    AP_GETF, /* GET of a partition's fence (the apply cache's check) */
+    AP_GETF,  /* GET of a partition's fence (the apply cache's check) */
+    AP_WMGET, /* HGET of a partition's watermark, under the WATCH of its fence */
     AP_HMGET_A,
     AP_ZSCORE,
     AP_HKEYS,
@@ -233,7 +263,7 @@ enum {
     AP_EXPIRE,
     AP_SADD,
     AP_ZADD,
-    AP_WMAX,
+    AP_WMAX, /* HSET of a partition's watermark, when the batch raises it */
     AP_FENCE,
     AP_EXEC,
     /* cw_state_commit (and the shared ones above) */
@@ -257,7 +287,7 @@ enum {
 };
 
 typedef struct ap_cmd {
-    uint32_t grp; /* group (or partition for AP_WMAX) */
+    uint32_t grp; /* group (or partition for AP_WATCH, AP_GETF, AP_WMGET, AP_WMAX, AP_FENCE) */
     int16_t kind;
     int16_t sub; /* set index, counter entry, expire key, ... */
 } ap_cmd_t;
@@ -369,6 +399,7 @@ void cw_st_arg_str(cw_state_t *st, const char *s);
 void cw_st_arg_member(cw_state_t *st, int set, const char *mem, size_t len);
 int cw_st_member_field(const cw_layout_t *l, cw_sv_t f, cw_sv_t *mem);
 void cw_st_arg_i64(cw_state_t *st, int64_t v);
+void cw_st_arg_tagged(cw_state_t *st, const char *tag, int64_t v);
 void cw_st_arg_key(cw_state_t *st, const char *kind, const char *id, const char *suffix);
 void cw_st_arg_pkey(cw_state_t *st, const char *kind, int partition);
 cw_err_t cw_st_args_send(cw_state_t *st);

@@ -1,7 +1,7 @@
 /*
  * cw_view.c — an account as of a time from its raw Redis data (see cw_view.h).
  * The arithmetic mirrors what cw_state's apply stores (formats in
- * cw_state_lua.h):
+ * cw_state_int.h: "Stored formats"):
  * counters per day, 52-bit day masks per set member, history newest first.
  */
 #include "cw_view.h"
@@ -134,7 +134,7 @@ enum {
 };
 
 /* The scalar a field name stands for, -1 for anything else. Names are those
- * cw_state stores (cw_state_lua.h). */
+ * cw_state stores (cw_state_int.h: "Stored formats"). */
 static int scalar_field(cw_sv_t f) {
     static const char *const names[] = {"p",  "arr", "sea", "ren", "pln", "fm", "fl", "ll", "lm",
                                         "kc", "sc",  "bd",  "am",  "lid", "ti", "ph", "lt"};

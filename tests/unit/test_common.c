@@ -1,14 +1,17 @@
 /*
  * test_common.c — common/: JSON string escaping (every dead letter carries
  * the raw payload as a JSON string, so any bytes must give valid JSON),
- * the JSON buffer helper, the arena (Redis replies are built in one) and
- * the integer formatter of Redis arguments.
+ * the JSON buffer helper, the arena (Redis replies are built in one), the
+ * integer formatter of Redis arguments, and the double and time formatters
+ * of score snapshots (byte for byte what printf writes).
  */
 #include <criterion/criterion.h>
 #include <inttypes.h>
+#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 #include <yajl/yajl_tree.h>
 
 #include "cw_arena.h"
@@ -148,5 +151,92 @@ Test(common, fmt_i64_matches_printf) {
         snprintf(want, sizeof(want), "%" PRId64, v);
         cr_assert_str_eq(got, want);
         cr_assert_eq(n, strlen(want));
+    }
+}
+
+/* cw_fmt_g(v, prec) against snprintf("%.*g"): the bytes must be printf's,
+ * on the fast path and off it. */
+static void expect_g(double v, int prec) {
+    char got[CW_G_MAX_CHARS], want[64];
+    size_t n = cw_fmt_g(got, v, prec);
+    snprintf(want, sizeof(want), "%.*g", prec, v);
+    cr_assert_str_eq(got, want, "%%.%dg of %.17g: got %s, want %s", prec, v, got, want);
+    cr_assert_eq(n, strlen(want));
+}
+
+Test(common, fmt_g_matches_printf) {
+    /* ties and near-ties (printf rounds the exact binary value, half to
+     * even), the ends of fixed notation, carries into a new digit, specials */
+    const double fixed[] = {0.0,          -0.0,       0.5,
+                            1.5,          2.5,        0.125,
+                            0.375,        123456.5,   1234567.5,
+                            999999.5,     999999.4,   9.9999995,
+                            9.9999994,    99999.95,   0.00012345675,
+                            1e-4,         9.99999e-5, 9.999995e-5,
+                            0.0001000005, 1e-5,       1e6,
+                            999999.0,     1e15,       1e16,
+                            123.456,      -123.456,   0.1,
+                            0.7,          1.0 / 3.0,  2.0 / 3.0,
+                            100.0,        73.4,       1e300,
+                            -1e-300,      5e-324,     1.7976931348623157e308,
+                            INFINITY,     -INFINITY,  NAN};
+    for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++) {
+        for (int prec = 1; prec <= 17; prec++) {
+            expect_g(fixed[i], prec);
+        }
+    }
+    /* random doubles over twenty decades, both signs */
+    uint64_t x = 0x2545F4914F6CDD1Du;
+    for (int i = 0; i < 300000; i++) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        double m = (double)(x >> 11) / 9007199254740992.0; /* [0, 1) */
+        double v = m * pow(10.0, (double)(int)(i % 20) - 8.0) * (i % 3 ? 1.0 : -1.0);
+        expect_g(v, 1 + i % 9);
+        expect_g(v, 6);
+    }
+    /* short decimals, where ties at the printed precision are common */
+    for (int k = -20000; k <= 20000; k++) {
+        expect_g(k / 1000.0, 2);
+        expect_g(k / 1000.0, 3);
+        expect_g(k / 8.0, 4);
+        expect_g(k / 64.0, 3);
+    }
+}
+
+/* cw_state_commit stores a score (the double nearest to k / 10) with
+ * "%.15g" through cw_fmt_g at precision 6: the same bytes for every score
+ * up to 99,999.9. */
+Test(common, fmt_g_at_6_writes_tenths_as_percent_15g) {
+    char got[CW_G_MAX_CHARS], want[64];
+    for (int k = -999999; k <= 999999; k++) {
+        double v = floor((double)k + 0.5) / 10.0; /* as cw_model_score rounds */
+        cw_fmt_g(got, v, 6);
+        snprintf(want, sizeof(want), "%.15g", v);
+        cr_assert_str_eq(got, want, "k %d", k);
+    }
+}
+
+Test(common, time_format_matches_printf) {
+    char got[40], want[40];
+    cw_time_format(0, got, sizeof(got));
+    cr_assert_str_eq(got, "1970-01-01T00:00:00.000Z");
+    cw_time_format(-1, got, sizeof(got));
+    cr_assert_str_eq(got, "1969-12-31T23:59:59.999Z");
+    cw_time_format(-719528LL * CW_MS_PER_DAY, got, sizeof(got));
+    cr_assert_str_eq(got, "0000-01-01T00:00:00.000Z");
+    cw_time_format(2932897LL * CW_MS_PER_DAY + 1, got, sizeof(got)); /* past 9999: snprintf */
+    cr_assert_str_eq(got, "10000-01-01T00:00:00.001Z");
+    uint64_t x = 0x9E3779B97F4A7C15u;
+    for (int i = 0; i < 100000; i++) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        /* years 1000 .. 9999 (strftime pads %Y to 4 digits only from 1000) */
+        int64_t ms = -30610224000000LL + (int64_t)(x % 283996800000000ULL);
+        time_t s = (time_t)(ms >= 0 ? ms / 1000 : -((-ms + 999) / 1000));
+        struct tm tm;
+        gmtime_r(&s, &tm);
+        size_t n = strftime(want, sizeof(want), "%Y-%m-%dT%H:%M:%S", &tm);
+        snprintf(want + n, sizeof(want) - n, ".%03dZ", (int)(ms - (int64_t)s * 1000));
+        cw_time_format(ms, got, sizeof(got));
+        cr_assert_str_eq(got, want, "ms %" PRId64, ms);
     }
 }

@@ -707,7 +707,8 @@ lat_pass() {
   R[c_${tag}_mid]=$mid_n
   R[c_${tag}_skipped]=$skipped
   rcli info commandstats >"$T/lat-$tag.cmdstats"
-  R[c_${tag}_redis]="$(awk -v a="$r0" -v b="$r1" -v n="$done_n" 'BEGIN { printf "%.1f us of Redis CPU per event", n ? (b - a) * 1e6 / n : 0 }'), $(cmd_per_event "$done_n" "$T/lat-$tag.cmdstats")"
+  R[c_${tag}_rus]=$(awk -v a="$r0" -v b="$r1" -v n="$done_n" 'BEGIN { printf "%.1f", n ? (b - a) * 1e6 / n : 0 }')
+  R[c_${tag}_redis]="${R[c_${tag}_rus]} us of Redis CPU per event, $(cmd_per_event "$done_n" "$T/lat-$tag.cmdstats")"
 }
 if ! skipped latency; then
   stop_pid "$BROKER_PID" # the throughput broker holds ~GBs of topic data; start clean
@@ -840,6 +841,19 @@ if [ -n "$P99" ]; then
     "p99 event-to-alert < 50 ms at $BENCH_LAT_RATE events/s" "p99 $P99 ms, $MISSING probes unanswered, ${R[c_lat_skipped]:-0} events deleted unread"
 fi
 verdict_line "$(awk -v k="$CW_RSS_KB" 'BEGIN { print (k < 65536) }')" "peak RSS < 64 MB" "$(awk -v k="$CW_RSS_KB" 'BEGIN { printf "%.1f MB", k / 1024 }')"
+# What Redis alone allows: redis-server runs commands on one thread, so
+# its CPU per event bounds the rate even if it were busy 100% of the time
+# and nothing else needed a CPU.
+echo "  Redis bound (one Redis thread at 100% of a core, at this run's Redis CPU per event)"
+awk -v us="$(awk -v a="$RED0" -v b="$RED1" -v n="$N_MSGS" 'BEGIN { printf "%.2f", (b - a) * 1e6 / n }')" \
+  -v raw="${B_COLD:-0}" 'BEGIN {
+    printf "    (a)  %.1f us per message: at most %.0f events/s", us, (us > 0 ? 1e6 / us : 0)
+    if (raw > 0 && us > 0) printf " (%.3f of the raw consume rate); 0.3 of it needs <= %.1f us", 1e6 / us / raw, 1e6 / (0.3 * raw)
+    printf "\n" }'
+if [ -n "${R[c_lat_rus]:-}" ]; then
+  awk -v us="${R[c_lat_rus]}" -v rate="$BENCH_LAT_RATE" 'BEGIN {
+    printf "    (c)  %.1f us per event in wall mode: at most %.0f events/s; %d events/s needs <= %.1f us\n", us, (us > 0 ? 1e6 / us : 0), rate, 1e6 / rate }'
+fi
 
 if [ -n "$PERF_PID" ] && [ -s "$T/perf.data" ]; then
   # perf_proc "|tid|tid|" N: one process's share (its threads), by shared

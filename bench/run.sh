@@ -560,8 +560,10 @@ compare_once() { # $1 binary, $2 label, $3 extra kafka members -> "events/s redi
     die "compare run $2 failed ($T/cmp-$2.log)"
   t1=$(log_ts_ms "$T/cmp-$2.log" "all partitions idle")
   [ -n "$t1" ] || die "compare run $2 did not reach the idle exit ($T/cmp-$2.log)"
+  local kb cu cs
+  read -r kb cu cs < <(tail -n1 "$T/cmp-$2.rss")
   rcli info commandstats | awk -F'[:=,]' -v n="$N_MSGS" -v ms=$((t1 - BENCH_IDLE_MS - t0)) \
-    -v kb="$(tail -n1 "$T/cmp-$2.rss" | awk '{ print $1 }')" -v cc="$(tail -n1 "$T/cmp-$2.rss" | awk '{ print $2 + $3 }')" \
+    -v kb="$kb" -v cc="$(awk -v u="$cu" -v s="$cs" 'BEGIN { print u + s }')" \
     -v rc="$(awk -v a="$r0" -v b="$(cpu_s "$REDIS_PID")" 'BEGIN { print b - a }')" \
     '/^cmdstat_/ && $1 != "cmdstat_exec" { c += $3 }
      END { printf "%.0f %.2f %.1f %.1f %.1f\n", n / (ms / 1000), c / n, kb / 1024, rc * 1e6 / n, cc * 1e6 / n }'

@@ -445,11 +445,7 @@ static void j_str_or_null(cw_buf_t *b, const char *s) {
 }
 
 static void j_num(cw_buf_t *b, double v) {
-    if (isfinite(v)) {
-        cw_buf_json_num(b, v);
-    } else {
-        cw_buf_puts(b, "null");
-    }
+    cw_buf_json_num(b, v); /* null when not finite */
 }
 
 static void j_int(cw_buf_t *b, int64_t v) {

@@ -50,14 +50,20 @@ int64_t cw_st_ap_day(int64_t ms) {
     return cw_time_day(ms);
 }
 
+/* A day bucket's field name, "<day>:<counter>", into out
+ * (AP_DAY_FIELD_MAX bytes, counter names are shorter than
+ * CW_KEYNAME_MAX); its length. */
+#define AP_DAY_FIELD_MAX (CW_I64_MAX_CHARS + 1 + CW_KEYNAME_MAX)
+static size_t ap_day_field(char *out, int64_t day, const char *name) {
+    size_t n = cw_fmt_i64(out, day), nl = strlen(name);
+    out[n++] = ':';
+    memcpy(out + n, name, nl + 1);
+    return n + nl;
+}
+
 static void ap_arg_field(cw_state_t *st, int64_t day, const char *name) {
-    char tmp[32];
-    int n = (int)cw_fmt_i64(tmp, day);
-    cw_st_arg_begin(st);
-    cw_st_arg_piece(st, tmp, (size_t)n);
-    cw_st_arg_piece(st, ":", 1);
-    cw_st_arg_piece(st, name, strlen(name));
-    cw_st_arg_end(st);
+    char tmp[AP_DAY_FIELD_MAX];
+    cw_st_arg_mem(st, tmp, ap_day_field(tmp, day, name));
 }
 
 static const char *ap_id(const cw_state_t *st, size_t g) {
@@ -898,11 +904,8 @@ static int ap_compute(cw_state_t *st, size_t gi, int64_t now) {
                 g->need_keys = 1; /* phase 2 lists the fields */
             } else {
                 for (int64_t d = m; d < cut; d++) {
-                    char name[CW_KEYNAME_MAX + 24];
-                    size_t nn = cw_fmt_i64(name, d), cl = strlen(l->counters[c].name);
-                    name[nn++] = ':';
-                    memcpy(name + nn, l->counters[c].name, cl); /* cl < CW_KEYNAME_MAX */
-                    nn += cl;
+                    char name[AP_DAY_FIELD_MAX];
+                    size_t nn = ap_day_field(name, d, l->counters[c].name);
                     if (ap_del_push(st, (uint32_t)gi, name, nn) != 0) {
                         return -1;
                     }

@@ -626,11 +626,7 @@ Test(state, watermark_per_partition) {
     cr_expect_eq(wm, T(9, 0));
     cw_state_destroy(st2);
     /* a stored value that is not a number is replaced */
-    redisContext *rc = raw();
-    redisReply *r = redisCommand(rc, "HSET t:wm 1 garbage");
-    cr_assert(r != NULL && r->type == REDIS_REPLY_INTEGER);
-    freeReplyObject(r);
-    redisFree(rc);
+    cr_assert_geq(cw_h_redis_int(redis, "HSET t:wm 1 garbage"), 0); /* -1: not an integer reply */
     cw_event_t w7 = login("w7", "u", T(2, 0));
     cr_assert_eq(apply(st, &w7, 1, 1, 2, NULL, NULL), CW_OK);
     cr_assert_eq(cw_state_watermark(st, 1, &wm), CW_OK);

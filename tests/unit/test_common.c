@@ -133,6 +133,12 @@ Test(common, arena_large_requests_and_the_keep_bound) {
     cw_arena_destroy(NULL);
 }
 
+/* The next value of a xorshift64 sequence (the random cases below). */
+static uint64_t xorshift(uint64_t *x) {
+    *x ^= *x << 13, *x ^= *x >> 7, *x ^= *x << 17;
+    return *x;
+}
+
 Test(common, fmt_i64_matches_printf) {
     const int64_t fixed[] = {0,         1,         -1,           9, 10, -10, 99, 100, 1234567890123,
                              INT64_MAX, INT64_MIN, INT64_MIN + 1};
@@ -145,7 +151,7 @@ Test(common, fmt_i64_matches_printf) {
     }
     uint64_t x = 0x9E3779B97F4A7C15u;
     for (int i = 0; i < 100000; i++) {
-        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        xorshift(&x);
         int64_t v = (int64_t)(x >> (i % 64)) * (i % 2 ? -1 : 1);
         size_t n = cw_fmt_i64(got, v);
         snprintf(want, sizeof(want), "%" PRId64, v);
@@ -188,7 +194,7 @@ Test(common, fmt_g_matches_printf) {
     /* random doubles over twenty decades, both signs */
     uint64_t x = 0x2545F4914F6CDD1Du;
     for (int i = 0; i < 300000; i++) {
-        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        xorshift(&x);
         double m = (double)(x >> 11) / 9007199254740992.0; /* [0, 1) */
         double v = m * pow(10.0, (double)(int)(i % 20) - 8.0) * (i % 3 ? 1.0 : -1.0);
         expect_g(v, 1 + i % 9);
@@ -228,7 +234,7 @@ Test(common, time_format_matches_printf) {
     cr_assert_str_eq(got, "10000-01-01T00:00:00.001Z");
     uint64_t x = 0x9E3779B97F4A7C15u;
     for (int i = 0; i < 100000; i++) {
-        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        xorshift(&x);
         /* years 1000 .. 9999 (strftime pads %Y to 4 digits only from 1000) */
         int64_t ms = -30610224000000LL + (int64_t)(x % 283996800000000ULL);
         time_t s = (time_t)(ms >= 0 ? ms / 1000 : -((-ms + 999) / 1000));
